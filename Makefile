@@ -1,0 +1,76 @@
+# meshward — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO            ?= go
+CACHE         := $(CURDIR)/.cache
+BIN           := $(CURDIR)/bin
+VAULT_VERSION := 1.13.0
+VAULT_BIN     := $(CACHE)/vault-$(VAULT_VERSION)
+VAULT_SRC     := secrets/vaulttest/vaultbin
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI      := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS       := -X main.version=$(VERSION)
+FUZZTIME      ?= 30s
+
+export MESHWARD_VAULT_BIN := $(VAULT_BIN)
+
+.PHONY: help
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/meshward
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/meshward ./cmd/meshward
+
+.PHONY: run
+run: build ## serve the embedded quickstart (local CA, no Vault needed); Ctrl-C stops it
+	exec $(BIN)/meshward serve --log-format text
+
+.PHONY: test
+test: vault ## run every test with the race detector, Vault integration tests included
+	$(GO) vet ./...
+	$(GO) test -race -timeout 20m ./...
+
+.PHONY: test-short
+test-short: ## run the unit tests only (no Vault)
+	$(GO) test -short ./...
+
+.PHONY: bench
+bench: vault ## run the benchmarks (figures: see docs/performance.md)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+.PHONY: vault
+vault: $(VAULT_BIN) ## build the Vault dev server used by the integration tests (cached)
+
+$(VAULT_BIN): $(VAULT_SRC)/go.mod $(VAULT_SRC)/go.sum $(VAULT_SRC)/main.go
+	@mkdir -p $(CACHE)
+	@echo "building Vault $(VAULT_VERSION) for the integration tests (about 5 minutes the first time)"
+	cd $(VAULT_SRC) && $(GO) build -o $(VAULT_BIN).tmp . && mv $(VAULT_BIN).tmp $(VAULT_BIN)
+
+.PHONY: lint
+lint: $(GOLANGCI) ## go vet and golangci-lint (pinned)
+	$(GO) vet ./...
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI):
+	@mkdir -p $(CACHE)/bin
+	GOBIN=$(CACHE)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(CACHE)/bin/golangci-lint $(GOLANGCI)
+
+.PHONY: tidy-check
+tidy-check: ## fail when go.mod/go.sum are not tidy
+	$(GO) mod tidy -diff
+	cd $(VAULT_SRC) && $(GO) mod tidy -diff
+
+.PHONY: clean
+clean: ## remove build outputs (keeps the Vault cache)
+	rm -rf $(BIN)

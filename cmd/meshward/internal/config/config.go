@@ -1,0 +1,151 @@
+// Package config is meshward's configuration file: one YAML document,
+// decoded strictly (every unknown key is an error naming its path), then
+// defaulted, then validated (every problem reported at once, each with its
+// field path). Each section's type belongs to the package that uses it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshward/meshward/envoy"
+	"github.com/meshward/meshward/examples/quickstart"
+	"github.com/meshward/meshward/extauthz"
+	"github.com/meshward/meshward/extauthz/audit"
+	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/secrets"
+	"github.com/meshward/meshward/xds"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// TrustDomain of every SPIFFE ID in the mesh, e.g. mesh.local.
+	TrustDomain string  `yaml:"trustDomain"`
+	Admin       Admin   `yaml:"admin"`
+	Authz       Authz   `yaml:"authz"`
+	XDS         xds.Config `yaml:"xds"`
+	Agents      []envoy.Agent  `yaml:"agents"`
+	Secrets     secrets.Config `yaml:"secrets"`
+	Audit       audit.Config   `yaml:"audit"`
+
+	// Dir is where relative file names in the configuration are resolved:
+	// the configuration file's folder, or the embedded quickstart.
+	Dir fs.FS `yaml:"-"`
+	// Source names where the configuration came from, for messages.
+	Source string `yaml:"-"`
+}
+
+// Admin is the admin HTTP server: /healthz, /readyz, /metrics.
+type Admin struct {
+	// Address, default 127.0.0.1:9090.
+	Address string `yaml:"address"`
+}
+
+// Authz is the `authz` section: the ext_authz server and its policy.
+type Authz struct {
+	Server extauthz.Config `yaml:",inline"`
+	Policy policy.Config   `yaml:",inline"`
+}
+
+// DefaultAdminAddress is where the admin server listens by default.
+const DefaultAdminAddress = "127.0.0.1:9090"
+
+// ErrInvalid wraps every decoding and validation failure.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Parse decodes, defaults and validates a configuration. dir resolves the
+// relative file names it holds; source names it in messages.
+func Parse(data []byte, dir fs.FS, source string) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s: empty document", ErrInvalid, source)
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, source, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %s: more than one YAML document", ErrInvalid, source)
+	}
+	if errs := unknownFields(&root, reflect.TypeFor[Config](), ""); len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %s:\n%w", ErrInvalid, source, errors.Join(errs...))
+	}
+	c := &Config{Dir: dir, Source: source}
+	if err := root.Decode(c); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, source, err)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s:\n%w", ErrInvalid, source, err)
+	}
+	return c, nil
+}
+
+// Load reads a configuration file; relative names in it are resolved from
+// the file's folder.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, os.DirFS(filepath.Dir(abs)), path)
+}
+
+// Quickstart is the embedded default configuration (examples/quickstart).
+func Quickstart() (*Config, error) {
+	return Parse(quickstart.Config, quickstart.Files, "embedded quickstart")
+}
+
+// SetDefaults fills in every section's defaults.
+func (c *Config) SetDefaults() {
+	if c.Admin.Address == "" {
+		c.Admin.Address = DefaultAdminAddress
+	}
+	c.Authz.Server.SetDefaults()
+	c.Authz.Policy.SetDefaults()
+	c.XDS.SetDefaults()
+	c.Secrets.SetDefaults()
+	c.Audit.SetDefaults()
+}
+
+// Validate reports every problem at once, each named by its field path.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TrustDomain == "" {
+		errs = append(errs, errors.New("trustDomain: required"))
+	} else if strings.ContainsAny(c.TrustDomain, "/:@ ") || c.TrustDomain != strings.ToLower(c.TrustDomain) {
+		errs = append(errs, fmt.Errorf("trustDomain: %q must be a lowercase DNS-like name", c.TrustDomain))
+	}
+	if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
+		errs = append(errs, fmt.Errorf("admin.address: %v", err))
+	}
+	errs = append(errs,
+		c.Authz.Server.Validate("authz"),
+		c.Authz.Policy.Validate("authz", c.TrustDomain),
+		c.XDS.Validate("xds"),
+		envoy.ValidateAgents("agents", c.Agents),
+		c.Secrets.Validate("secrets"),
+		c.Audit.Validate("audit"),
+	)
+	for i, a := range c.Agents {
+		if want := "spiffe://" + c.TrustDomain + "/"; !strings.HasPrefix(a.SPIFFEID, want) {
+			errs = append(errs, fmt.Errorf("agents[%d].spiffeID: %q is not in trust domain %q", i, a.SPIFFEID, c.TrustDomain))
+		}
+	}
+	return errors.Join(errs...)
+}
