@@ -5,6 +5,7 @@
 // The go:debug line keeps Go 1.20's x509 parsing: a dependency of Vault
 // 1.13 (gosnowflake 1.6.3) parses an embedded CA with a negative serial at
 // start and panics under the stricter default of newer Go.
+//
 //go:debug x509negativeserial=1
 package main
 

@@ -30,10 +30,10 @@ import (
 // Config is the whole configuration file.
 type Config struct {
 	// TrustDomain of every SPIFFE ID in the mesh, e.g. mesh.local.
-	TrustDomain string  `yaml:"trustDomain"`
-	Admin       Admin   `yaml:"admin"`
-	Authz       Authz   `yaml:"authz"`
-	XDS         xds.Config `yaml:"xds"`
+	TrustDomain string         `yaml:"trustDomain"`
+	Admin       Admin          `yaml:"admin"`
+	Authz       Authz          `yaml:"authz"`
+	XDS         xds.Config     `yaml:"xds"`
 	Agents      []envoy.Agent  `yaml:"agents"`
 	Secrets     secrets.Config `yaml:"secrets"`
 	Audit       audit.Config   `yaml:"audit"`
