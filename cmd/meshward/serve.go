@@ -112,7 +112,7 @@ func parseComponents(s string) ([]string, error) {
 		if p == "" {
 			continue
 		}
-		if !slices.Contains(componentNames, p) {
+		if _, ok := builders[p]; !ok || !slices.Contains(componentNames, p) {
 			return nil, fmt.Errorf("--components: unknown component %q (have %s)", p, strings.Join(componentNames, ", "))
 		}
 		if !slices.Contains(out, p) {

@@ -1,0 +1,162 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+func TestQuickstartIsValid(t *testing.T) {
+	c, err := Quickstart()
+	if err != nil {
+		t.Fatalf("Quickstart() = %v", err)
+	}
+	if c.TrustDomain != "mesh.local" {
+		t.Errorf("trustDomain = %q, want mesh.local", c.TrustDomain)
+	}
+	var names []string
+	for _, a := range c.Agents {
+		names = append(names, a.Name)
+	}
+	if got := strings.Join(names, ","); got != "planner,viewer,executor" {
+		t.Errorf("agents = %s, want planner,viewer,executor", got)
+	}
+	if c.Admin.Address != DefaultAdminAddress {
+		t.Errorf("admin address = %q, want the default %q", c.Admin.Address, DefaultAdminAddress)
+	}
+}
+
+func TestLoadQuickstartFileFromDisk(t *testing.T) {
+	if _, err := Load(filepath.Join("..", "..", "..", "..", "examples", "quickstart", "meshward.yaml")); err != nil {
+		t.Fatalf("Load(examples/quickstart/meshward.yaml) = %v", err)
+	}
+}
+
+const minimal = `trustDomain: mesh.local
+authz:
+  plaintext: true
+  rules:
+    - name: a
+      match: {methods: [GET], path: /a}
+    - name: b
+      match: {methods: [GET], path: /b}
+    - name: c
+      match: {methods: [GET], path: /c}
+`
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every one must appear
+	}{
+		{
+			name: "unknown key named by path",
+			yaml: strings.Replace(minimal, "    - name: c\n      match:", "    - name: c\n      matchh:", 1),
+			want: []string{"authz.rules[2].matchh: unknown field"},
+		},
+		{
+			name: "every unknown key reported",
+			yaml: minimal + "colour: blue\nadmin:\n  adress: x\n",
+			want: []string{"colour: unknown field", "admin.adress: unknown field"},
+		},
+		{
+			name: "three errors reported at once",
+			yaml: `trustDomain: Mesh.Local
+authz:
+  plaintext: true
+  rules:
+    - name: a
+      effect: maybe
+      match: {path: nopath}
+`,
+			want: []string{"trustDomain:", "authz.rules[0].effect:", "authz.rules[0].match: path \"nopath\" must start with /"},
+		},
+		{
+			name: "unknown schema and bad level",
+			yaml: `trustDomain: mesh.local
+authz:
+  rules:
+    - name: a
+      schema: nope
+      require:
+        attributes:
+          clearance: {atLeast: high}
+`,
+			want: []string{"authz.rules[0].schema: unknown schema \"nope\"", "authz.rules[0].require.attributes.clearance.atLeast: no levels declared"},
+		},
+		{
+			name: "identity outside the trust domain",
+			yaml: "trustDomain: mesh.local\nauthz:\n  identities:\n    - spiffeID: spiffe://other/ns/a\n",
+			want: []string{"authz.identities[0].spiffeID:", "not in trust domain"},
+		},
+		{
+			name: "agents cross-checked",
+			yaml: `trustDomain: mesh.local
+agents:
+  - name: a
+    spiffeID: spiffe://mesh.local/a
+    inboundPort: 1
+    app: 127.0.0.1:1
+    peers: [{name: ghost, addresses: [x:1]}]
+  - name: a
+    spiffeID: spiffe://elsewhere/a
+    inboundPort: 0
+    app: nope
+`,
+			want: []string{"agents[0].peers[0].name: unknown agent \"ghost\"", "agents[1].name: agent \"a\" defined twice",
+				"agents[1].inboundPort", "agents[1].app", "agents[1].spiffeID"},
+		},
+		{name: "type mismatch", yaml: "trustDomain: [a]\n", want: []string{"cannot unmarshal"}},
+		{name: "empty document", yaml: "", want: []string{"empty document"}},
+		{name: "two documents", yaml: "trustDomain: a\n---\ntrustDomain: b\n", want: []string{"more than one YAML document"}},
+		{name: "missing trust domain", yaml: "admin: {}\n", want: []string{"trustDomain: required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), fstest.MapFS{}, "test.yaml")
+			if err == nil {
+				t.Fatal("Parse() succeeded, want an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte(minimal), fstest.MapFS{}, "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Authz.Policy.Rules[0].Effect != "allow" {
+		t.Errorf("rule effect default = %q, want allow", c.Authz.Policy.Rules[0].Effect)
+	}
+	if c.Secrets.Source != "local" {
+		t.Errorf("secrets source default = %q, want local", c.Secrets.Source)
+	}
+	if c.Authz.Server.Address == "" || c.XDS.Address == "" {
+		t.Error("listen addresses not defaulted")
+	}
+	for _, a := range []string{c.Admin.Address, c.Authz.Server.Address, c.XDS.Address} {
+		if !strings.HasPrefix(a, "127.0.0.1:") {
+			t.Errorf("default address %q is not loopback", a)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load(missing) = %v, want a not-exist error", err)
+	}
+}
