@@ -1,0 +1,617 @@
+package body
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits bound what Decode accepts. The zero value means the defaults.
+type Limits struct {
+	// MaxBytes is the largest body accepted, in bytes. Zero or less means
+	// DefaultMaxBytes.
+	MaxBytes int
+	// MaxDepth is the deepest nesting of objects and arrays accepted: 1
+	// allows `{}` and `[1]` but not `[[1]]`. Zero or less means
+	// DefaultMaxDepth; more than MaxDepthCeiling is lowered to it.
+	MaxDepth int
+}
+
+// Limits' defaults and bounds.
+const (
+	DefaultMaxBytes = 1 << 20
+	DefaultMaxDepth = 64
+	// MaxDepthCeiling is the deepest nesting ever accepted, whatever the
+	// configuration says.
+	MaxDepthCeiling = 1000
+)
+
+// withDefaults returns l with defaults filled in and the depth capped.
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxDepth
+	}
+	if l.MaxDepth > MaxDepthCeiling {
+		l.MaxDepth = MaxDepthCeiling
+	}
+	return l
+}
+
+// Kind classifies a decoding failure.
+type Kind uint8
+
+// Kinds of decoding failure.
+const (
+	// KindSyntax: not RFC 8259 JSON (including trailing data and an empty body).
+	KindSyntax Kind = iota + 1
+	// KindDuplicateKey: an object names the same key twice.
+	KindDuplicateKey
+	// KindCaseVariantKey: an object holds two keys that differ only in
+	// case (Unicode simple case folding, as strings.EqualFold).
+	KindCaseVariantKey
+	// KindInvalidUTF8: a string holds invalid UTF-8 or a lone surrogate escape.
+	KindInvalidUTF8
+	// KindTooDeep: objects and arrays nest deeper than Limits.MaxDepth.
+	KindTooDeep
+	// KindTooLarge: the body is longer than Limits.MaxBytes.
+	KindTooLarge
+)
+
+var kindNames = [...]string{
+	KindSyntax:         "syntax",
+	KindDuplicateKey:   "duplicate_key",
+	KindCaseVariantKey: "case_variant_key",
+	KindInvalidUTF8:    "invalid_utf8",
+	KindTooDeep:        "too_deep",
+	KindTooLarge:       "too_large",
+}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Error is why Decode rejected a body, and where.
+type Error struct {
+	Kind Kind
+	// Offset is the 0-based byte offset of the problem in the body.
+	Offset int
+	// Line and Column (1-based; the column counts bytes) locate Offset.
+	Line, Column int
+	// Msg says what is wrong, without the position.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("invalid JSON at line %d, column %d (byte %d): %s", e.Line, e.Column, e.Offset, e.Msg)
+}
+
+// Problem is the deny the failure maps to: 400 with code invalid_json, or
+// 400 with code body_too_large for KindTooLarge.
+func (e *Error) Problem() *Problem {
+	code := CodeInvalidJSON
+	if e.Kind == KindTooLarge {
+		code = CodeBodyTooLarge
+	}
+	return &Problem{Status: 400, Code: code, Message: e.Error()}
+}
+
+// Decode parses data as one strict RFC 8259 JSON text and returns it as
+// map[string]any, []any, json.Number (the number's exact text), string,
+// bool or nil: the shape JSON Schema validators and OPA consume. Strings
+// and numbers share one copy of data, so the result holds no reference to
+// data itself.
+//
+// It rejects, with an *Error: duplicate object keys and keys that differ
+// only in case within one object (encoding/json would keep the last one or
+// fold case, so two readers would see different messages); invalid UTF-8
+// and lone surrogate escapes in strings; control characters in strings;
+// nesting deeper than lim.MaxDepth; bodies longer than lim.MaxBytes; a
+// byte order mark; anything after the value; and everything else RFC 8259
+// does not allow (leading zeros, NaN, single quotes, comments, ...).
+func Decode(data []byte, lim Limits) (any, error) {
+	lim = lim.withDefaults()
+	if len(data) > lim.MaxBytes {
+		return nil, newError(data, lim.MaxBytes, KindTooLarge,
+			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(data), lim.MaxBytes))
+	}
+	d := decoder{data: data, s: string(data), maxDepth: lim.MaxDepth, kvs: make([]kv, 0, 16)}
+	d.skipWS()
+	if d.pos >= len(d.s) {
+		return nil, d.fail(KindSyntax, "empty body, want a JSON value")
+	}
+	v, ok := d.value()
+	if !ok {
+		return nil, d.err
+	}
+	d.skipWS()
+	if d.pos < len(d.s) {
+		return nil, d.fail(KindSyntax, "data after the JSON value")
+	}
+	return v, nil
+}
+
+// kv is one parsed object member, kept on the decoder's scratch stack until
+// its object is complete.
+type kv struct {
+	k string
+	v any
+}
+
+// foldMapMin is the member count from which case-variant keys are found
+// with a map of folded keys instead of comparing each pair.
+const foldMapMin = 16
+
+type decoder struct {
+	data     []byte
+	s        string // one copy of data: every string and number is a slice of it
+	pos      int
+	depth    int
+	maxDepth int
+	kvs      []kv   // members of the objects being parsed, innermost last
+	vals     []any  // elements of the arrays being parsed, innermost last
+	buf      []byte // scratch for strings with escapes
+	err      *Error
+}
+
+func newError(data []byte, off int, k Kind, msg string) *Error {
+	off = min(max(off, 0), len(data))
+	line, col := 1, 1
+	for _, c := range data[:off] {
+		if c == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+	}
+	return &Error{Kind: k, Offset: off, Line: line, Column: col, Msg: msg}
+}
+
+func (d *decoder) failAt(off int, k Kind, msg string) *Error {
+	d.err = newError(d.data, off, k, msg)
+	return d.err
+}
+
+func (d *decoder) fail(k Kind, msg string) *Error { return d.failAt(d.pos, k, msg) }
+
+func (d *decoder) skipWS() {
+	for d.pos < len(d.s) {
+		switch d.s[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+// unexpected reports the byte at d.pos (or the end) when want was expected.
+func (d *decoder) unexpected(want string) (any, bool) {
+	if d.pos >= len(d.s) {
+		d.fail(KindSyntax, "unexpected end of body, want "+want)
+		return nil, false
+	}
+	c := d.s[d.pos]
+	var got string
+	switch {
+	case c == 0xEF && strings.HasPrefix(d.s[d.pos:], "\uFEFF"):
+		got = "a byte order mark"
+	case c >= 0x20 && c < 0x7F:
+		got = strconv.QuoteRune(rune(c))
+	default:
+		got = fmt.Sprintf("byte 0x%02x", c)
+	}
+	d.fail(KindSyntax, "unexpected "+got+", want "+want)
+	return nil, false
+}
+
+// value parses one value at d.pos; whitespace before it is already skipped.
+func (d *decoder) value() (any, bool) {
+	if d.pos >= len(d.s) {
+		return d.unexpected("a value")
+	}
+	switch c := d.s[d.pos]; {
+	case c == '{':
+		return d.object()
+	case c == '[':
+		return d.array()
+	case c == '"':
+		s, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		return s, true
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number()
+	case c == 't':
+		return d.literal("true", true)
+	case c == 'f':
+		return d.literal("false", false)
+	case c == 'n':
+		return d.literal("null", nil)
+	default:
+		return d.unexpected("a value")
+	}
+}
+
+func (d *decoder) literal(lit string, v any) (any, bool) {
+	if !strings.HasPrefix(d.s[d.pos:], lit) {
+		d.fail(KindSyntax, "invalid literal, want "+lit)
+		return nil, false
+	}
+	d.pos += len(lit)
+	return v, true
+}
+
+func (d *decoder) enter() bool {
+	d.depth++
+	if d.depth > d.maxDepth {
+		d.fail(KindTooDeep, fmt.Sprintf("nesting deeper than the limit of %d", d.maxDepth))
+		return false
+	}
+	return true
+}
+
+func (d *decoder) object() (any, bool) {
+	if !d.enter() {
+		return nil, false
+	}
+	d.pos++ // {
+	base := len(d.kvs)
+	defer func() {
+		clear(d.kvs[base:]) // drop references for the garbage collector
+		d.kvs = d.kvs[:base]
+	}()
+	var folded map[string]struct{}
+	d.skipWS()
+	if d.pos < len(d.s) && d.s[d.pos] == '}' {
+		d.pos++
+		d.depth--
+		return map[string]any{}, true
+	}
+	for {
+		if d.pos >= len(d.s) || d.s[d.pos] != '"' {
+			return d.unexpected("a string key")
+		}
+		keyAt := d.pos
+		k, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		// The object's keys so far are d.kvs[base:].
+		n := len(d.kvs) - base
+		switch {
+		case n < foldMapMin:
+			for _, m := range d.kvs[base:] {
+				if m.k == k {
+					d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
+					return nil, false
+				}
+				if strings.EqualFold(m.k, k) {
+					d.failAt(keyAt, KindCaseVariantKey,
+						"keys "+quoteShort(m.k)+" and "+quoteShort(k)+" differ only in case")
+					return nil, false
+				}
+			}
+		default:
+			if folded == nil {
+				folded = make(map[string]struct{}, 2*foldMapMin)
+				for _, m := range d.kvs[base:] {
+					folded[foldKey(m.k)] = struct{}{}
+				}
+			}
+			fk := foldKey(k)
+			if _, dup := folded[fk]; dup {
+				for _, m := range d.kvs[base:] {
+					if m.k == k {
+						d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
+						return nil, false
+					}
+				}
+				d.failAt(keyAt, KindCaseVariantKey, "key "+quoteShort(k)+" differs only in case from another key")
+				return nil, false
+			}
+			folded[fk] = struct{}{}
+		}
+		d.skipWS()
+		if d.pos >= len(d.s) || d.s[d.pos] != ':' {
+			return d.unexpected("':' after an object key")
+		}
+		d.pos++
+		d.skipWS()
+		v, ok := d.value()
+		if !ok {
+			return nil, false
+		}
+		d.kvs = append(d.kvs, kv{k, v})
+		d.skipWS()
+		if d.pos >= len(d.s) {
+			return d.unexpected("',' or '}'")
+		}
+		switch d.s[d.pos] {
+		case ',':
+			d.pos++
+			d.skipWS()
+			continue
+		case '}':
+			d.pos++
+			d.depth--
+			m := make(map[string]any, len(d.kvs)-base)
+			for _, e := range d.kvs[base:] {
+				m[e.k] = e.v
+			}
+			return m, true
+		default:
+			return d.unexpected("',' or '}'")
+		}
+	}
+}
+
+func (d *decoder) array() (any, bool) {
+	if !d.enter() {
+		return nil, false
+	}
+	d.pos++ // [
+	base := len(d.vals)
+	defer func() {
+		clear(d.vals[base:])
+		d.vals = d.vals[:base]
+	}()
+	d.skipWS()
+	if d.pos < len(d.s) && d.s[d.pos] == ']' {
+		d.pos++
+		d.depth--
+		return []any{}, true
+	}
+	for {
+		v, ok := d.value()
+		if !ok {
+			return nil, false
+		}
+		d.vals = append(d.vals, v)
+		d.skipWS()
+		if d.pos >= len(d.s) {
+			return d.unexpected("',' or ']'")
+		}
+		switch d.s[d.pos] {
+		case ',':
+			d.pos++
+			d.skipWS()
+		case ']':
+			d.pos++
+			d.depth--
+			return append([]any(nil), d.vals[base:]...), true
+		default:
+			return d.unexpected("',' or ']'")
+		}
+	}
+}
+
+// str parses a string at d.pos (on its opening quote).
+func (d *decoder) str() (string, bool) {
+	start := d.pos + 1
+	ascii := true
+	i := start
+	for ; i < len(d.s); i++ {
+		c := d.s[i]
+		if c == '"' {
+			break
+		}
+		if c == '\\' {
+			return d.strEscaped(start, i)
+		}
+		if c < 0x20 {
+			d.failAt(i, KindSyntax, fmt.Sprintf("control character 0x%02x in a string (escape it)", c))
+			return "", false
+		}
+		if c >= utf8.RuneSelf {
+			ascii = false
+		}
+	}
+	if i >= len(d.s) {
+		d.failAt(len(d.s), KindSyntax, "unexpected end of body in a string")
+		return "", false
+	}
+	s := d.s[start:i]
+	if !ascii && !utf8.ValidString(s) {
+		d.failAt(start+firstInvalid(s), KindInvalidUTF8, "invalid UTF-8 in a string")
+		return "", false
+	}
+	d.pos = i + 1
+	return s, true
+}
+
+// strEscaped continues str from the first backslash at i.
+func (d *decoder) strEscaped(start, i int) (string, bool) {
+	b := append(d.buf[:0], d.s[start:i]...)
+	defer func() { d.buf = b[:0] }()
+	for i < len(d.s) {
+		c := d.s[i]
+		switch {
+		case c == '"':
+			if !utf8.Valid(b) {
+				// Escapes are ASCII and lone surrogates are rejected
+				// below, so the raw bytes hold the invalid sequence.
+				d.failAt(start+firstInvalid(d.s[start:i]), KindInvalidUTF8, "invalid UTF-8 in a string")
+				return "", false
+			}
+			d.pos = i + 1
+			return string(b), true
+		case c < 0x20:
+			d.failAt(i, KindSyntax, fmt.Sprintf("control character 0x%02x in a string (escape it)", c))
+			return "", false
+		case c != '\\':
+			b = append(b, c)
+			i++
+			continue
+		}
+		if i+1 >= len(d.s) {
+			break
+		}
+		switch e := d.s[i+1]; e {
+		case '"', '\\', '/':
+			b = append(b, e)
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		case 'u':
+			r, ok := hex4(d.s, i+2)
+			if !ok {
+				d.failAt(i, KindSyntax, `invalid \u escape, want 4 hex digits`)
+				return "", false
+			}
+			switch {
+			case r >= 0xD800 && r < 0xDC00:
+				lo, ok := rune(0), false
+				if i+7 < len(d.s) && d.s[i+6] == '\\' && d.s[i+7] == 'u' {
+					lo, ok = hex4(d.s, i+8)
+				}
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					d.failAt(i, KindInvalidUTF8, "lone surrogate escape in a string")
+					return "", false
+				}
+				r = 0x10000 + (r-0xD800)<<10 + (lo - 0xDC00)
+				i += 6
+			case r >= 0xDC00 && r <= 0xDFFF:
+				d.failAt(i, KindInvalidUTF8, "lone surrogate escape in a string")
+				return "", false
+			}
+			b = utf8.AppendRune(b, r)
+			i += 6
+			continue
+		default:
+			d.failAt(i, KindSyntax, "invalid escape "+strconv.Quote(d.s[i:i+2]))
+			return "", false
+		}
+		i += 2
+	}
+	d.failAt(len(d.s), KindSyntax, "unexpected end of body in a string")
+	return "", false
+}
+
+func hex4(s string, at int) (rune, bool) {
+	if at+4 > len(s) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range []byte(s[at : at+4]) {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// number parses an RFC 8259 number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (d *decoder) number() (any, bool) {
+	s, start, i := d.s, d.pos, d.pos
+	if s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		i = digits(s, i)
+	default:
+		d.failAt(i, KindSyntax, "invalid number, want a digit")
+		return nil, false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		j := digits(s, i)
+		if j == i {
+			d.failAt(i, KindSyntax, "invalid number, want a digit after '.'")
+			return nil, false
+		}
+		i = j
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		j := digits(s, i)
+		if j == i {
+			d.failAt(i, KindSyntax, "invalid number, want a digit in the exponent")
+			return nil, false
+		}
+		i = j
+	}
+	if i < len(s) && (s[i] >= '0' && s[i] <= '9') {
+		d.failAt(i, KindSyntax, "invalid number: leading zero")
+		return nil, false
+	}
+	d.pos = i
+	return json.Number(s[start:i]), true
+}
+
+func digits(s string, i int) int {
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+func firstInvalid(s string) int {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(s)
+}
+
+// foldKey maps s to a key equal for exactly the strings strings.EqualFold
+// holds equal: each rune becomes the smallest rune of its simple-fold orbit.
+func foldKey(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
+}
+
+// quoteShort quotes s for a message, cut to a readable length.
+func quoteShort(s string) string {
+	const maxLen = 40
+	if len(s) > maxLen {
+		cut := maxLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "..."
+	}
+	return strconv.Quote(s)
+}
