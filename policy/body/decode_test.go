@@ -157,7 +157,6 @@ func bigObject(n int, extra string) string {
 	return b.String()
 }
 
-
 func TestFoldKeyMatchesEqualFold(t *testing.T) {
 	pairs := [][2]string{
 		{"role", "ROLE"}, {"k", "\u212a"}, {"s", "\u017f"}, {"ß", "ẞ"}, {"σ", "ς"}, {"Σ", "ς"},
