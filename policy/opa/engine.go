@@ -1,0 +1,355 @@
+package opa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	ast "github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/loader"
+	rego "github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+// DefaultQuery is opa-envoy-plugin's default decision.
+const DefaultQuery = "data.envoy.authz.allow"
+
+// Config says where an Engine's policies and data come from and which
+// decision it asks for.
+type Config struct {
+	// FS resolves relative Files and BundleFile (typically os.DirFS of the
+	// configuration file's folder). Nil: the process's working directory.
+	// Absolute paths are always read from the operating system.
+	FS fs.FS
+	// Files are .rego, .json and .yaml files or folders. Data files are
+	// placed under data by their folder, like `opa run`.
+	Files []string
+	// BundleFile is an OPA bundle (.tar.gz). It may be combined with Files.
+	BundleFile string
+	// Query is the decision: a reference such as data.envoy.authz.allow,
+	// or the path style envoy/authz/allow. Default [DefaultQuery].
+	Query string
+	// V0Compatible parses modules as Rego v0 (OPA < 1.0 syntax), like
+	// opa's --v0-compatible. Default: Rego v1 (modules with
+	// `import rego.v1` work either way).
+	V0Compatible bool
+	// Verification, when set, requires bundles to be signed and checks
+	// the signature with OPA's bundle verification.
+	Verification *Verification
+	// MaxBundleBytes limits the size of a bundle read from a file or URL.
+	// Default 64 MiB.
+	MaxBundleBytes int64
+}
+
+// Verification configures OPA bundle signature verification.
+type Verification struct {
+	// KeyID names the key; it must match the signature's kid when the
+	// signature has one. Default "default".
+	KeyID string
+	// Key is the PEM public key (RS*, PS*, ES*) or the shared secret (HS*).
+	Key string
+	// Algorithm is the JWS algorithm. Default RS256.
+	Algorithm string
+	// Scope, when set, must equal the signature's scope claim.
+	Scope string
+	// Exclude lists bundle files left out of verification.
+	Exclude []string
+}
+
+// DefaultMaxBundleBytes bounds a bundle read from a file or URL.
+const DefaultMaxBundleBytes = 64 << 20
+
+// Engine is one immutable policy revision, prepared once. It is safe for
+// concurrent use.
+type Engine struct {
+	query    string
+	revision string
+	modules  []string
+	pq       rego.PreparedEvalQuery
+}
+
+// Query returns the decision the engine evaluates, as a data reference.
+func (e *Engine) Query() string { return e.query }
+
+// Revision returns the bundle revision ("" for plain files).
+func (e *Engine) Revision() string { return e.revision }
+
+// Modules returns the names of the loaded policy files, sorted.
+func (e *Engine) Modules() []string { return append([]string(nil), e.modules...) }
+
+// New loads cfg's files and bundle and prepares the query. Compile errors
+// name file:line. On error the caller keeps whatever engine it had.
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	var b *bundle.Bundle
+	if cfg.BundleFile != "" {
+		f, err := openFile(cfg.FS, cfg.BundleFile)
+		if err != nil {
+			return nil, fmt.Errorf("opa: bundle: %w", err)
+		}
+		defer f.Close()
+		rb, err := readBundle(f, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("opa: bundle %s: %w", cfg.BundleFile, err)
+		}
+		b = &rb
+	}
+	return build(ctx, cfg, b)
+}
+
+// NewFromBundle reads an OPA bundle (.tar.gz) from r, verifying its
+// signature when cfg.Verification is set, and prepares it together with
+// cfg.Files (cfg.BundleFile is ignored).
+func NewFromBundle(ctx context.Context, r io.Reader, cfg Config) (*Engine, error) {
+	b, err := readBundle(r, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opa: bundle: %w", err)
+	}
+	return build(ctx, cfg, &b)
+}
+
+func openFile(fsys fs.FS, name string) (io.ReadCloser, error) {
+	if fsys == nil || filepath.IsAbs(name) {
+		return os.Open(name)
+	}
+	return fsys.Open(filepath.ToSlash(filepath.Clean(name)))
+}
+
+func regoVersion(cfg Config) ast.RegoVersion {
+	if cfg.V0Compatible {
+		return ast.RegoV0
+	}
+	return ast.RegoV1
+}
+
+func readBundle(r io.Reader, cfg Config) (bundle.Bundle, error) {
+	limit := cfg.MaxBundleBytes
+	if limit <= 0 {
+		limit = DefaultMaxBundleBytes
+	}
+	rd := bundle.NewReader(r).
+		WithSizeLimitBytes(limit).
+		WithRegoVersion(regoVersion(cfg)).
+		WithProcessAnnotations(true)
+	if v := cfg.Verification; v != nil {
+		vc, err := verificationConfig(v)
+		if err != nil {
+			return bundle.Bundle{}, err
+		}
+		rd = rd.WithBundleVerificationConfig(vc)
+	}
+	return rd.Read()
+}
+
+func verificationConfig(v *Verification) (*bundle.VerificationConfig, error) {
+	id := v.KeyID
+	if id == "" {
+		id = "default"
+	}
+	alg := v.Algorithm
+	if alg == "" {
+		alg = "RS256"
+	}
+	keys := map[string]*bundle.KeyConfig{id: {Key: v.Key, Algorithm: alg, Scope: v.Scope}}
+	vc := bundle.NewVerificationConfig(keys, id, v.Scope, v.Exclude)
+	if err := vc.ValidateAndInjectDefaults(keys); err != nil {
+		return nil, fmt.Errorf("verification: %w", err)
+	}
+	return vc, nil
+}
+
+// ParseQuery turns a query in either style into a data reference:
+// "data.envoy.authz.allow" stays, "envoy/authz/allow" becomes it.
+func ParseQuery(q string) (string, error) {
+	if q == "" {
+		return DefaultQuery, nil
+	}
+	if q == "data" {
+		return "", fmt.Errorf("query %q names no decision", q)
+	}
+	if !strings.HasPrefix(q, "data.") && !strings.HasPrefix(q, "data[") {
+		ref := ast.Ref{ast.DefaultRootDocument}
+		for seg := range strings.SplitSeq(q, "/") {
+			if seg != "" {
+				ref = append(ref, ast.StringTerm(seg))
+			}
+		}
+		if len(ref) == 1 {
+			return "", fmt.Errorf("query %q names no decision", q)
+		}
+		return ref.String(), nil
+	}
+	ref, err := ast.ParseRef(q)
+	if err != nil {
+		return "", fmt.Errorf("query %q: %w", q, err)
+	}
+	if !ref.HasPrefix(ast.DefaultRootRef) || len(ref) < 2 {
+		return "", fmt.Errorf("query %q must be a reference under data", q)
+	}
+	return ref.String(), nil
+}
+
+func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
+	query, err := ParseQuery(cfg.Query)
+	if err != nil {
+		return nil, fmt.Errorf("opa: %w", err)
+	}
+	modules, docs, err := loadFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{query: query}
+	if b != nil {
+		e.revision = b.Manifest.Revision
+		for _, m := range b.Modules {
+			name := m.Path
+			if _, dup := modules[name]; dup {
+				return nil, fmt.Errorf("opa: module %s is both in the bundle and in files", name)
+			}
+			modules[name] = m.Parsed
+		}
+		if b.Data != nil {
+			if docs, err = mergeDocs(docs, b.Data, "data"); err != nil {
+				return nil, fmt.Errorf("opa: bundle data: %w", err)
+			}
+		}
+	}
+	if len(modules) == 0 {
+		return nil, errors.New("opa: no policy modules loaded")
+	}
+	opts := []func(*rego.Rego){
+		rego.Query(query),
+		rego.SetRegoVersion(regoVersion(cfg)),
+		rego.Store(inmem.NewFromObjectWithOpts(docs, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))),
+		rego.StoreReadAST(true),
+	}
+	for name, m := range modules {
+		e.modules = append(e.modules, name)
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	sort.Strings(e.modules)
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opa: compile: %w", err)
+	}
+	e.pq = pq
+	return e, nil
+}
+
+// loadFiles loads cfg.Files: relative ones through cfg.FS, absolute ones
+// from the operating system.
+func loadFiles(cfg Config) (map[string]*ast.Module, map[string]any, error) {
+	modules := map[string]*ast.Module{}
+	docs := map[string]any{}
+	var rel, abs []string
+	for _, f := range cfg.Files {
+		if cfg.FS == nil || filepath.IsAbs(f) {
+			abs = append(abs, f)
+		} else {
+			rel = append(rel, filepath.ToSlash(filepath.Clean(f)))
+		}
+	}
+	for _, group := range []struct {
+		fsys  fs.FS
+		paths []string
+	}{{cfg.FS, rel}, {nil, abs}} {
+		if len(group.paths) == 0 {
+			continue
+		}
+		l := loader.NewFileLoader().WithRegoVersion(regoVersion(cfg)).WithProcessAnnotation(true)
+		if group.fsys != nil {
+			l = l.WithFS(group.fsys)
+		}
+		res, err := l.Filtered(group.paths, onlyPolicyFiles)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opa: load: %w", err)
+		}
+		for name, m := range res.Modules {
+			modules[name] = m.Parsed
+		}
+		if docs, err = mergeDocs(docs, res.Documents, "data"); err != nil {
+			return nil, nil, fmt.Errorf("opa: load: %w", err)
+		}
+	}
+	return modules, docs, nil
+}
+
+// onlyPolicyFiles skips, inside folders, files that are neither policy nor
+// data (READMEs, bundles, hidden files) and Rego test files, which
+// `meshward policy test` runs but a serving engine does not need.
+func onlyPolicyFiles(path string, info fs.FileInfo, depth int) bool {
+	if info.IsDir() {
+		return depth > 0 && strings.HasPrefix(info.Name(), ".")
+	}
+	if depth == 0 {
+		return false // named explicitly: load it whatever it is
+	}
+	name := info.Name()
+	switch {
+	case strings.HasPrefix(name, "."):
+		return true
+	case strings.HasSuffix(name, "_test.rego"):
+		return true
+	case strings.HasSuffix(name, ".rego"), strings.HasSuffix(name, ".json"),
+		strings.HasSuffix(name, ".yaml"), strings.HasSuffix(name, ".yml"):
+		return false
+	}
+	return true
+}
+
+// mergeDocs merges b into a; two different non-object values at one path
+// are a conflict.
+func mergeDocs(a, b map[string]any, path string) (map[string]any, error) {
+	for k, bv := range b {
+		av, ok := a[k]
+		if !ok {
+			a[k] = bv
+			continue
+		}
+		am, aok := av.(map[string]any)
+		bm, bok := bv.(map[string]any)
+		if !aok || !bok {
+			return nil, fmt.Errorf("%s.%s defined twice", path, k)
+		}
+		merged, err := mergeDocs(am, bm, path+"."+k)
+		if err != nil {
+			return nil, err
+		}
+		a[k] = merged
+	}
+	return a, nil
+}
+
+// Eval decides in: it builds the input document, evaluates the prepared
+// query and validates the decision. Any error means deny; see the package
+// documentation for how to answer each.
+func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
+	input, err := BuildInput(in)
+	if err != nil {
+		return nil, err
+	}
+	return e.EvalValue(ctx, input)
+}
+
+// EvalValue evaluates the prepared query on an input document built by
+// [BuildInput] (or any other ast.Value) and validates the decision.
+func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error) {
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return nil, fmt.Errorf("opa: eval: %w", err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, fmt.Errorf("opa: %s: %w", e.query, ErrUndefined)
+	}
+	r, err := decisionToResult(rs[0].Expressions[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("opa: %s: %w", e.query, err)
+	}
+	return r, nil
+}

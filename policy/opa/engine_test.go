@@ -1,0 +1,162 @@
+package opa
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+// TestRefload: the reference workload's policy gives exactly the expected
+// decisions on its four requests, unchanged.
+func TestRefload(t *testing.T) {
+	e := refloadEngine(t)
+	for _, tc := range []struct {
+		file  string
+		allow bool
+	}{
+		{"allow.json", true},
+		{"deny_abac.json", false},
+		{"deny_schema.json", false}, // priority 12 > maximum 9
+		{"allow_get.json", true},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			in := &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", tc.file))}
+			r, err := e.Eval(testContext(t), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Allowed != tc.allow {
+				t.Fatalf("allowed = %v, want %v", r.Allowed, tc.allow)
+			}
+		})
+	}
+}
+
+func TestParseQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want, err string
+	}{
+		{"default", "", "data.envoy.authz.allow", ""},
+		{"ref", "data.envoy.authz.allow", "data.envoy.authz.allow", ""},
+		{"path", "envoy/authz/allow", "data.envoy.authz.allow", ""},
+		{"path leading slash", "/envoy/authz/allow", "data.envoy.authz.allow", ""},
+		{"path odd segment", "envoy/authz-v2/allow", `data.envoy["authz-v2"].allow`, ""},
+		{"bare data", "data", "", "names no decision"},
+		{"broken ref", "data.envoy..allow", "", "query"},
+		{"only slashes", "//", "", "names no decision"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseQuery(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestLoadErrors: broken policies fail to load with file:line, and
+// nothing is served from them.
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files fstest.MapFS
+		want  []string
+	}{
+		{
+			name:  "syntax error",
+			files: fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\nallow if {\n  input.x ==\n}\n")}},
+			want:  []string{"p.rego:", "rego_parse_error"},
+		},
+		{
+			name:  "type error",
+			files: fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\nallow if {\n\tcount(1)\n}\n")}},
+			want:  []string{"p.rego:4", "rego_type_error"},
+		},
+		{
+			name:  "unsafe var",
+			files: fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\nallow if x\n")}},
+			want:  []string{"p.rego:3", "unsafe"},
+		},
+		{
+			name:  "no modules",
+			files: fstest.MapFS{"d.json": {Data: []byte(`{"a":1}`)}},
+			want:  []string{"no policy modules"},
+		},
+		{
+			name:  "bad json",
+			files: fstest.MapFS{"p.rego": {Data: []byte("package x\n")}, "d.json": {Data: []byte(`{"a":`)}},
+			want:  []string{"d.json"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var names []string
+			for n := range tc.files {
+				names = append(names, n)
+			}
+			e, err := New(testContext(t), Config{FS: tc.files, Files: names})
+			if err == nil {
+				t.Fatalf("loaded %v, want an error", e.Modules())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestHolderKeepsOldEngine: a reload with a syntax error keeps the
+// previous engine serving, and a good reload replaces it.
+func TestHolderKeepsOldEngine(t *testing.T) {
+	ctx := testContext(t)
+	fsys := fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.method == \"GET\"\n")}}
+	cfg := Config{FS: fsys, Files: []string{"p.rego"}}
+	var h Holder
+	first, err := h.Reload(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := &Input{Check: checkRequest("GET", "/x", nil, "")}
+
+	fsys["p.rego"] = &fstest.MapFile{Data: []byte("package envoy.authz\n\nallow if {\n")}
+	if _, err := h.Reload(ctx, cfg); err == nil || !strings.Contains(err.Error(), "p.rego:") {
+		t.Fatalf("reload error = %v, want a parse error naming p.rego", err)
+	}
+	if h.Engine() != first {
+		t.Fatal("failed reload replaced the engine")
+	}
+	r, err := h.Engine().Eval(ctx, get)
+	if err != nil || !r.Allowed {
+		t.Fatalf("old engine: %+v, %v; want allow", r, err)
+	}
+
+	fsys["p.rego"] = &fstest.MapFile{Data: []byte("package envoy.authz\n\ndefault allow := false\n")}
+	if _, err := h.Reload(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r, err = h.Engine().Eval(ctx, get)
+	if err != nil || r.Allowed {
+		t.Fatalf("new engine: %+v, %v; want deny", r, err)
+	}
+}
+
+func TestUndefinedIsError(t *testing.T) {
+	fsys := fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\nallow if input.parsed_path[0] == \"ok\"\n")}}
+	e, err := New(testContext(t), Config{FS: fsys, Files: []string{"p.rego"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Eval(testContext(t), &Input{Check: checkRequest("GET", "/nope", nil, "")})
+	if !errors.Is(err, ErrUndefined) {
+		t.Fatalf("err = %v, want ErrUndefined", err)
+	}
+}

@@ -1,0 +1,8 @@
+package opa
+
+// Log field names.
+const (
+	logURL      = "url"
+	logError    = "error"
+	logRevision = "revision"
+)
