@@ -1,0 +1,100 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+)
+
+// What the xDS server needs from the rest of meshward. The concrete types
+// (the envoy translator, the secrets source, the mesh model) are adapted to
+// these interfaces in cmd/meshward.
+
+// Resources builds the complete Envoy configuration of one node.
+type Resources interface {
+	// NodeResources returns every resource the node must receive. It is
+	// called when the node's first stream opens and on every Update that
+	// names the node. An error leaves the node's previous snapshot in place
+	// (or, on first connect, refuses the stream with Unavailable so that
+	// Envoy retries).
+	NodeResources(ctx context.Context, node string) (*NodeResources, error)
+}
+
+// NodeResources is one node's configuration, by xDS type. Each resource is
+// an Envoy v3 proto (listener.Listener, cluster.Cluster,
+// route.RouteConfiguration, tls.Secret) with a unique name within its type.
+type NodeResources struct {
+	Listeners []types.Resource
+	Clusters  []types.Resource
+	Routes    []types.Resource
+	Secrets   []types.Resource
+}
+
+// ErrUnknownNode is returned by Resources when the node does not exist in
+// the mesh model; the stream is refused.
+var ErrUnknownNode = errors.New("unknown node")
+
+// Identities binds a node id to the SPIFFE ID its client certificate must
+// carry.
+type Identities interface {
+	// SPIFFEIDOf returns the SPIFFE ID (spiffe://td/path) of node, false if
+	// the node is not part of the mesh.
+	SPIFFEIDOf(node string) (spiffeID string, ok bool)
+}
+
+// TLSSource provides the xDS listener's own certificate and the trust
+// bundle client certificates are verified against. Both are asked for on
+// every TLS handshake, so a rotation applies to the next connection
+// without a restart; implementations should return cached values.
+type TLSSource interface {
+	ServerCertificate() (*tls.Certificate, error)
+	ClientCAs() (*x509.CertPool, error)
+}
+
+// EventSink receives security events (refused streams, requests for
+// secrets a node does not own). It must not block for long.
+type EventSink interface {
+	SecurityEvent(ctx context.Context, ev SecurityEvent)
+}
+
+// SecurityEvent is one refusal by the xDS server.
+type SecurityEvent struct {
+	Time time.Time
+	// Reason is the refusal reason, the same value as the reason label of
+	// meshward_xds_refused_total (see the Reason* constants).
+	Reason string
+	// Node is the node id the client claimed ("" if none).
+	Node string
+	// PeerID is the SPIFFE ID of the verified client certificate ("" in
+	// insecure mode or without a certificate).
+	PeerID string
+	// Remote is the client's network address.
+	Remote string
+	// Detail says what was asked for, e.g. the secret name. Never key
+	// material.
+	Detail string
+}
+
+// Refusal reasons: label values of meshward_xds_refused_total and
+// SecurityEvent.Reason.
+const (
+	// ReasonNoClientCert: the stream has no verified client certificate
+	// with exactly one SPIFFE ID.
+	ReasonNoClientCert = "no_client_cert"
+	// ReasonMissingNode: the first request carries no node id.
+	ReasonMissingNode = "missing_node"
+	// ReasonUnknownNode: the node id is not part of the mesh.
+	ReasonUnknownNode = "unknown_node"
+	// ReasonNodeMismatch: the node id does not belong to the client
+	// certificate's SPIFFE ID.
+	ReasonNodeMismatch = "node_mismatch"
+	// ReasonNodeChanged: a later request on the stream names another node.
+	ReasonNodeChanged = "node_changed"
+	// ReasonUnknownSecret: the node asked for a secret that is not in its
+	// own snapshot. The stream stays open; the secret is never sent.
+	ReasonUnknownSecret = "unknown_secret"
+)

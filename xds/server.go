@@ -1,0 +1,392 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Server is meshward's xDS server: aggregated discovery (ADS) over gRPC,
+// state-of-the-world and delta, one snapshot per connected node. Only the
+// two ADS streams are served: no per-type services, no unary Fetch, no
+// REST gateway.
+type Server struct {
+	cfg     Config
+	res     Resources
+	ids     Identities
+	tlsSrc  TLSSource
+	log     *slog.Logger
+	events  EventSink
+	reg     prometheus.Registerer
+	m       *metrics
+	cache   cache.SnapshotCache
+	workers int
+	now     func() time.Time
+
+	// mu guards nodes, streams and every nodeState field not marked
+	// otherwise, and serialises SetSnapshot/ClearSnapshot with stream
+	// open/close so a node's snapshot exists exactly while it has streams.
+	mu      sync.Mutex
+	nodes   map[string]*nodeState
+	streams map[streamKey]*streamState
+
+	lisMu    sync.Mutex
+	lis      net.Listener
+	serving  atomic.Bool
+	stopping atomic.Bool
+}
+
+// Option configures optional behaviour of New.
+type Option func(*Server)
+
+// WithLogger sets the logger. Default: a logger that discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Server) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithRegisterer sets where the metrics are registered. Default: a private
+// registry nobody scrapes.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(s *Server) { s.reg = r }
+}
+
+// WithEventSink sets where security events go, in addition to the log and
+// meshward_xds_refused_total. Default: none.
+func WithEventSink(e EventSink) Option {
+	return func(s *Server) { s.events = e }
+}
+
+// WithUpdateConcurrency bounds how many node snapshots Update rebuilds at
+// once. Default: GOMAXPROCS.
+func WithUpdateConcurrency(n int) Option {
+	return func(s *Server) {
+		if n > 0 {
+			s.workers = n
+		}
+	}
+}
+
+// New returns an xDS server. cfg must have been defaulted and validated.
+// res builds each node's resources and ids binds node ids to SPIFFE IDs.
+// tlsSrc provides the listener's certificate and client trust bundle; it
+// may be nil only when cfg.Insecure is set.
+func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Option) (*Server, error) {
+	if res == nil || ids == nil {
+		return nil, errors.New("xds: new: Resources and Identities are required")
+	}
+	if tlsSrc == nil && !cfg.Insecure {
+		return nil, errors.New("xds: new: a TLSSource is required unless insecure is set")
+	}
+	s := &Server{
+		cfg:     cfg,
+		res:     res,
+		ids:     ids,
+		tlsSrc:  tlsSrc,
+		log:     slog.New(slog.DiscardHandler),
+		workers: runtime.GOMAXPROCS(0),
+		now:     time.Now,
+		nodes:   map[string]*nodeState{},
+		streams: map[streamKey]*streamState{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(s.reg)
+	if err != nil {
+		return nil, fmt.Errorf("xds: new: %w", err)
+	}
+	s.m = m
+	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, cacheLogger{s.log})
+	return s, nil
+}
+
+// Listen binds the configured address. Run calls it when it has not been
+// called; calling it first lets the caller fail fast and learn Addr.
+func (s *Server) Listen() error {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	if s.lis != nil {
+		return nil
+	}
+	l, err := net.Listen("tcp", s.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("xds: listen: %w", err)
+	}
+	s.lis = l
+	return nil
+}
+
+// Addr is the bound address, nil before Listen.
+func (s *Server) Addr() net.Addr {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	if s.lis == nil {
+		return nil
+	}
+	return s.lis.Addr()
+}
+
+// Run serves xDS until ctx ends, then stops the gRPC server with Stop (xDS
+// streams never end by themselves, so a graceful stop would wait
+// forever). It returns nil when ctx ended, the serve error otherwise.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.lisMu.Lock()
+	lis := s.lis
+	s.lisMu.Unlock()
+
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.SharedWriteBuffer(true),
+		grpc.MaxRecvMsgSize(4 << 20),
+	}
+	if s.cfg.Insecure {
+		s.log.Warn("xDS IS SERVED IN PLAINTEXT WITHOUT NODE AUTHENTICATION (xds.insecure): any process that reaches "+
+			"this port can claim any node id and receive its private keys and secrets; use only for local demos",
+			logAddress, lis.Addr().String())
+	} else {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tlsConfig())))
+	}
+	gs := grpc.NewServer(opts...)
+	xs := serverv3.NewServer(ctx, s.cache, callbacks{s})
+	// ADS only: per-type discovery services, unary Fetch and REST are not
+	// registered (SECURITY.md: unary Fetch left open leaked keys).
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, adsOnly{xs})
+
+	errCh := make(chan error, 1)
+	go func() { errCh <- gs.Serve(lis) }()
+	s.serving.Store(true)
+	s.log.Info("xds serving", logAddress, lis.Addr().String(), "mtls", !s.cfg.Insecure)
+	select {
+	case <-ctx.Done():
+		s.stopping.Store(true)
+		s.serving.Store(false)
+		gs.Stop()
+		<-errCh
+		return nil
+	case err := <-errCh:
+		s.serving.Store(false)
+		return fmt.Errorf("xds: serve: %w", err)
+	}
+}
+
+// Ready reports nil once the server accepts connections.
+func (s *Server) Ready() error {
+	if !s.serving.Load() {
+		return errors.New("xds: not serving")
+	}
+	return nil
+}
+
+// adsOnly exposes only the two ADS stream methods of the go-control-plane
+// server.
+type adsOnly struct{ s serverv3.Server }
+
+func (a adsOnly) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return a.s.StreamAggregatedResources(st)
+}
+
+func (a adsOnly) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.s.DeltaAggregatedResources(st)
+}
+
+// tlsConfig builds the listener's TLS: TLS 1.2+, ECDHE with AEAD ciphers
+// only, client certificates required and verified against the trust
+// bundle. Certificate and bundle are read from the TLSSource at every
+// handshake so rotations apply without a restart.
+func (s *Server) tlsConfig() *tls.Config {
+	base := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cert, err := s.tlsSrc.ServerCertificate()
+		if err != nil {
+			s.log.Error("xds: server certificate unavailable", logError, err)
+			return nil, fmt.Errorf("xds: server certificate: %w", err)
+		}
+		pool, err := s.tlsSrc.ClientCAs()
+		if err != nil {
+			s.log.Error("xds: client trust bundle unavailable", logError, err)
+			return nil, fmt.Errorf("xds: client CAs: %w", err)
+		}
+		if cert == nil || pool == nil {
+			return nil, errors.New("xds: TLS source returned no certificate or bundle")
+		}
+		c := base.Clone()
+		c.Certificates = []tls.Certificate{*cert}
+		c.ClientCAs = pool
+		return c, nil
+	}
+	return cfg
+}
+
+// Update rebuilds and pushes the snapshots of the named nodes (all
+// connected nodes when none is named), e.g. after a config reload, a
+// certificate rotation or a trust bundle change. Nodes without an open
+// stream are skipped: they get a fresh snapshot when they connect. A node
+// whose content did not change is not pushed. A failure leaves that node's
+// previous snapshot in place; Update returns an error saying how many
+// nodes failed.
+func (s *Server) Update(ctx context.Context, nodes ...string) error {
+	s.mu.Lock()
+	var todo []*nodeState
+	if len(nodes) == 0 {
+		for _, st := range s.nodes {
+			todo = append(todo, st)
+		}
+	} else {
+		for _, n := range nodes {
+			if st, ok := s.nodes[n]; ok {
+				todo = append(todo, st)
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	var (
+		wg     sync.WaitGroup
+		next   atomic.Int64
+		failed atomic.Int64
+		first  atomic.Pointer[error]
+	)
+	workers := min(s.workers, len(todo))
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(todo) || ctx.Err() != nil {
+					return
+				}
+				if err := s.refresh(ctx, todo[i], true); err != nil {
+					failed.Add(1)
+					first.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("xds: update: %d of %d nodes failed: %w", n, len(todo), *first.Load())
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("xds: update: %w", err)
+	}
+	return nil
+}
+
+// refresh builds the node's snapshot and sets it if the node is still
+// connected and the content changed. Builds of one node are serialised so
+// an older build never overwrites a newer one. With force false it only
+// builds a node that has no snapshot yet (first stream).
+func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
+	st.build.Lock()
+	defer st.build.Unlock()
+	if !force {
+		s.mu.Lock()
+		has := st.current != nil
+		s.mu.Unlock()
+		if has {
+			return nil
+		}
+	}
+	nr, err := s.res.NodeResources(ctx, st.name)
+	if err != nil {
+		s.m.buildErrors.WithLabelValues(stageResources).Inc()
+		s.log.Error("xds: node resources unavailable; previous snapshot kept", logNode, st.name, logError, err)
+		return fmt.Errorf("node %s: %w", st.name, err)
+	}
+	b, err := buildSnapshot(nr)
+	if err != nil {
+		s.m.buildErrors.WithLabelValues(stageCheck).Inc()
+		s.log.Error("xds: snapshot rejected before push; previous snapshot kept", logNode, st.name, logError, err)
+		return fmt.Errorf("node %s: %w", st.name, err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nodes[st.name] != st {
+		return nil // disconnected meanwhile; a reconnect builds afresh
+	}
+	if st.current != nil && sameVersions(st.current.versions, b.versions) {
+		return nil
+	}
+	if err := s.cache.SetSnapshot(ctx, st.name, b.snap); err != nil {
+		s.log.Error("xds: set snapshot", logNode, st.name, logError, err)
+		return fmt.Errorf("node %s: set snapshot: %w", st.name, err)
+	}
+	now := s.now()
+	for typ, v := range b.versions {
+		if st.current == nil || st.current.versions[typ] != v {
+			st.pending[typ] = pendingPush{version: v, at: now}
+		}
+	}
+	if st.current != nil {
+		st.prevSecrets = st.current.secrets
+	}
+	st.current = b
+	s.log.Debug("xds: snapshot set", logNode, st.name, "versions", b.versions)
+	return nil
+}
+
+func sameVersions(a, b map[resource.Type]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// cacheLogger routes go-control-plane's log lines to slog at debug level
+// (they are per-request chatter), errors at warn.
+type cacheLogger struct{ l *slog.Logger }
+
+func (c cacheLogger) Debugf(f string, a ...any) { c.logf(slog.LevelDebug, f, a) }
+func (c cacheLogger) Infof(f string, a ...any)  { c.logf(slog.LevelDebug, f, a) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.logf(slog.LevelDebug, f, a) }
+func (c cacheLogger) Errorf(f string, a ...any) { c.logf(slog.LevelWarn, f, a) }
+
+func (c cacheLogger) logf(lv slog.Level, f string, a []any) {
+	if c.l.Enabled(context.Background(), lv) {
+		c.l.Log(context.Background(), lv, "go-control-plane: "+fmt.Sprintf(f, a...))
+	}
+}
