@@ -1,10 +1,16 @@
 package envoy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Agent is one agent of the mesh: its Envoy's node id is Name.
@@ -19,6 +25,11 @@ type Agent struct {
 	OutboundPort uint32 `yaml:"outboundPort"`
 	// Peers are the agents this agent may call.
 	Peers []Peer `yaml:"peers"`
+	// JWTProviders, when set, make the inbound listener verify a JWT
+	// carried by a request (a present but invalid token is rejected with
+	// 401; a missing one is let through to the authorizer, whose rules
+	// decide whether claims are required).
+	JWTProviders []JWTProvider `yaml:"jwtProviders"`
 }
 
 // Peer is an agent another agent may call.
@@ -27,9 +38,48 @@ type Peer struct {
 	Name string `yaml:"name"`
 	// Addresses of the peer's Envoy (host:port).
 	Addresses []string `yaml:"addresses"`
+	// Credential, when set, is injected by this agent's Envoy into every
+	// request to the peer, so the agent itself never holds it.
+	Credential *Credential `yaml:"credential"`
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// Credential is a generic secret an agent's Envoy adds to its requests to
+// a peer.
+type Credential struct {
+	// Header that carries the credential. Default Authorization.
+	Header string `yaml:"header"`
+	// Secret is the name of the generic secret in the secrets source; it
+	// is also the SDS resource name Envoy asks for.
+	Secret string `yaml:"secret"`
+	// Format of the header value: any prefix followed by one %s, which is
+	// replaced by the secret (e.g. "Bearer %s"). Default "%s".
+	Format string `yaml:"format"`
+}
+
+// JWTProvider is an issuer whose tokens an agent's inbound listener
+// verifies. Exactly one of RemoteJWKS and LocalJWKS is set.
+type JWTProvider struct {
+	// Name of the provider, unique within the agent.
+	Name string `yaml:"name"`
+	// Issuer the token's iss claim must equal.
+	Issuer string `yaml:"issuer"`
+	// Audiences, one of which the token's aud claim must hold; empty
+	// accepts any audience.
+	Audiences []string `yaml:"audiences"`
+	// RemoteJWKS is the https URI of the provider's key set.
+	RemoteJWKS string `yaml:"remoteJWKS"`
+	// LocalJWKS is the key set itself (a JSON document with "keys").
+	LocalJWKS string `yaml:"localJWKS"`
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	secretRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$`)
+	headerRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+)
+
+// reservedSecrets are SDS names the translator itself uses.
+var reservedSecrets = map[string]bool{SecretDefault: true, SecretRootCA: true}
 
 // ValidateAgents reports every problem in the agents list, named under path.
 func ValidateAgents(path string, agents []Agent) error {
@@ -44,31 +94,196 @@ func ValidateAgents(path string, agents []Agent) error {
 			add("%s.name: agent %q defined twice", p, a.Name)
 		}
 		names[a.Name] = true
+		if _, err := spiffeid.FromString(a.SPIFFEID); err != nil {
+			add("%s.spiffeID: %q: %v", p, a.SPIFFEID, err)
+		}
 		if a.InboundPort == 0 || a.InboundPort > 65535 {
 			add("%s.inboundPort: must be 1-65535", p)
 		}
 		if a.OutboundPort > 65535 {
 			add("%s.outboundPort: must be 1-65535", p)
 		}
-		if _, _, err := net.SplitHostPort(a.App); err != nil {
+		if len(a.Peers) > 0 && a.OutboundPort == 0 {
+			add("%s.outboundPort: required when the agent has peers", p)
+		}
+		if a.OutboundPort != 0 && a.OutboundPort == a.InboundPort {
+			add("%s.outboundPort: must differ from inboundPort", p)
+		}
+		if err := checkHostPort(a.App); err != nil {
 			add("%s.app: %v", p, err)
 		}
+		errs = append(errs, validateJWTProviders(p+".jwtProviders", a.JWTProviders))
 	}
 	for i, a := range agents {
+		peers := map[string]bool{}
 		for j, peer := range a.Peers {
 			p := fmt.Sprintf("%s[%d].peers[%d]", path, i, j)
-			if !names[peer.Name] {
+			switch {
+			case !names[peer.Name]:
 				add("%s.name: unknown agent %q", p, peer.Name)
+			case peer.Name == a.Name:
+				add("%s.name: an agent cannot be its own peer", p)
+			case peers[peer.Name]:
+				add("%s.name: peer %q listed twice", p, peer.Name)
 			}
+			peers[peer.Name] = true
 			if len(peer.Addresses) == 0 {
 				add("%s.addresses: at least one address is required", p)
 			}
 			for k, addr := range peer.Addresses {
-				if _, _, err := net.SplitHostPort(addr); err != nil {
+				if err := checkHostPort(addr); err != nil {
 					add("%s.addresses[%d]: %v", p, k, err)
 				}
+			}
+			if peer.Credential != nil {
+				errs = append(errs, peer.Credential.validate(p+".credential"))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Credential) validate(path string) error {
+	var errs []error
+	switch {
+	case c.Secret == "":
+		errs = append(errs, fmt.Errorf("%s.secret: required", path))
+	case !secretRE.MatchString(c.Secret):
+		errs = append(errs, fmt.Errorf("%s.secret: %q must be letters, digits and . _ / - (at most 128)", path, c.Secret))
+	case reservedSecrets[c.Secret]:
+		errs = append(errs, fmt.Errorf("%s.secret: %q is reserved for the agent's own certificate and trust bundle", path, c.Secret))
+	}
+	if h := c.header(); !headerRE.MatchString(h) {
+		errs = append(errs, fmt.Errorf("%s.header: %q is not an HTTP header name", path, h))
+	} else if protectedHeader(h) {
+		errs = append(errs, fmt.Errorf("%s.header: %q carries identity or routing and cannot be injected", path, h))
+	}
+	if _, err := c.prefix(); err != nil {
+		errs = append(errs, fmt.Errorf("%s.format: %w", path, err))
+	}
+	return errors.Join(errs...)
+}
+
+// header is the header the credential goes in, defaulted.
+func (c *Credential) header() string {
+	if c.Header == "" {
+		return "Authorization"
+	}
+	return c.Header
+}
+
+// prefix returns what comes before %s in Format: Envoy's generic
+// credential supports a prefix only.
+func (c *Credential) prefix() (string, error) {
+	f := c.Format
+	if f == "" {
+		return "", nil
+	}
+	if strings.Count(f, "%") != 1 || !strings.HasSuffix(f, "%s") {
+		return "", fmt.Errorf("%q must be a prefix followed by one %%s at the end", f)
+	}
+	p := strings.TrimSuffix(f, "%s")
+	if strings.ContainsAny(p, "\x00\r\n") {
+		return "", fmt.Errorf("%q holds a control character", f)
+	}
+	return p, nil
+}
+
+// protectedHeader reports headers that identify the caller or steer
+// routing: injecting a stored value there would forge them.
+func protectedHeader(h string) bool {
+	h = strings.ToLower(h)
+	switch h {
+	case "host", "x-forwarded-client-cert", "x-forwarded-for", "x-agent-id", "content-length", "transfer-encoding", "te", "connection":
+		return true
+	}
+	return strings.HasPrefix(h, "x-envoy-")
+}
+
+func validateJWTProviders(path string, providers []JWTProvider) error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	seen := map[string]bool{}
+	for i, jp := range providers {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if !nameRE.MatchString(jp.Name) {
+			add("%s.name: %q must be a DNS label (lowercase letters, digits, -)", p, jp.Name)
+		} else if seen[jp.Name] {
+			add("%s.name: provider %q defined twice", p, jp.Name)
+		}
+		seen[jp.Name] = true
+		if jp.Issuer == "" {
+			add("%s.issuer: required", p)
+		}
+		for k, aud := range jp.Audiences {
+			if aud == "" {
+				add("%s.audiences[%d]: empty", p, k)
+			}
+		}
+		switch {
+		case jp.RemoteJWKS != "" && jp.LocalJWKS != "":
+			add("%s: remoteJWKS and localJWKS are exclusive", p)
+		case jp.RemoteJWKS != "":
+			if _, _, err := jwksTarget(jp.RemoteJWKS); err != nil {
+				add("%s.remoteJWKS: %v", p, err)
+			}
+		case jp.LocalJWKS != "":
+			var set struct {
+				Keys []json.RawMessage `json:"keys"`
+			}
+			if err := json.Unmarshal([]byte(jp.LocalJWKS), &set); err != nil {
+				add("%s.localJWKS: %v", p, err)
+			} else if len(set.Keys) == 0 {
+				add("%s.localJWKS: no keys", p)
+			}
+		default:
+			add("%s: one of remoteJWKS or localJWKS is required", p)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jwksTarget returns the host and port of an https JWKS URI.
+func jwksTarget(uri string) (host string, port uint32, err error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", 0, err
+	}
+	if u.Scheme != "https" {
+		return "", 0, fmt.Errorf("%q must be an https URI", uri)
+	}
+	if u.Hostname() == "" || u.User != nil || u.Fragment != "" {
+		return "", 0, fmt.Errorf("%q must name a host, with no user or fragment", uri)
+	}
+	port = 443
+	if ps := u.Port(); ps != "" {
+		n, err := strconv.ParseUint(ps, 10, 16)
+		if err != nil || n == 0 {
+			return "", 0, fmt.Errorf("%q: bad port", uri)
+		}
+		port = uint32(n)
+	}
+	return u.Hostname(), port, nil
+}
+
+// checkHostPort checks a host:port address with a non-empty host and a
+// port in 1-65535.
+func checkHostPort(addr string) error {
+	_, _, err := splitHostPort(addr)
+	return err
+}
+
+func splitHostPort(addr string) (string, uint32, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("address %s: missing host", addr)
+	}
+	n, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, fmt.Errorf("address %s: port must be 1-65535", addr)
+	}
+	return host, uint32(n), nil
 }

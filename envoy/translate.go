@@ -1,0 +1,318 @@
+package envoy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Names of the resources the translator generates for every node. They
+// are local to a node: each node has its own snapshot.
+const (
+	// SecretDefault is the SDS name of the node's own certificate and key.
+	SecretDefault = "default"
+	// SecretRootCA is the SDS name of the trust bundle peers are verified against.
+	SecretRootCA = "ROOTCA"
+
+	ListenerInbound  = "inbound"
+	ListenerOutbound = "outbound"
+	RouteInbound     = "inbound"
+	RouteOutbound    = "outbound"
+	// ClusterApp is the local agent behind the node's Envoy.
+	ClusterApp = "app"
+	// ClusterAuthz is meshward's ext_authz gRPC service.
+	ClusterAuthz = "meshward-authz"
+	// PeerClusterPrefix + peer name is the cluster of a peer agent.
+	PeerClusterPrefix = "peer-"
+	// JWKSClusterPrefix + provider name fetches a provider's remote JWKS.
+	JWKSClusterPrefix = "jwks-"
+
+	// JWTFilterName is the jwt_authn filter and its dynamic metadata
+	// namespace, which ext_authz forwards in metadata_context.
+	JWTFilterName = "envoy.filters.http.jwt_authn"
+	// JWTPayloadMetadataKey is the key under JWTFilterName's metadata where
+	// the verified token's payload is put.
+	JWTPayloadMetadataKey = "jwt_payload"
+)
+
+// Defaults of Options, used where a field is zero.
+const (
+	DefaultInboundAddress              = "0.0.0.0"
+	DefaultConnectTimeout              = 5 * time.Second
+	DefaultRequestTimeout              = 120 * time.Second
+	DefaultRequestHeadersTimeout       = 10 * time.Second
+	DefaultStreamIdleTimeout           = 60 * time.Second
+	DefaultIdleTimeout                 = 300 * time.Second
+	DefaultMaxConcurrentStreams        = 100
+	DefaultInitialStreamWindowSize     = 64 * 1024
+	DefaultInitialConnectionWindowSize = 1024 * 1024
+	DefaultBufferLimitBytes            = 32 * 1024
+	DefaultAuthzTimeout                = 500 * time.Millisecond
+	DefaultMaxRequestBytes             = 1024 * 1024
+	DefaultJWKSCacheDuration           = 5 * time.Minute
+	DefaultJWKSCAFile                  = "/etc/ssl/certs/ca-certificates.crt"
+)
+
+var (
+	// ErrInvalidMesh wraps every problem Translate finds in its input.
+	ErrInvalidMesh = errors.New("invalid mesh")
+	// ErrUnknownAgent is returned for a node name that is not an agent.
+	ErrUnknownAgent = errors.New("unknown agent")
+)
+
+// Mesh is everything the translator needs: the agents and where meshward's
+// ext_authz service is.
+type Mesh struct {
+	// TrustDomain of every SPIFFE ID, e.g. mesh.local.
+	TrustDomain string  `yaml:"trustDomain"`
+	Agents      []Agent `yaml:"agents"`
+	Authz       Authz   `yaml:"authz"`
+	Options     Options `yaml:"options"`
+}
+
+// Authz is how every agent's Envoy reaches meshward's ext_authz service.
+type Authz struct {
+	// Address (host:port) of the ext_authz gRPC server.
+	Address string `yaml:"address"`
+	// SPIFFEID the server's certificate must carry; empty accepts any
+	// SPIFFE ID of the trust domain.
+	SPIFFEID string `yaml:"spiffeID"`
+	// Plaintext talks to ext_authz without TLS. Local demos only.
+	Plaintext bool `yaml:"plaintext"`
+	// Timeout of one Check call. Default DefaultAuthzTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxRequestBytes of body sent with a Check; a larger body is
+	// refused with 413 (allow_partial_message is false). Default
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes uint32 `yaml:"maxRequestBytes"`
+}
+
+// Options are listener and cluster knobs; a zero field takes the Default*
+// constant of the same name.
+type Options struct {
+	InboundAddress              string        `yaml:"inboundAddress"`
+	ConnectTimeout              time.Duration `yaml:"connectTimeout"`
+	RequestTimeout              time.Duration `yaml:"requestTimeout"`
+	RequestHeadersTimeout       time.Duration `yaml:"requestHeadersTimeout"`
+	StreamIdleTimeout           time.Duration `yaml:"streamIdleTimeout"`
+	IdleTimeout                 time.Duration `yaml:"idleTimeout"`
+	MaxConcurrentStreams        uint32        `yaml:"maxConcurrentStreams"`
+	InitialStreamWindowSize     uint32        `yaml:"initialStreamWindowSize"`
+	InitialConnectionWindowSize uint32        `yaml:"initialConnectionWindowSize"`
+	BufferLimitBytes            uint32        `yaml:"bufferLimitBytes"`
+	JWKSCacheDuration           time.Duration `yaml:"jwksCacheDuration"`
+	// JWKSCAFile is the CA bundle, on the Envoy host, that remote JWKS
+	// servers are verified against.
+	JWKSCAFile string `yaml:"jwksCAFile"`
+}
+
+// NodeResources is everything one node's snapshot holds but the secrets.
+// Routes are served over RDS (not inline) so that a peer list change
+// updates a route without draining the listener.
+type NodeResources struct {
+	Listeners []*listenerv3.Listener
+	Clusters  []*clusterv3.Cluster
+	Routes    []*routev3.RouteConfiguration
+	// SecretNames are the SDS names the listeners and clusters reference,
+	// sorted: SecretDefault, SecretRootCA and every injected credential's
+	// secret. The snapshot must hold all of them before it is set.
+	SecretNames []string
+	// GenericSecrets are the names among SecretNames that are generic
+	// secrets (credentials) rather than certificates, sorted.
+	GenericSecrets []string
+}
+
+// Resources returns the listeners, clusters and routes keyed by type URL,
+// ready for a go-control-plane snapshot (secrets are added by the caller).
+func (n *NodeResources) Resources() map[resourcev3.Type][]types.Resource {
+	out := map[resourcev3.Type][]types.Resource{}
+	for _, l := range n.Listeners {
+		out[resourcev3.ListenerType] = append(out[resourcev3.ListenerType], l)
+	}
+	for _, c := range n.Clusters {
+		out[resourcev3.ClusterType] = append(out[resourcev3.ClusterType], c)
+	}
+	for _, r := range n.Routes {
+		out[resourcev3.RouteType] = append(out[resourcev3.RouteType], r)
+	}
+	return out
+}
+
+// Validate reports every problem in m.
+func (m *Mesh) Validate() error {
+	var errs []error
+	td, err := spiffeid.TrustDomainFromString(m.TrustDomain)
+	if err != nil || m.TrustDomain == "" {
+		errs = append(errs, fmt.Errorf("trustDomain: %q is not a trust domain", m.TrustDomain))
+	}
+	errs = append(errs, ValidateAgents("agents", m.Agents))
+	for i, a := range m.Agents {
+		if id, err := spiffeid.FromString(a.SPIFFEID); err == nil && id.TrustDomain() != td {
+			errs = append(errs, fmt.Errorf("agents[%d].spiffeID: %q is not in trust domain %q", i, a.SPIFFEID, m.TrustDomain))
+		}
+	}
+	if err := checkHostPort(m.Authz.Address); err != nil {
+		errs = append(errs, fmt.Errorf("authz.address: %w", err))
+	}
+	if m.Authz.SPIFFEID != "" {
+		if id, err := spiffeid.FromString(m.Authz.SPIFFEID); err != nil {
+			errs = append(errs, fmt.Errorf("authz.spiffeID: %w", err))
+		} else if id.TrustDomain() != td {
+			errs = append(errs, fmt.Errorf("authz.spiffeID: %q is not in trust domain %q", m.Authz.SPIFFEID, m.TrustDomain))
+		}
+	}
+	if m.Authz.Timeout < 0 {
+		errs = append(errs, errors.New("authz.timeout: must not be negative"))
+	}
+	o := m.Options
+	if o.InboundAddress != "" {
+		if _, err := netip.ParseAddr(o.InboundAddress); err != nil {
+			errs = append(errs, fmt.Errorf("options.inboundAddress: %w", err))
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"connectTimeout": o.ConnectTimeout, "requestTimeout": o.RequestTimeout,
+		"requestHeadersTimeout": o.RequestHeadersTimeout, "streamIdleTimeout": o.StreamIdleTimeout,
+		"idleTimeout": o.IdleTimeout, "jwksCacheDuration": o.JWKSCacheDuration,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("options.%s: must not be negative", name))
+		}
+	}
+	if w := o.InitialStreamWindowSize; w != 0 && (w < 65535 || w > 2147483647) {
+		errs = append(errs, errors.New("options.initialStreamWindowSize: must be 65535-2147483647"))
+	}
+	if w := o.InitialConnectionWindowSize; w != 0 && (w < 65535 || w > 2147483647) {
+		errs = append(errs, errors.New("options.initialConnectionWindowSize: must be 65535-2147483647"))
+	}
+	if o.MaxConcurrentStreams > 2147483647 {
+		errs = append(errs, errors.New("options.maxConcurrentStreams: must be 1-2147483647"))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns m with every zero knob set to its default.
+func (m Mesh) withDefaults() Mesh {
+	o := &m.Options
+	setDefault(&o.InboundAddress, DefaultInboundAddress)
+	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&o.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&o.RequestHeadersTimeout, DefaultRequestHeadersTimeout)
+	setDefault(&o.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	setDefault(&o.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&o.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	setDefault(&o.InitialStreamWindowSize, DefaultInitialStreamWindowSize)
+	setDefault(&o.InitialConnectionWindowSize, DefaultInitialConnectionWindowSize)
+	setDefault(&o.BufferLimitBytes, DefaultBufferLimitBytes)
+	setDefault(&o.JWKSCacheDuration, DefaultJWKSCacheDuration)
+	setDefault(&o.JWKSCAFile, DefaultJWKSCAFile)
+	setDefault(&m.Authz.Timeout, DefaultAuthzTimeout)
+	setDefault(&m.Authz.MaxRequestBytes, DefaultMaxRequestBytes)
+	return m
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Translate returns the resources of every agent of m, keyed by node id
+// (the agent's name). m is validated first; nothing is returned if any
+// part of it is invalid.
+func Translate(m Mesh) (map[string]*NodeResources, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("%w:\n%w", ErrInvalidMesh, err)
+	}
+	m = m.withDefaults()
+	out := make(map[string]*NodeResources, len(m.Agents))
+	for i := range m.Agents {
+		nr, err := translateAgent(&m, &m.Agents[i])
+		if err != nil {
+			return nil, err
+		}
+		out[m.Agents[i].Name] = nr
+	}
+	return out, nil
+}
+
+// TranslateAgent returns the resources of the one agent named node.
+func TranslateAgent(m Mesh, node string) (*NodeResources, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("%w:\n%w", ErrInvalidMesh, err)
+	}
+	m = m.withDefaults()
+	for i := range m.Agents {
+		if m.Agents[i].Name == node {
+			return translateAgent(&m, &m.Agents[i])
+		}
+	}
+	return nil, fmt.Errorf("translate %q: %w", node, ErrUnknownAgent)
+}
+
+// translateAgent builds one validated agent's resources.
+func translateAgent(m *Mesh, a *Agent) (*NodeResources, error) {
+	b := &builder{mesh: m}
+	agents := make(map[string]*Agent, len(m.Agents))
+	for i := range m.Agents {
+		agents[m.Agents[i].Name] = &m.Agents[i]
+	}
+	nr := &NodeResources{}
+	nr.Listeners = append(nr.Listeners, b.inboundListener(a))
+	nr.Routes = append(nr.Routes, b.inboundRoute(a))
+	nr.Clusters = append(nr.Clusters, b.appCluster(a), b.authzCluster())
+	for _, jp := range a.JWTProviders {
+		if jp.RemoteJWKS != "" {
+			nr.Clusters = append(nr.Clusters, b.jwksCluster(jp))
+		}
+	}
+	secrets := []string{SecretDefault, SecretRootCA}
+	if len(a.Peers) > 0 {
+		nr.Listeners = append(nr.Listeners, b.outboundListener(a))
+		nr.Routes = append(nr.Routes, b.outboundRoute(a))
+		for _, p := range a.Peers {
+			nr.Clusters = append(nr.Clusters, b.peerCluster(p, agents[p.Name].SPIFFEID))
+			if p.Credential != nil {
+				nr.GenericSecrets = append(nr.GenericSecrets, p.Credential.Secret)
+			}
+		}
+	}
+	if b.err != nil {
+		return nil, fmt.Errorf("translate %q: %w", a.Name, b.err)
+	}
+	slices.SortFunc(nr.Clusters, func(x, y *clusterv3.Cluster) int { return strings.Compare(x.Name, y.Name) })
+	slices.Sort(nr.GenericSecrets)
+	nr.GenericSecrets = slices.Compact(nr.GenericSecrets)
+	nr.SecretNames = append(secrets, nr.GenericSecrets...)
+	slices.Sort(nr.SecretNames)
+	if err := nr.validate(); err != nil {
+		return nil, fmt.Errorf("translate %q: %w", a.Name, err)
+	}
+	return nr, nil
+}
+
+// validate runs the Envoy API's own validation rules on every resource.
+func (n *NodeResources) validate() error {
+	var errs []error
+	for _, l := range n.Listeners {
+		errs = append(errs, l.ValidateAll())
+	}
+	for _, c := range n.Clusters {
+		errs = append(errs, c.ValidateAll())
+	}
+	for _, r := range n.Routes {
+		errs = append(errs, r.ValidateAll())
+	}
+	return errors.Join(errs...)
+}
