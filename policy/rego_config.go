@@ -3,33 +3,165 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshward/meshward/policy/opa"
 )
 
-// RegoConfig configures OPA policies.
+// RegoConfig configures OPA policies, run with the same input document and
+// decision shape as opa-envoy-plugin (see docs/rego.md).
 type RegoConfig struct {
 	// Files are .rego, .json and .yaml files or folders, relative to the
-	// configuration file.
+	// configuration file (or absolute). Inside folders, *_test.rego files
+	// are left out (run them with `meshward policy test`).
 	Files []string `yaml:"files"`
+	// Bundle is an OPA bundle file (.tar.gz), relative to the
+	// configuration file (or absolute). It may be combined with Files.
+	Bundle string `yaml:"bundle"`
+	// BundleURL is an HTTP(S) URL of an OPA bundle, polled every
+	// PollInterval with ETag / If-None-Match. Exclusive with Bundle.
+	BundleURL string `yaml:"bundleURL"`
+	// PollInterval between bundle fetches. Default 60s, minimum 1s.
+	PollInterval time.Duration `yaml:"pollInterval"`
+	// Verification requires bundles (file or URL) to be signed.
+	Verification *RegoVerification `yaml:"verification"`
 	// Query is the decision to evaluate. Default data.envoy.authz.allow;
 	// the path style envoy/authz/allow is accepted too.
 	Query string `yaml:"query"`
+	// V0Compatible parses policies as Rego v0 (OPA before 1.0), like
+	// opa's --v0-compatible.
+	V0Compatible bool `yaml:"v0Compatible"`
+	// MaxBundleBytes bounds a bundle's size. Default 64 MiB.
+	MaxBundleBytes int64 `yaml:"maxBundleBytes"`
+}
+
+// RegoVerification configures OPA bundle signature verification.
+type RegoVerification struct {
+	// KeyID is the key's name (the signature's kid). Default "default".
+	KeyID string `yaml:"keyID"`
+	// KeyFile is the PEM public key file (RS*, PS*, ES*), or a file
+	// holding the shared secret (HS*), relative to the configuration file.
+	KeyFile string `yaml:"keyFile"`
+	// Algorithm is the JWS algorithm. Default RS256.
+	Algorithm string `yaml:"algorithm"`
+	// Scope, when set, must match the signature's scope.
+	Scope string `yaml:"scope"`
+	// Exclude lists bundle files left out of verification.
+	Exclude []string `yaml:"exclude"`
 }
 
 // DefaultRegoQuery is opa-envoy-plugin's default decision.
-const DefaultRegoQuery = "data.envoy.authz.allow"
+const DefaultRegoQuery = opa.DefaultQuery
+
+// DefaultRegoPollInterval is how often a bundle URL is polled by default.
+const DefaultRegoPollInterval = time.Minute
+
+var regoAlgorithms = map[string]bool{
+	"RS256": true, "RS384": true, "RS512": true, "PS256": true, "PS384": true, "PS512": true,
+	"ES256": true, "ES384": true, "ES512": true, "HS256": true, "HS384": true, "HS512": true,
+}
 
 // SetDefaults fills in defaults.
 func (r *RegoConfig) SetDefaults() {
 	if r.Query == "" {
 		r.Query = DefaultRegoQuery
 	}
+	if r.BundleURL != "" && r.PollInterval == 0 {
+		r.PollInterval = DefaultRegoPollInterval
+	}
+	if r.Verification != nil && r.Verification.Algorithm == "" {
+		r.Verification.Algorithm = "RS256"
+	}
 }
 
 // Validate reports problems in r under path.
 func (r *RegoConfig) Validate(path string) error {
 	var errs []error
-	if len(r.Files) == 0 {
-		errs = append(errs, fmt.Errorf("%s.files: at least one policy file or folder is required", path))
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if len(r.Files) == 0 && r.Bundle == "" && r.BundleURL == "" {
+		add("%s: set files, bundle or bundleURL", path)
+	}
+	for i, f := range r.Files {
+		if strings.TrimSpace(f) == "" {
+			add("%s.files[%d]: empty path", path, i)
+		}
+	}
+	if r.Bundle != "" && r.BundleURL != "" {
+		add("%s: bundle and bundleURL are exclusive", path)
+	}
+	if r.Bundle != "" && !strings.HasSuffix(r.Bundle, ".tar.gz") {
+		add("%s.bundle: %q is not a .tar.gz bundle", path, r.Bundle)
+	}
+	if r.BundleURL != "" {
+		u, err := url.Parse(r.BundleURL)
+		switch {
+		case err != nil:
+			add("%s.bundleURL: %v", path, err)
+		case u.Scheme != "http" && u.Scheme != "https":
+			add("%s.bundleURL: scheme must be http or https, not %q", path, u.Scheme)
+		case u.Host == "":
+			add("%s.bundleURL: no host", path)
+		}
+		if r.PollInterval < time.Second {
+			add("%s.pollInterval: %v is below the minimum of 1s", path, r.PollInterval)
+		}
+	} else if r.PollInterval != 0 {
+		add("%s.pollInterval: only applies with bundleURL", path)
+	}
+	if _, err := opa.ParseQuery(r.Query); err != nil {
+		add("%s.query: %v", path, err)
+	}
+	if r.MaxBundleBytes < 0 {
+		add("%s.maxBundleBytes: must not be negative", path)
+	}
+	if v := r.Verification; v != nil {
+		p := path + ".verification"
+		if r.Bundle == "" && r.BundleURL == "" {
+			add("%s: only applies with bundle or bundleURL", p)
+		}
+		if v.KeyFile == "" {
+			add("%s.keyFile: required", p)
+		}
+		if !regoAlgorithms[v.Algorithm] {
+			add("%s.algorithm: %q is not one of RS256/384/512, PS256/384/512, ES256/384/512, HS256/384/512", p, v.Algorithm)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// OPAConfig returns the opa package's configuration for r, resolving
+// relative file names in dir (nil: the working directory) and reading the
+// verification key. The bundle URL and poll interval are not part of it:
+// give them to opa.NewPoller.
+func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
+	cfg := opa.Config{
+		FS:             dir,
+		Files:          r.Files,
+		BundleFile:     r.Bundle,
+		Query:          r.Query,
+		V0Compatible:   r.V0Compatible,
+		MaxBundleBytes: r.MaxBundleBytes,
+	}
+	if v := r.Verification; v != nil {
+		key, err := readConfigFile(dir, v.KeyFile)
+		if err != nil {
+			return opa.Config{}, fmt.Errorf("rego verification key: %w", err)
+		}
+		cfg.Verification = &opa.Verification{
+			KeyID: v.KeyID, Key: string(key), Algorithm: v.Algorithm, Scope: v.Scope, Exclude: v.Exclude,
+		}
+	}
+	return cfg, nil
+}
+
+func readConfigFile(dir fs.FS, name string) ([]byte, error) {
+	if dir == nil || filepath.IsAbs(name) {
+		return os.ReadFile(name)
+	}
+	return fs.ReadFile(dir, filepath.ToSlash(filepath.Clean(name)))
 }

@@ -1,0 +1,83 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+)
+
+func TestRegoConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  RegoConfig
+		want []string // substrings of the joined error; none: valid
+	}{
+		{name: "files", cfg: RegoConfig{Files: []string{"policy.rego"}}},
+		{name: "bundle file", cfg: RegoConfig{Bundle: "b.tar.gz"}},
+		{name: "bundle url", cfg: RegoConfig{BundleURL: "https://bundles.example/authz.tar.gz"}},
+		{name: "path query", cfg: RegoConfig{Files: []string{"p"}, Query: "envoy/authz/allow"}},
+		{name: "signed url", cfg: RegoConfig{BundleURL: "https://b.example/x", Verification: &RegoVerification{KeyFile: "k.pem"}}},
+		{name: "nothing", cfg: RegoConfig{}, want: []string{"authz.rego: set files, bundle or bundleURL"}},
+		{name: "empty file", cfg: RegoConfig{Files: []string{" "}}, want: []string{"authz.rego.files[0]: empty path"}},
+		{name: "both bundles", cfg: RegoConfig{Bundle: "a.tar.gz", BundleURL: "https://x/y"}, want: []string{"bundle and bundleURL are exclusive"}},
+		{name: "not a tarball", cfg: RegoConfig{Bundle: "a.zip"}, want: []string{"authz.rego.bundle:"}},
+		{name: "bad scheme", cfg: RegoConfig{BundleURL: "file:///etc/x"}, want: []string{"authz.rego.bundleURL: scheme"}},
+		{name: "no host", cfg: RegoConfig{BundleURL: "https:///x"}, want: []string{"authz.rego.bundleURL: no host"}},
+		{name: "fast poll", cfg: RegoConfig{BundleURL: "https://x/y", PollInterval: time.Millisecond}, want: []string{"authz.rego.pollInterval"}},
+		{name: "poll without url", cfg: RegoConfig{Files: []string{"p"}, PollInterval: time.Minute}, want: []string{"authz.rego.pollInterval: only applies"}},
+		{name: "bad query", cfg: RegoConfig{Files: []string{"p"}, Query: "data"}, want: []string{"authz.rego.query"}},
+		{name: "negative size", cfg: RegoConfig{Files: []string{"p"}, MaxBundleBytes: -1}, want: []string{"authz.rego.maxBundleBytes"}},
+		{
+			name: "verification problems",
+			cfg:  RegoConfig{Files: []string{"p"}, Verification: &RegoVerification{Algorithm: "none"}},
+			want: []string{"authz.rego.verification: only applies", "authz.rego.verification.keyFile: required", "authz.rego.verification.algorithm"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.SetDefaults()
+			err := cfg.Validate("authz.rego")
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("valid, want %v", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRegoConfigDefaults(t *testing.T) {
+	c := RegoConfig{BundleURL: "https://x/y", Verification: &RegoVerification{KeyFile: "k"}}
+	c.SetDefaults()
+	if c.Query != "data.envoy.authz.allow" || c.PollInterval != time.Minute || c.Verification.Algorithm != "RS256" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestRegoConfigOPAConfig(t *testing.T) {
+	dir := fstest.MapFS{"keys/pub.pem": {Data: []byte("PEM")}}
+	c := RegoConfig{Files: []string{"p.rego"}, Bundle: "b.tar.gz", Query: "envoy/authz/allow",
+		Verification: &RegoVerification{KeyID: "k1", KeyFile: "keys/pub.pem", Algorithm: "ES256"}}
+	got, err := c.OPAConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.BundleFile != "b.tar.gz" || got.Files[0] != "p.rego" || got.Query != "envoy/authz/allow" ||
+		got.Verification.Key != "PEM" || got.Verification.KeyID != "k1" || got.Verification.Algorithm != "ES256" {
+		t.Fatalf("%+v", got)
+	}
+	c.Verification.KeyFile = "missing.pem"
+	if _, err := c.OPAConfig(dir); err == nil {
+		t.Fatal("missing key file accepted")
+	}
+}
