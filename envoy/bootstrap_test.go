@@ -1,0 +1,175 @@
+package envoy
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+var planner = Agent{Name: "planner", SPIFFEID: "spiffe://mesh.local/ns/default/sa/planner", InboundPort: 15001, App: "127.0.0.1:8081"}
+
+// parseYAML reads YAML written by MarshalYAML back into m, the way Envoy
+// reads a YAML bootstrap (YAML -> JSON -> proto3 JSON mapping).
+func parseYAML(t *testing.T, data []byte, m proto.Message) {
+	t.Helper()
+	var v any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal(js, m); err != nil {
+		t.Fatalf("YAML does not parse back as %T: %v", m, err)
+	}
+}
+
+func TestBootstrapGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		opts BootstrapOptions
+	}{
+		{"mtls", BootstrapOptions{XDSAddress: "meshward.internal:18000", TrustDomain: "mesh.local",
+			XDSServerSPIFFEID: "spiffe://mesh.local/ns/meshward/sa/meshward", CertDir: "/etc/meshward/planner", AdminPort: 19001}},
+		{"mtls-defaults", BootstrapOptions{XDSAddress: "127.0.0.1:18000", TrustDomain: "mesh.local"}},
+		{"insecure", BootstrapOptions{XDSAddress: "127.0.0.1:18000", Insecure: true, Cluster: "demo"}},
+	}
+	var written []string
+	golden := func(t *testing.T, path string, got []byte) {
+		t.Helper()
+		written = append(written, path)
+		golden(t, path, got)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			bs, err := Bootstrap(planner, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustValidate(t, "bootstrap", bs, nil)
+			got, err := MarshalYAML(bs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back bootstrapv3.Bootstrap
+			parseYAML(t, got, &back)
+			if !proto.Equal(&back, bs) {
+				t.Error("bootstrap YAML does not read back to the same message")
+			}
+			if back.GetNode().GetId() != "planner" {
+				t.Errorf("node id %q", back.GetNode().GetId())
+			}
+			if a := back.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" {
+				t.Errorf("admin on %q, want loopback only", a)
+			}
+			if ads := back.GetDynamicResources().GetAdsConfig(); ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC || ads.GetTransportApiVersion() != corev3.ApiVersion_V3 {
+				t.Errorf("ads config %v", ads)
+			}
+			if got, want := back.GetStaticResources().GetClusters()[0].GetTransportSocket() == nil, tc.opts.Insecure; got != want {
+				t.Errorf("xDS cluster without TLS = %v, want %v", got, want)
+			}
+			golden(t, filepath.Join("testdata", "bootstrap", tc.name+".yaml"), got)
+			if tc.opts.Insecure {
+				return
+			}
+			files, err := BootstrapSDSFiles(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{XDSClientSDSFile, XDSCASDSFile} {
+				var dr discoveryv3.DiscoveryResponse
+				parseYAML(t, files[f], &dr)
+				if len(dr.GetResources()) != 1 {
+					t.Fatalf("%s: %d resources", f, len(dr.GetResources()))
+				}
+				var s tlsv3.Secret
+				if err := dr.GetResources()[0].UnmarshalTo(&s); err != nil {
+					t.Fatal(err)
+				}
+				mustValidate(t, f, &s, nil)
+				golden(t, filepath.Join("testdata", "bootstrap", tc.name+"."+f), files[f])
+			}
+		})
+	}
+	deleteStale(t, filepath.Join("testdata", "bootstrap", "*"), written)
+}
+
+// deleteStale reports (or with -update deletes) golden files matching
+// pattern that no test wrote.
+func deleteStale(t *testing.T, pattern string, written []string) {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if slices.Contains(written, f) {
+			continue
+		}
+		if *update {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		t.Errorf("%s is stale; run go test ./envoy -update to delete it", f)
+	}
+}
+
+func TestBootstrapInvalid(t *testing.T) {
+	tests := []struct {
+		name  string
+		agent Agent
+		opts  BootstrapOptions
+		want  string
+	}{
+		{"bad node", Agent{Name: "Planner!"}, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local"}, "DNS label"},
+		{"no xds address", planner, BootstrapOptions{TrustDomain: "mesh.local"}, "xds address"},
+		{"no trust domain", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1"}, "trust domain"},
+		{"relative cert dir", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", CertDir: "certs"}, "absolute"},
+		{"server id outside td", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", XDSServerSPIFFEID: "spiffe://x.local/m"}, "not in trust domain"},
+		{"admin port", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", AdminPort: 70000}, "admin port"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			bs, err := Bootstrap(tc.agent, tc.opts)
+			if err == nil || bs != nil {
+				t.Fatalf("got %v, %v; want an error", bs, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// golden compares got with the file at path, or rewrites it with -update.
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./envoy -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs; run go test ./envoy -update and review the diff", path)
+	}
+}
