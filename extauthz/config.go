@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"strings"
+	"time"
 )
 
 // Config is the ext_authz server part of the `authz` configuration section.
@@ -15,6 +18,28 @@ type Config struct {
 	Plaintext bool `yaml:"plaintext"`
 	// TLS names the server certificate, key and client CA files.
 	TLS *TLSFiles `yaml:"tls"`
+	// Reflection registers the gRPC server reflection service.
+	Reflection bool `yaml:"reflection"`
+	// MaxRecvMsgBytes bounds a CheckRequest (Envoy's with_request_body
+	// max_request_bytes plus headers). Default 8 MiB.
+	MaxRecvMsgBytes int `yaml:"maxRecvMsgBytes"`
+	// MaxSendMsgBytes bounds a CheckResponse. Default 4 MiB.
+	MaxSendMsgBytes int `yaml:"maxSendMsgBytes"`
+	// Keepalive of the gRPC server.
+	Keepalive Keepalive `yaml:"keepalive"`
+	// ShutdownTimeout bounds the graceful stop; then in-flight Checks are
+	// cut. Default 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+	// StatusOnError is the HTTP status of a deny caused by an internal
+	// error or a deadline overrun (403, 500 or 503). Default 403.
+	StatusOnError int `yaml:"statusOnError"`
+	// DryRun decides and reports every policy deny but allows. Anomalous
+	// requests (400) and failed authentication (401) are still denied.
+	DryRun bool `yaml:"dryRun"`
+	// Headers names the identity headers set on allowed requests.
+	Headers IdentityHeaders `yaml:"headers"`
+	// JWT says where Envoy's jwt_authn filter leaves the verified payload.
+	JWT JWTSource `yaml:"jwt"`
 }
 
 // TLSFiles are PEM files for the gRPC listener's mTLS.
@@ -24,24 +49,144 @@ type TLSFiles struct {
 	CAFile   string `yaml:"caFile"`
 }
 
-// DefaultAddress is where the ext_authz server listens by default.
-const DefaultAddress = "127.0.0.1:9191"
+// Keepalive configures gRPC keepalive.
+type Keepalive struct {
+	// Time between server pings on an idle connection. Default 30s.
+	Time time.Duration `yaml:"time"`
+	// Timeout waiting for a ping ack. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MinTime is the shortest client ping interval tolerated. Default 10s.
+	MinTime time.Duration `yaml:"minTime"`
+}
+
+// IdentityHeaders are the headers meshward owns on the upstream request:
+// whatever the client sent under these names is removed, and the verified
+// values are set (overwriting) on allow.
+type IdentityHeaders struct {
+	// Principal carries the caller's SPIFFE ID. Default x-meshward-principal.
+	Principal string `yaml:"principal"`
+	// Roles carries the caller's roles, comma-separated. Default x-meshward-roles.
+	Roles string `yaml:"roles"`
+	// Remove are further client-sent headers that must never reach the
+	// backend. Default x-forwarded-client-cert, x-agent-id.
+	Remove []string `yaml:"remove"`
+}
+
+// JWTSource locates the verified JWT payload in the CheckRequest's
+// metadata_context (jwt_authn's payload_in_metadata).
+type JWTSource struct {
+	// Namespace of the filter metadata. Default envoy.filters.http.jwt_authn.
+	Namespace string `yaml:"namespace"`
+	// PayloadKey is jwt_authn's payload_in_metadata. Default jwt_payload.
+	PayloadKey string `yaml:"payloadKey"`
+}
+
+// Defaults.
+const (
+	DefaultAddress         = "127.0.0.1:9191"
+	DefaultMaxRecvMsgBytes = 8 << 20
+	DefaultMaxSendMsgBytes = 4 << 20
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultPrincipalHeader = "x-meshward-principal"
+	DefaultRolesHeader     = "x-meshward-roles"
+	DefaultJWTNamespace    = "envoy.filters.http.jwt_authn"
+	DefaultJWTPayloadKey   = "jwt_payload"
+)
+
+// DefaultRemoveHeaders are removed from every allowed request by default.
+var DefaultRemoveHeaders = []string{"x-forwarded-client-cert", "x-agent-id"}
 
 // SetDefaults fills in defaults.
 func (c *Config) SetDefaults() {
 	if c.Address == "" {
 		c.Address = DefaultAddress
 	}
+	if c.MaxRecvMsgBytes == 0 {
+		c.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
+	}
+	if c.MaxSendMsgBytes == 0 {
+		c.MaxSendMsgBytes = DefaultMaxSendMsgBytes
+	}
+	if c.Keepalive.Time == 0 {
+		c.Keepalive.Time = 30 * time.Second
+	}
+	if c.Keepalive.Timeout == 0 {
+		c.Keepalive.Timeout = 10 * time.Second
+	}
+	if c.Keepalive.MinTime == 0 {
+		c.Keepalive.MinTime = 10 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.StatusOnError == 0 {
+		c.StatusOnError = http.StatusForbidden
+	}
+	if c.Headers.Principal == "" {
+		c.Headers.Principal = DefaultPrincipalHeader
+	}
+	if c.Headers.Roles == "" {
+		c.Headers.Roles = DefaultRolesHeader
+	}
+	if c.Headers.Remove == nil {
+		c.Headers.Remove = DefaultRemoveHeaders
+	}
+	if c.JWT.Namespace == "" {
+		c.JWT.Namespace = DefaultJWTNamespace
+	}
+	if c.JWT.PayloadKey == "" {
+		c.JWT.PayloadKey = DefaultJWTPayloadKey
+	}
 }
 
 // Validate reports every problem in c, named under path.
 func (c *Config) Validate(path string) error {
 	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
-		errs = append(errs, fmt.Errorf("%s.address: %v", path, err))
+		add("%s.address: %v", path, err)
 	}
 	if c.TLS != nil && c.Plaintext {
-		errs = append(errs, fmt.Errorf("%s: plaintext and tls are exclusive", path))
+		add("%s: plaintext and tls are exclusive", path)
+	}
+	if c.TLS == nil && !c.Plaintext {
+		add("%s.tls: required unless plaintext is true (certFile, keyFile, caFile)", path)
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "") {
+		add("%s.tls: certFile, keyFile and caFile are all required", path)
+	}
+	if c.MaxRecvMsgBytes < 0 || c.MaxSendMsgBytes < 0 {
+		add("%s: maxRecvMsgBytes and maxSendMsgBytes must be positive", path)
+	}
+	if c.Keepalive.Time < 0 || c.Keepalive.Timeout < 0 || c.Keepalive.MinTime < 0 || c.ShutdownTimeout < 0 {
+		add("%s: durations must not be negative", path)
+	}
+	switch c.StatusOnError {
+	case http.StatusForbidden, http.StatusInternalServerError, http.StatusServiceUnavailable:
+	default:
+		add("%s.statusOnError: must be 403, 500 or 503, not %d", path, c.StatusOnError)
+	}
+	for name, h := range map[string]string{"principal": c.Headers.Principal, "roles": c.Headers.Roles} {
+		if !validHeaderName(h) {
+			add("%s.headers.%s: %q is not a lowercase header name", path, name, h)
+		}
+	}
+	for i, h := range c.Headers.Remove {
+		if !validHeaderName(h) {
+			add("%s.headers.remove[%d]: %q is not a lowercase header name", path, i, h)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+func validHeaderName(h string) bool {
+	if h == "" || h != strings.ToLower(h) || strings.HasPrefix(h, ":") {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }

@@ -32,5 +32,8 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 // compileAll builds everything a configuration describes without serving
 // it, so that `validate` catches what `serve` would refuse.
 func compileAll(cfg *config.Config) error {
+	if _, err := compilePolicy(cfg); err != nil {
+		return err
+	}
 	return nil
 }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshward/meshward/extauthz"
+	"github.com/meshward/meshward/policy"
+)
+
+// runCheck decides one CheckRequest offline, exactly as the server would.
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("check", stderr)
+	path := fs.String("config", "", "configuration file (default: the embedded quickstart)")
+	reqPath := fs.String("request", "", "CheckRequest as protobuf JSON (required)")
+	explain := fs.Bool("explain", false, "print every rule considered and why it matched or failed (to stderr)")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if *reqPath == "" {
+		return errors.New("check: --request is required")
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(*reqPath)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(raw, req); err != nil {
+		return fmt.Errorf("check: %s: %w", *reqPath, err)
+	}
+	rev, err := compilePolicy(cfg)
+	if err != nil {
+		return err
+	}
+	store, err := policy.NewStore(policy.StoreOptions{})
+	if err != nil {
+		return err
+	}
+	if err := store.Reload(ctx, func() (*policy.Revision, error) { return rev, nil }); err != nil {
+		return err
+	}
+	srv, err := extauthz.New(cfg.Authz.Server, cfg.TrustDomain, store, extauthz.Options{ReadFile: configFileReader(cfg)})
+	if err != nil {
+		return err
+	}
+	resp, err := srv.Check(ctx, req)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if *explain {
+		writeExplain(stderr, srv, rev, req)
+	}
+	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if _, err := fmt.Fprintf(stdout, "%s\n", out); err != nil {
+		return err
+	}
+	if resp.GetStatus().GetCode() != int32(codes.OK) {
+		return &exitError{code: 2, err: errors.New("denied")}
+	}
+	return nil
+}
+
+func writeExplain(w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) {
+	in, d, ok := srv.Input(req)
+	fmt.Fprintf(w, "policy revision %s\n", rev.ID())
+	if !ok {
+		fmt.Fprintf(w, "rejected before policy: %d %s: %s\n", d.Status, d.Reason, d.Message)
+		return
+	}
+	fmt.Fprintf(w, "request: %s %s host=%q principal=%s\n", in.Method, in.Path, in.Host, in.Principal)
+	for _, st := range rev.Explain(in) {
+		verdict := "skipped"
+		switch {
+		case st.Matched && st.Satisfied:
+			verdict = "matched, satisfied"
+		case st.Matched:
+			verdict = "matched, failed"
+		}
+		dry := ""
+		if st.DryRun {
+			dry = " (dry-run)"
+		}
+		fmt.Fprintf(w, "  %-5s %s%s: %s: %s\n", st.Effect, st.Rule, dry, verdict, st.Why)
+	}
+}

@@ -1,0 +1,79 @@
+package extauthz
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"net/url"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// identity returns the caller's SPIFFE ID from what Envoy verified: the
+// peer certificate (when Envoy includes it) or source.principal. With both,
+// they must agree.
+func (s *Server) identity(src *authv3.AttributeContext_Peer) (string, *rejection) {
+	principal := src.GetPrincipal()
+	if cert := src.GetCertificate(); cert != "" {
+		id, ok := s.idFromCert(cert)
+		if !ok || (principal != "" && principal != id) {
+			return "", rejBadIdentity
+		}
+		return id, nil
+	}
+	if principal == "" {
+		return "", rejNoIdentity
+	}
+	if !s.validID(principal) {
+		return "", rejBadIdentity
+	}
+	return principal, nil
+}
+
+// validID accepts a workload SPIFFE ID of the configured trust domain;
+// go-spiffe rejects empty and dot path segments.
+func (s *Server) validID(v string) bool {
+	id, err := spiffeid.FromString(v)
+	return err == nil && id.TrustDomain() == s.td && id.Path() != "" && id.String() == v
+}
+
+// idFromCert parses the (URL-encoded) PEM peer certificate and checks it is
+// an X.509-SVID leaf of this trust domain: exactly one URI SAN, no CA flag,
+// the clientAuth extended key usage.
+func (s *Server) idFromCert(pemText string) (string, bool) {
+	if !strings.HasPrefix(pemText, "-----BEGIN") {
+		dec, err := url.QueryUnescape(pemText)
+		if err != nil {
+			return "", false
+		}
+		pemText = dec
+	}
+	// With a chain, the leaf comes first; the rest is not identity.
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", false
+	}
+	if cert.IsCA {
+		return "", false
+	}
+	clientAuth := false
+	for _, eku := range cert.ExtKeyUsage {
+		if eku == x509.ExtKeyUsageClientAuth {
+			clientAuth = true
+		}
+	}
+	if !clientAuth {
+		return "", false
+	}
+	id, err := x509svid.IDFromCert(cert)
+	if err != nil || id.TrustDomain() != s.td || id.Path() == "" {
+		return "", false
+	}
+	return id.String(), true
+}

@@ -1,0 +1,72 @@
+package extauthz
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Decision results, the values of the result label.
+const (
+	resultAllow  = "allow"
+	resultDeny   = "deny"
+	resultError  = "error"
+	resultDryRun = "dry_run"
+)
+
+type metrics struct {
+	decisions *prometheus.CounterVec
+	duration  prometheus.Histogram
+	errors    *prometheus.CounterVec
+	authn     *prometheus.CounterVec
+
+	mu    sync.RWMutex
+	cache map[[2]string]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshward_authz_decisions_total",
+			Help: "ext_authz decisions by result (allow, deny, error, dry_run) and reason code.",
+		}, []string{"result", "reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshward_authz_check_duration_seconds",
+			Help:    "Time to answer one Check, from receipt to response.",
+			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, .01, .025, .05, .1, .25},
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshward_authz_errors_total",
+			Help: "Checks denied because of an internal failure (status_on_error), by reason; not counted as policy denies.",
+		}, []string{"reason"}),
+		authn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshward_authz_authn_failures_total",
+			Help: "Checks denied 401 because the caller had no or an invalid verified identity, by reason.",
+		}, []string{"reason"}),
+		cache: map[[2]string]prometheus.Counter{},
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.decisions, m.duration, m.errors, m.authn} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// decision counts one decision without allocating once the label pair
+// has been seen.
+func (m *metrics) decision(result, reason string) {
+	key := [2]string{result, reason}
+	m.mu.RLock()
+	c, ok := m.cache[key]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.decisions.WithLabelValues(result, reason)
+		m.mu.Lock()
+		m.cache[key] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
+}

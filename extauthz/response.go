@@ -1,0 +1,178 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshward/meshward/policy"
+)
+
+// Keys of the dynamic metadata meshward sets on every CheckResponse.
+const (
+	MetaDecisionID = "decision_id"
+	MetaPrincipal  = "principal"
+	MetaRule       = "rule"
+	MetaReason     = "reason"
+	MetaDryRun     = "dry_run"
+	MetaRevision   = "policy_revision"
+)
+
+var okStatus = &status.Status{Code: int32(codes.OK)}
+
+func setHeader(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func str(v string) *structpb.Value { return structpb.NewStringValue(v) }
+
+// allowResponse removes client-sent identity headers and sets the verified
+// ones (overwriting, never appending).
+func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
+	n := 1
+	if d.Roles != "" {
+		n++
+	}
+	if d.DryRun {
+		n++
+	}
+	hdrs := make([]*corev3.HeaderValueOption, 0, n)
+	hdrs = append(hdrs, setHeader(s.cfg.Headers.Principal, in.Principal))
+	rolesSet, drySet := 0, 0
+	if d.Roles != "" {
+		hdrs = append(hdrs, setHeader(s.cfg.Headers.Roles, d.Roles))
+		rolesSet = 1
+	}
+	meta := map[string]*structpb.Value{
+		MetaDecisionID: str(id),
+		MetaPrincipal:  str(in.Principal),
+	}
+	if d.Rule != "" {
+		meta[MetaRule] = str(d.Rule)
+	}
+	if d.DryRun {
+		hdrs = append(hdrs, setHeader(DryRunHeader, d.Reason))
+		drySet = 1
+		meta[MetaDryRun] = structpb.NewBoolValue(true)
+		meta[MetaReason] = str(d.Reason)
+	}
+	ok := &authv3.OkHttpResponse{
+		Headers:         hdrs,
+		HeadersToRemove: s.remove[rolesSet][drySet],
+	}
+	if mu := d.Mutations; mu != nil {
+		for _, h := range mu.RequestHeaders {
+			ok.Headers = append(ok.Headers, setHeader(h.Name, h.Value))
+		}
+		ok.HeadersToRemove = append(append([]string(nil), ok.HeadersToRemove...), mu.RemoveRequestHeaders...)
+		for _, h := range mu.ResponseHeaders {
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, setHeader(h.Name, h.Value))
+		}
+		mergeMeta(meta, mu.DynamicMetadata)
+	}
+	return &authv3.CheckResponse{
+		Status:          okStatus,
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: &structpb.Struct{Fields: meta},
+	}
+}
+
+type denyBody struct {
+	Error      string `json:"error"`
+	Message    string `json:"message"`
+	DecisionID string `json:"decision_id"`
+}
+
+func grpcCode(httpStatus int) codes.Code {
+	switch httpStatus {
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusBadRequest:
+		return codes.InvalidArgument
+	case http.StatusServiceUnavailable:
+		return codes.Unavailable
+	case http.StatusInternalServerError:
+		return codes.Internal
+	default:
+		return codes.PermissionDenied
+	}
+}
+
+func (s *Server) denyResponse(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
+	meta := map[string]*structpb.Value{
+		MetaDecisionID: str(id),
+		MetaReason:     str(d.Reason),
+	}
+	if in.Principal != "" {
+		meta[MetaPrincipal] = str(in.Principal)
+	}
+	if d.Rule != "" {
+		meta[MetaRule] = str(d.Rule)
+	}
+	status := d.Status
+	if status < 400 || status > 599 {
+		status = http.StatusForbidden
+	}
+	code := d.Code
+	if code == "" {
+		code = d.Reason
+	}
+	resp := s.denied(id, status, code, d.Message, meta)
+	if mu := d.Mutations; mu != nil {
+		dr := resp.GetDeniedResponse()
+		for _, h := range mu.ResponseHeaders {
+			dr.Headers = append(dr.Headers, setHeader(h.Name, h.Value))
+		}
+		if mu.Body != "" {
+			dr.Body = mu.Body
+		}
+		mergeMeta(meta, mu.DynamicMetadata)
+	}
+	return resp
+}
+
+// errorResponse denies with status_on_error, saying nothing of the cause.
+func (s *Server) errorResponse(id, reason string) *authv3.CheckResponse {
+	code, msg := ReasonInternal, "the request could not be authorized"
+	if reason == ReasonDeadline {
+		code, msg = ReasonDeadline, "authorization did not finish in time"
+	}
+	meta := map[string]*structpb.Value{MetaDecisionID: str(id), MetaReason: str(reason)}
+	return s.denied(id, s.cfg.StatusOnError, code, msg, meta)
+}
+
+func (s *Server) denied(id string, httpStatus int, code, msg string, meta map[string]*structpb.Value) *authv3.CheckResponse {
+	body, err := json.Marshal(denyBody{Error: code, Message: msg, DecisionID: id})
+	if err != nil { // cannot happen for strings; keep a valid body anyway
+		body = []byte(`{"error":"internal_error","message":"","decision_id":""}`)
+	}
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: int32(grpcCode(httpStatus)), Message: code},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(httpStatus)},
+			Headers: []*corev3.HeaderValueOption{setHeader("content-type", "application/json")},
+			Body:    string(body),
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: meta},
+	}
+}
+
+func mergeMeta(meta map[string]*structpb.Value, extra map[string]any) {
+	for k, v := range extra {
+		if _, taken := meta[k]; taken {
+			continue // meshward's own keys cannot be overridden
+		}
+		if pv, err := structpb.NewValue(v); err == nil {
+			meta[k] = pv
+		}
+	}
+}

@@ -1,0 +1,455 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/meshward/meshward/extauthz/audit"
+	"github.com/meshward/meshward/policy"
+)
+
+// Decider decides canonical requests; policy.Store is one. Decide must
+// never fail open: internal failures are a deny with Err set.
+type Decider interface {
+	Decide(ctx context.Context, in *policy.Input) policy.Decision
+	// RevisionID is the policy revision served, "" while none is loaded
+	// (the server is not ready and denies every request until then).
+	RevisionID() string
+}
+
+// Auditor records decisions. An error means the decision could not be
+// recorded: the request is then denied with status_on_error.
+type Auditor interface {
+	Audit(rec *audit.Record) error
+}
+
+// Options are the optional dependencies of a Server.
+type Options struct {
+	// Logger, default a no-op.
+	Logger *slog.Logger
+	// Registry for meshward_authz_* metrics; nil registers nothing.
+	Registry prometheus.Registerer
+	// Auditor records every decision; nil records nothing.
+	Auditor Auditor
+	// ReadFile reads the TLS files; default os.ReadFile.
+	ReadFile func(name string) ([]byte, error)
+}
+
+// ServiceName is the gRPC service (and health service name) served.
+const ServiceName = "envoy.service.auth.v3.Authorization"
+
+// DryRunHeader is set on requests a dry-run allowed, to the reason code
+// of the deny that would have happened.
+const DryRunHeader = "x-meshward-dry-run"
+
+// Server is the ext_authz gRPC server. Its Check method is safe for
+// concurrent use and can be called in-process (meshward check).
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	cfg     Config
+	td      spiffeid.TrustDomain
+	decider Decider
+	auditor Auditor
+	log     *slog.Logger
+	m       *metrics
+	health  *health.Server
+	// readFile reads TLS files.
+	readFile func(string) ([]byte, error)
+
+	// identityHeaders may not be repeated; removal lists by which of the
+	// roles and dry-run headers are set on the response.
+	identityHeaders []string
+	remove          [2][2][]string
+
+	idPrefix string
+	seq      atomic.Uint64
+
+	mu       sync.Mutex
+	listener net.Listener
+	grpc     *grpc.Server
+	serving  atomic.Bool
+}
+
+// New builds a server for cfg (defaults applied to a copy, then
+// validated) that authenticates callers of trustDomain and asks d.
+func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate("authz"); err != nil {
+		return nil, fmt.Errorf("extauthz: %w", err)
+	}
+	if d == nil {
+		return nil, errors.New("extauthz: a decider is required")
+	}
+	td, err := spiffeid.TrustDomainFromString(trustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("extauthz: trust domain: %w", err)
+	}
+	m, err := newMetrics(opts.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("extauthz: metrics: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var prefix [8]byte
+	if _, err := rand.Read(prefix[:]); err != nil {
+		return nil, fmt.Errorf("extauthz: decision id: %w", err)
+	}
+	s := &Server{
+		cfg: cfg, td: td, decider: d, auditor: opts.Auditor, log: log, m: m,
+		idPrefix: hex.EncodeToString(prefix[:]) + "-",
+	}
+	s.identityHeaders = append([]string{"authorization", cfg.Headers.Principal, cfg.Headers.Roles}, cfg.Headers.Remove...)
+	for roles := range 2 {
+		for dry := range 2 {
+			l := append([]string(nil), cfg.Headers.Remove...)
+			if roles == 0 {
+				l = append(l, cfg.Headers.Roles)
+			}
+			if dry == 0 {
+				l = append(l, DryRunHeader)
+			}
+			s.remove[roles][dry] = l
+		}
+	}
+	s.readFile = opts.ReadFile
+	if s.readFile == nil {
+		s.readFile = os.ReadFile
+	}
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	return s, nil
+}
+
+// newGRPC builds the gRPC server: credentials, limits, keepalive, and the
+// Authorization, health and (optionally) reflection services.
+func (s *Server) newGRPC() (*grpc.Server, error) {
+	creds := insecure.NewCredentials()
+	if !s.cfg.Plaintext {
+		tc, err := serverTLS(s.cfg.TLS, s.readFile)
+		if err != nil {
+			return nil, fmt.Errorf("extauthz: tls: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	g := grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgBytes),
+		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Keepalive.Time, Timeout: s.cfg.Keepalive.Timeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Keepalive.MinTime, PermitWithoutStream: true}),
+	)
+	authv3.RegisterAuthorizationServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	if s.cfg.Reflection {
+		reflection.Register(g)
+	}
+	return g, nil
+}
+
+func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error)) (*tls.Config, error) {
+	certPEM, err := readFile(f.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readFile(f.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := readFile(f.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s: no CA certificate found", f.CAFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// Listen loads the TLS material and binds the configured address (so that
+// Addr is known before Run).
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener != nil {
+		return nil
+	}
+	g, err := s.newGRPC()
+	if err != nil {
+		return err
+	}
+	s.grpc = g
+	l, err := net.Listen("tcp", s.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("extauthz: listen: %w", err)
+	}
+	s.listener = l
+	s.log.Info("ext_authz server listening", "address", l.Addr().String(), "plaintext", s.cfg.Plaintext)
+	return nil
+}
+
+// Addr is the bound address, nil before Listen.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener == nil {
+		return nil
+	}
+	return s.listener.Addr()
+}
+
+// Ready reports nil once the server listens and a policy revision is
+// loaded.
+func (s *Server) Ready() error {
+	if !s.serving.Load() {
+		return errors.New("ext_authz: not serving yet")
+	}
+	if s.decider.RevisionID() == "" {
+		return errors.New("ext_authz: no policy revision loaded")
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then stops gracefully: in-flight Checks
+// finish, bounded by the shutdown timeout.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	l, g := s.listener, s.grpc
+	s.mu.Unlock()
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(l) }()
+	s.serving.Store(true)
+	s.syncHealth()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-served:
+			s.serving.Store(false)
+			if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("extauthz: serve: %w", err)
+			}
+			return nil
+		case <-tick.C:
+			s.syncHealth()
+		case <-ctx.Done():
+			s.serving.Store(false)
+			s.health.Shutdown()
+			stopped := make(chan struct{})
+			go func() { g.GracefulStop(); close(stopped) }()
+			timer := time.NewTimer(s.cfg.ShutdownTimeout)
+			defer timer.Stop()
+			select {
+			case <-stopped:
+			case <-timer.C:
+				s.log.Warn("ext_authz graceful stop timed out; cutting remaining checks")
+				g.Stop()
+				<-stopped
+			}
+			<-served
+			return nil
+		}
+	}
+}
+
+// syncHealth reports SERVING exactly while a revision is loaded.
+func (s *Server) syncHealth() {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if s.serving.Load() && s.decider.RevisionID() != "" {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ServiceName, st)
+}
+
+// newDecisionID is unique per process (random prefix) and cheap.
+func (s *Server) newDecisionID() string {
+	var b [40]byte
+	n := copy(b[:], s.idPrefix)
+	return string(strconv.AppendUint(b[:n], s.seq.Add(1), 16))
+}
+
+// Input canonicalises req as Check does. ok is false when req is denied
+// before policy (ambiguous request, no valid identity); d is then that deny.
+func (s *Server) Input(req *authv3.CheckRequest) (in *policy.Input, d policy.Decision, ok bool) {
+	in = &policy.Input{}
+	if rej := s.canonicalize(req, in); rej != nil {
+		return in, rejectDecision(rej), false
+	}
+	return in, policy.Decision{}, true
+}
+
+func rejectDecision(rej *rejection) policy.Decision {
+	return policy.Decision{Status: rej.status, Code: rej.reason, Reason: rej.reason, Message: rej.msg}
+}
+
+// Check implements the Authorization service. It never returns an error:
+// every outcome, failures included, is a CheckResponse; failures deny.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
+	start := time.Now()
+	id := s.newDecisionID()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("ext_authz check panicked; denying", "decision_id", id, "panic", fmt.Sprint(r))
+			s.m.errors.WithLabelValues(ReasonInternal).Inc()
+			s.m.decision(resultError, ReasonInternal)
+			resp = s.errorResponse(id, ReasonInternal)
+		}
+	}()
+	in := &policy.Input{}
+	var d policy.Decision
+	fromPolicy := false
+	if rej := s.canonicalize(req, in); rej != nil {
+		d = rejectDecision(rej)
+	} else {
+		d = s.decider.Decide(ctx, in)
+		fromPolicy = true
+		if d.Err == nil && ctx.Err() != nil {
+			d.Err = ctx.Err()
+		}
+	}
+	if d.Err == nil && !d.Allow && fromPolicy && s.cfg.DryRun {
+		d.Allow, d.DryRun = true, true
+	}
+	if d.Err == nil && s.auditor != nil {
+		if err := s.auditor.Audit(s.record(id, in, &d, time.Since(start))); err != nil {
+			d.Err, d.Reason = fmt.Errorf("audit: %w", err), ReasonAudit
+		}
+	}
+	resp = s.respond(id, in, &d)
+	s.m.duration.Observe(time.Since(start).Seconds())
+	return resp, nil
+}
+
+// respond counts and logs d and shapes it into a CheckResponse.
+func (s *Server) respond(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
+	switch {
+	case d.Err != nil:
+		reason := errorReason(d)
+		s.m.errors.WithLabelValues(reason).Inc()
+		s.m.decision(resultError, reason)
+		s.log.Warn("ext_authz check failed; denying", "decision_id", id, "reason", reason, "error", d.Err)
+		if s.auditor != nil && reason != ReasonAudit {
+			rec := s.record(id, in, d, 0)
+			rec.Decision, rec.Reason, rec.Status = resultError, reason, s.cfg.StatusOnError
+			if err := s.auditor.Audit(rec); err != nil {
+				s.log.Error("audit of a failed check failed", "decision_id", id, "error", err)
+			}
+		}
+		return s.errorResponse(id, reason)
+	case d.Allow && d.DryRun:
+		s.m.decision(resultDryRun, d.Reason)
+		return s.allowResponse(id, in, d)
+	case d.Allow:
+		s.m.decision(resultAllow, d.Reason)
+		return s.allowResponse(id, in, d)
+	default:
+		s.m.decision(resultDeny, d.Reason)
+		if d.Status == http.StatusUnauthorized {
+			s.m.authn.WithLabelValues(d.Reason).Inc()
+		}
+		return s.denyResponse(id, in, d)
+	}
+}
+
+func errorReason(d *policy.Decision) string {
+	switch {
+	case errors.Is(d.Err, context.DeadlineExceeded):
+		return ReasonDeadline
+	case errors.Is(d.Err, context.Canceled):
+		return ReasonCanceled
+	case d.Reason == ReasonAudit:
+		return ReasonAudit
+	case d.Reason != "" && d.Reason != policy.ReasonAllowed:
+		return d.Reason
+	default:
+		return ReasonInternal
+	}
+}
+
+func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency time.Duration) *audit.Record {
+	rec := &audit.Record{
+		Kind:           audit.KindDecision,
+		DecisionID:     id,
+		RequestID:      in.Headers["x-request-id"],
+		Principal:      in.Principal,
+		Method:         in.Method,
+		Host:           in.Host,
+		Path:           in.Path,
+		Rule:           d.Rule,
+		Reason:         d.Reason,
+		DryRun:         d.DryRun,
+		Violations:     d.Violations,
+		PolicyRevision: d.Revision,
+		Latency:        latency,
+	}
+	if sub, ok := in.Claims["sub"].(string); ok {
+		rec.Subject = sub
+	}
+	if d.Roles != "" {
+		rec.Roles = splitRoles(d.Roles)
+	}
+	switch {
+	case d.Allow:
+		rec.Decision, rec.Status = resultAllow, http.StatusOK
+	default:
+		rec.Decision, rec.Status = resultDeny, d.Status
+	}
+	return rec
+}
+
+func splitRoles(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != ',' {
+			i++
+		}
+		out = append(out, s[:i])
+		if i == len(s) {
+			break
+		}
+		s = s[i+1:]
+	}
+	return out
+}

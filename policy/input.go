@@ -1,0 +1,108 @@
+package policy
+
+import (
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// Input is the canonical request every policy step decides on. extauthz
+// builds it once per Check from the CheckRequest, after rejecting every
+// ambiguous request, so policy code never re-parses the raw request.
+type Input struct {
+	// Method is the HTTP method exactly as received (not upper-cased: a
+	// lowercase method matches only a rule that names it).
+	Method string
+	// Host is lowercased, without port and trailing dot.
+	Host string
+	// Path is the canonical path, without query; never ambiguous.
+	Path string
+	// RawQuery is what followed `?`, not used for rule matching.
+	RawQuery string
+	// Headers by lowercase name. Read-only: it may alias the CheckRequest.
+	Headers map[string]string
+	// Body is the request body Envoy sent (from body or raw_body).
+	Body []byte
+	// BodyTruncated is set when Envoy sent only part of the body
+	// (x-envoy-auth-partial-body: true).
+	BodyTruncated bool
+	// Principal is the verified SPIFFE ID of the caller.
+	Principal string
+	// Claims is the verified end-user JWT payload; nil when there is none.
+	Claims map[string]any
+	// Request is the original CheckRequest, for steps (Rego) that need the
+	// whole document. Read-only.
+	Request *authv3.CheckRequest
+}
+
+// Decision is the outcome of a policy evaluation.
+type Decision struct {
+	// Allow is the effective verdict (true also when a dry-run deny was
+	// turned into an allow; see DryRun).
+	Allow bool
+	// Status is the HTTP status of a deny (403, 401, 400, 413, 415), 200 on allow.
+	Status int
+	// Code is the machine-readable error code sent to the client on deny.
+	Code string
+	// Reason is the bounded reason code for metrics and audit (on allow
+	// "allowed", or the deny reason a dry-run would have applied).
+	Reason string
+	// Message says which requirement failed, naming only the rule's
+	// requirements and the caller's own values.
+	Message string
+	// Rule is the name of the deciding rule, if any.
+	Rule string
+	// DryRun is set when the policy would have denied but a dry-run rule
+	// (or global dry-run) allowed; Code, Reason and Message then describe
+	// the deny that would have happened.
+	DryRun bool
+	// Roles of the caller's identity, comma-separated (for the verified
+	// roles header); empty when the caller has none.
+	Roles string
+	// Revision is the ID of the revision that decided.
+	Revision string
+	// Err is set for internal failures (no revision, schema or Rego
+	// evaluation error): always a deny, answered with status_on_error and
+	// counted as an error, never shown to the client.
+	Err error
+	// Violations are JSON pointers into the body that failed its schema
+	// (never values), filled by the body step.
+	Violations []string
+	// Mutations are response changes asked for by Rego; nil otherwise.
+	Mutations *Mutations
+}
+
+// Header is one header name and value.
+type Header struct {
+	Name, Value string
+}
+
+// Mutations are the response changes a Rego decision may ask for, in the
+// shape opa-envoy-plugin's result object has.
+type Mutations struct {
+	// RequestHeaders are set (overwritten) on the upstream request on allow.
+	RequestHeaders []Header
+	// RemoveRequestHeaders are removed from the upstream request on allow.
+	RemoveRequestHeaders []string
+	// ResponseHeaders are sent to the client (deny) or added to the
+	// response (allow).
+	ResponseHeaders []Header
+	// Body replaces the deny body when not empty.
+	Body string
+	// DynamicMetadata is merged into the CheckResponse's dynamic_metadata.
+	DynamicMetadata map[string]any
+}
+
+// Reason and error codes of policy decisions. They are bounded (metric
+// label values) and stable (clients and dashboards key on them).
+const (
+	ReasonAllowed           = "allowed"
+	ReasonNoMatchingRule    = "no_matching_rule"
+	ReasonDeniedByRule      = "denied_by_rule"
+	ReasonMissingRole       = "missing_role"
+	ReasonAttribute         = "attribute_mismatch"
+	ReasonClaim             = "claim_mismatch"
+	ReasonSchemaUnavailable = "schema_unavailable"
+	ReasonSchemaInvalid     = "schema_invalid"
+	ReasonRegoDenied        = "rego_denied"
+	ReasonNoRevision        = "no_policy_revision"
+	ReasonEvalError         = "evaluation_error"
+)
