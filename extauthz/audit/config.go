@@ -3,6 +3,11 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the `audit` configuration section.
@@ -12,6 +17,44 @@ type Config struct {
 	// FailClosed turns a decision into a deny when its record cannot be
 	// kept. Default true.
 	FailClosed *bool `yaml:"failClosed"`
+	// QueueSize bounds the records waiting to be written. Default 8192.
+	QueueSize int `yaml:"queueSize"`
+	// BatchSize is the most records written to a sink in one write.
+	// Default 256.
+	BatchSize int `yaml:"batchSize"`
+	// IncludeQuery keeps the query string of the request path. Default
+	// false: the query is dropped, since it often carries personal data.
+	IncludeQuery bool `yaml:"includeQuery"`
+	// IncludeBody writes Record.Body (with Redaction.BodyPaths redacted).
+	// Default false: no body is written.
+	IncludeBody bool `yaml:"includeBody"`
+	// Redaction names what is written as hmac-sha256:<hex>.
+	Redaction Redaction `yaml:"redaction"`
+}
+
+// Redaction lists the values written as HMAC-SHA256 digests keyed by a
+// deployment key, so that equal values can be correlated without being
+// readable. Credentials (Authorization, Cookie, tokens, private keys) are
+// redacted whatever this lists.
+type Redaction struct {
+	// Headers are header names (case-insensitive).
+	Headers []string `yaml:"headers"`
+	// BodyPaths are JSON pointers (RFC 6901) into the body, e.g. /patient/id.
+	BodyPaths []string `yaml:"bodyPaths"`
+	// Claims are top-level JWT claim names; "sub" also redacts the subject.
+	Claims []string `yaml:"claims"`
+	// KeyFile holds the HMAC key (at least 16 bytes, surrounding
+	// whitespace ignored).
+	KeyFile string `yaml:"keyFile"`
+	// KeySecret names a Vault KV secret holding the HMAC key; the program
+	// reads it with WithKeySource.
+	KeySecret *SecretRef `yaml:"keySecret"`
+}
+
+// SecretRef names one field of a Vault KV v2 secret.
+type SecretRef struct {
+	Path  string `yaml:"path"`
+	Field string `yaml:"field"`
 }
 
 // SinkConfig is one destination of audit records.
@@ -20,7 +63,36 @@ type SinkConfig struct {
 	Type string `yaml:"type"`
 	// Path of the file sink.
 	Path string `yaml:"path"`
+	// MaxSizeMB rotates the file before it grows past this size. Default 100.
+	MaxSizeMB int `yaml:"maxSizeMB"`
+	// MaxFiles is how many rotated files are kept; 0 keeps any number (then
+	// only MaxAge removes them). Default 10.
+	MaxFiles *int `yaml:"maxFiles"`
+	// MaxAge removes rotated files whose last record is older than this,
+	// e.g. 61320h or 2557d (7 years). Default 0: never by age.
+	MaxAge Duration `yaml:"maxAge"`
+	// Fsync is "batch" (default: after every write), "interval" (at most
+	// every FsyncInterval) or "never" (left to the kernel).
+	Fsync string `yaml:"fsync"`
+	// FsyncInterval for Fsync "interval". Default 100ms.
+	FsyncInterval Duration `yaml:"fsyncInterval"`
 }
+
+// Defaults.
+const (
+	DefaultQueueSize     = 8192
+	DefaultBatchSize     = 256
+	DefaultMaxSizeMB     = 100
+	DefaultMaxFiles      = 10
+	DefaultFsyncInterval = 100 * time.Millisecond
+)
+
+// Fsync policies.
+const (
+	FsyncBatch    = "batch"
+	FsyncInterval = "interval"
+	FsyncNever    = "never"
+)
 
 // SetDefaults fills in defaults.
 func (c *Config) SetDefaults() {
@@ -31,22 +103,151 @@ func (c *Config) SetDefaults() {
 		t := true
 		c.FailClosed = &t
 	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		if s.Type != "file" {
+			continue
+		}
+		if s.MaxSizeMB == 0 {
+			s.MaxSizeMB = DefaultMaxSizeMB
+		}
+		if s.MaxFiles == nil {
+			n := DefaultMaxFiles
+			s.MaxFiles = &n
+		}
+		if s.Fsync == "" {
+			s.Fsync = FsyncBatch
+		}
+		if s.FsyncInterval == 0 {
+			s.FsyncInterval = Duration(DefaultFsyncInterval)
+		}
+	}
 }
 
 // Validate reports every problem in c, named under path.
 func (c *Config) Validate(path string) error {
 	var errs []error
+	if c.QueueSize < 0 {
+		errs = append(errs, fmt.Errorf("%s.queueSize: must be positive, not %d", path, c.QueueSize))
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("%s.batchSize: must be positive, not %d", path, c.BatchSize))
+	}
+	files := map[string]int{}
+	stdout := -1
 	for i, s := range c.Sinks {
 		p := fmt.Sprintf("%s.sinks[%d]", path, i)
 		switch s.Type {
 		case "stdout":
+			if stdout >= 0 {
+				errs = append(errs, fmt.Errorf("%s: a second stdout sink (first at sinks[%d])", p, stdout))
+			}
+			stdout = i
+			if s.Path != "" || s.MaxSizeMB != 0 || s.MaxFiles != nil || s.MaxAge != 0 || s.Fsync != "" || s.FsyncInterval != 0 {
+				errs = append(errs, fmt.Errorf("%s: path, rotation and fsync apply only to a file sink", p))
+			}
 		case "file":
 			if s.Path == "" {
 				errs = append(errs, fmt.Errorf("%s.path: required for a file sink", p))
+			} else if j, ok := files[s.Path]; ok {
+				errs = append(errs, fmt.Errorf("%s.path: %q is also sinks[%d]", p, s.Path, j))
+			} else {
+				files[s.Path] = i
+			}
+			if s.MaxSizeMB < 0 {
+				errs = append(errs, fmt.Errorf("%s.maxSizeMB: must be positive, not %d", p, s.MaxSizeMB))
+			}
+			if s.MaxFiles != nil && *s.MaxFiles < 0 {
+				errs = append(errs, fmt.Errorf("%s.maxFiles: must be 0 (no limit) or more, not %d", p, *s.MaxFiles))
+			}
+			if s.MaxAge < 0 || (s.MaxAge > 0 && time.Duration(s.MaxAge) < time.Hour) {
+				errs = append(errs, fmt.Errorf("%s.maxAge: must be 0 (no limit) or at least 1h, not %s", p, s.MaxAge))
+			}
+			switch s.Fsync {
+			case "", FsyncBatch, FsyncInterval, FsyncNever:
+			default:
+				errs = append(errs, fmt.Errorf("%s.fsync: must be batch, interval or never, not %q", p, s.Fsync))
+			}
+			if s.FsyncInterval < 0 {
+				errs = append(errs, fmt.Errorf("%s.fsyncInterval: must be positive, not %s", p, s.FsyncInterval))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s.type: must be stdout or file, not %q", p, s.Type))
 		}
 	}
+	r := c.Redaction
+	for i, h := range r.Headers {
+		if h == "" || strings.ContainsAny(h, " :\t\r\n") {
+			errs = append(errs, fmt.Errorf("%s.redaction.headers[%d]: %q is not a header name", path, i, h))
+		}
+	}
+	for i, bp := range r.BodyPaths {
+		if _, err := parsePointer(bp); err != nil {
+			errs = append(errs, fmt.Errorf("%s.redaction.bodyPaths[%d]: %v", path, i, err))
+		}
+	}
+	for i, cl := range r.Claims {
+		if cl == "" {
+			errs = append(errs, fmt.Errorf("%s.redaction.claims[%d]: empty claim name", path, i))
+		}
+	}
+	if r.KeyFile != "" && r.KeySecret != nil {
+		errs = append(errs, fmt.Errorf("%s.redaction: keyFile and keySecret are exclusive", path))
+	}
+	if r.KeySecret != nil {
+		if r.KeySecret.Path == "" {
+			errs = append(errs, fmt.Errorf("%s.redaction.keySecret.path: required", path))
+		}
+		if r.KeySecret.Field == "" {
+			errs = append(errs, fmt.Errorf("%s.redaction.keySecret.field: required", path))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// Duration is a time.Duration written in configuration as Go does
+// ("61320h", "90m") or in days ("2557d").
+type Duration time.Duration
+
+// String formats d as time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalText parses "2557d", "61320h", or "0".
+func (d *Duration) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "0" {
+		*d = 0
+		return nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || n > int64(time.Duration(1<<63-1)/(24*time.Hour)) {
+			return fmt.Errorf("invalid duration %q: want whole days like 2557d", s)
+		}
+		*d = Duration(time.Duration(n) * 24 * time.Hour)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: want e.g. 61320h or 2557d", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// UnmarshalYAML reads a scalar the way UnmarshalText does.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: a duration must be a scalar like 61320h or 2557d", n.Line)
+	}
+	if err := d.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
 }

@@ -23,6 +23,9 @@ type Record struct {
 	Time time.Time `json:"time"`
 	// Seq is set by each sink: a per-process sequence without gaps.
 	Seq uint64 `json:"seq"`
+	// Process is set by the logger: a random nonce drawn at start, so that
+	// the sequences of two runs writing to one file are told apart.
+	Process string `json:"process"`
 
 	DecisionID string   `json:"decision_id,omitempty"`
 	RequestID  string   `json:"request_id,omitempty"`
@@ -47,8 +50,13 @@ type Record struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	Claims  map[string]any    `json:"claims,omitempty"`
 
+	// Body is the parsed JSON body, written only with includeBody and then
+	// with the configured bodyPaths redacted.
+	Body any `json:"body,omitempty"`
+
 	// Node, Type, Message and Detail describe security events.
-	Node    string `json:"node,omitempty"`
-	Type    string `json:"type,omitempty"`
-	Message string `json:"message,omitempty"`
+	Node    string            `json:"node,omitempty"`
+	Type    string            `json:"type,omitempty"`
+	Message string            `json:"message,omitempty"`
+	Detail  map[string]string `json:"detail,omitempty"`
 }
