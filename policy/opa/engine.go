@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	rego "github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/cache"
 )
 
 // DefaultQuery is opa-envoy-plugin's default decision.
@@ -73,6 +74,10 @@ type Engine struct {
 	revision string
 	modules  []string
 	pq       rego.PreparedEvalQuery
+	// values caches what builtins compute from constant arguments across
+	// evaluations (compiled JSON schemas of json.match_schema, like the
+	// OPA server does); it lives and dies with the revision.
+	values cache.InterQueryValueCache
 }
 
 // Query returns the decision the engine evaluates, as a data reference.
@@ -204,7 +209,11 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{query: query}
+	cc, err := cache.ParseCachingConfig(nil)
+	if err != nil {
+		return nil, fmt.Errorf("opa: cache config: %w", err)
+	}
+	e := &Engine{query: query, values: cache.NewInterQueryValueCache(ctx, cc)}
 	if b != nil {
 		e.revision = b.Manifest.Revision
 		for _, m := range b.Modules {
@@ -340,7 +349,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
 // EvalValue evaluates the prepared query on an input document built by
 // [BuildInput] (or any other ast.Value) and validates the decision.
 func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error) {
-	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input))
+	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalInterQueryBuiltinValueCache(e.values))
 	if err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
 	}
