@@ -67,6 +67,10 @@ func New(cfg Config, opts ...Option) (*Manager, error) {
 	if err := cfg.Validate("secrets"); err != nil {
 		return nil, fmtErr("secrets", err)
 	}
+	if o := buildOptions(opts); o.metrics != nil {
+		// One set of metrics for the source and the Manager.
+		opts = append(slices.Clip(opts), WithMetrics(o.metrics))
+	}
 	switch cfg.Source {
 	case SourceVault:
 		v, err := NewVault(cfg.Vault, cfg.CertTTL, opts...)

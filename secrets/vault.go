@@ -3,6 +3,7 @@ package secrets
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,15 @@ func NewVault(cfg VaultConfig, ttl time.Duration, opts ...Option) (*Vault, error
 	vc.Address = cfg.Address
 	vc.MaxRetries = 0 // the callers retry with their own backoff
 	vc.Timeout = cfg.RequestTimeout
+	// Undo what VAULT_SKIP_VERIFY, VAULT_CACERT, VAULT_CLIENT_CERT or
+	// VAULT_TLS_SERVER_NAME set: only this configuration decides.
+	if tr, ok := vc.HttpClient.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
+		tc := tr.TLSClientConfig
+		tc.InsecureSkipVerify, tc.RootCAs, tc.ServerName, tc.GetClientCertificate = false, nil, "", nil
+		tc.MinVersion = tls.VersionTLS12
+	} else {
+		return nil, errors.New("vault: client config: unexpected HTTP transport")
+	}
 	if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.TLSCA, TLSServerName: cfg.TLSServerName}); err != nil {
 		return nil, fmtErr("vault: tlsCA", err)
 	}
