@@ -205,7 +205,10 @@ func writePrivate(path string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return fmtErr("write "+path, err)
 	}
-	return fmtErr("write "+path, os.Rename(f.Name(), path))
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmtErr("write "+path, err)
+	}
+	return nil
 }
 
 func randomSerial() *big.Int {
