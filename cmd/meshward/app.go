@@ -20,10 +20,11 @@ type command struct {
 // are registered here.
 func commands() map[string]command {
 	return map[string]command{
-		"check":    {"decide one CheckRequest offline, as the ext_authz server would", runCheck},
-		"serve":    {"run the ext_authz and xDS services", runServe},
-		"validate": {"check a configuration file and exit", runValidate},
-		"version":  {"print the version", runVersion},
+		"check":     {"decide one CheckRequest offline, as the ext_authz server would", runCheck},
+		"bootstrap": {"print the Envoy bootstrap of an agent", runBootstrap},
+		"serve":     {"run the ext_authz and xDS services", runServe},
+		"validate":  {"check a configuration file and exit", runValidate},
+		"version":   {"print the version", runVersion},
 	}
 }
 

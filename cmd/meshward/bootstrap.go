@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/envoy"
+	"github.com/meshward/meshward/secrets"
+)
+
+// bootstrapFile is the bootstrap's name in --out.
+const bootstrapFile = "envoy.yaml"
+
+type bootstrapFlags struct {
+	node, configPath, out, certDir, xdsAddress, xdsSPIFFEID, cluster string
+	adminPort                                                        uint
+}
+
+func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f bootstrapFlags
+	fs := newFlagSet("bootstrap", stderr)
+	fs.StringVar(&f.node, "node", "", "agent whose Envoy bootstrap to print (required)")
+	fs.StringVar(&f.configPath, "config", "", "configuration file (default: the embedded quickstart)")
+	fs.StringVar(&f.out, "out", "", "folder to also write "+bootstrapFile+" and, with mTLS xDS, the node's xDS client certificate, key, CA bundle and SDS files into")
+	fs.StringVar(&f.certDir, "cert-dir", envoy.DefaultCertDir, "absolute folder on the Envoy host holding the xDS client files (default with --out: that folder)")
+	fs.StringVar(&f.xdsAddress, "xds-address", "", "host:port Envoy dials for xDS (default: xds.address of the configuration)")
+	fs.StringVar(&f.xdsSPIFFEID, "xds-spiffe-id", "", "SPIFFE ID the xDS server's certificate must carry (default: any of the trust domain)")
+	fs.StringVar(&f.cluster, "cluster", envoy.DefaultNodeCluster, "the node's cluster")
+	fs.UintVar(&f.adminPort, "admin-port", envoy.DefaultAdminPort, "port of Envoy's admin server, on 127.0.0.1 only")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if f.node == "" {
+		return errors.New("bootstrap: --node is required")
+	}
+	if f.adminPort == 0 || f.adminPort > 65535 {
+		return errors.New("bootstrap: --admin-port must be 1-65535")
+	}
+	cfg, err := loadConfig(f.configPath)
+	if err != nil {
+		return err
+	}
+	var agent *envoy.Agent
+	for i := range cfg.Agents {
+		if cfg.Agents[i].Name == f.node {
+			agent = &cfg.Agents[i]
+		}
+	}
+	if agent == nil {
+		return fmt.Errorf("bootstrap: %w %q in %s", envoy.ErrUnknownAgent, f.node, cfg.Source)
+	}
+	opts := envoy.BootstrapOptions{
+		XDSAddress:        cfg.XDS.Address,
+		TrustDomain:       cfg.TrustDomain,
+		XDSServerSPIFFEID: f.xdsSPIFFEID,
+		Insecure:          cfg.XDS.Insecure,
+		CertDir:           f.certDir,
+		Cluster:           f.cluster,
+		AdminPort:         uint32(f.adminPort),
+	}
+	if f.xdsAddress != "" {
+		opts.XDSAddress = f.xdsAddress
+	}
+	if f.out != "" {
+		if opts.CertDir, err = filepath.Abs(f.out); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	bs, err := envoy.Bootstrap(*agent, opts)
+	if err != nil {
+		return err
+	}
+	y, err := envoy.MarshalYAML(bs)
+	if err != nil {
+		return err
+	}
+	if opts.Insecure {
+		fmt.Fprintf(stderr, "meshward: warning: xds.insecure is set: this Envoy fetches its configuration and secrets over plaintext xDS without authenticating; local demos only\n")
+	}
+	if f.out != "" {
+		if err := writeBootstrapDir(ctx, cfg, agent, opts, y); err != nil {
+			return err
+		}
+	}
+	_, err = stdout.Write(y)
+	return err
+}
+
+// writeBootstrapDir writes the bootstrap and, unless xDS is insecure, the
+// node's xDS client certificate, key and CA bundle issued by the secrets
+// source, with the SDS files pointing at them.
+func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Agent, opts envoy.BootstrapOptions, bootstrap []byte) error {
+	dir := opts.CertDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	files := map[string][]byte{bootstrapFile: bootstrap}
+	if !opts.Insecure {
+		material, err := issueXDSClient(ctx, cfg, agent.SPIFFEID)
+		if err != nil {
+			return err
+		}
+		sds, err := envoy.BootstrapSDSFiles(opts)
+		if err != nil {
+			return err
+		}
+		for name, data := range sds {
+			files[name] = data
+		}
+		for name, data := range material {
+			files[name] = data
+		}
+	}
+	// The key and the SDS files go in last and by rename, so that a
+	// running Envoy watching dir never reads a half-written set.
+	for _, name := range []string{envoy.XDSCAFile, envoy.XDSCertFile, envoy.XDSKeyFile, envoy.XDSCASDSFile, envoy.XDSClientSDSFile, bootstrapFile} {
+		data, ok := files[name]
+		if !ok {
+			continue
+		}
+		if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+// issueXDSClient issues the node's certificate (its agent SPIFFE ID) and
+// returns the PEM files for XDSCertFile, XDSKeyFile and XDSCAFile.
+func issueXDSClient(ctx context.Context, cfg *config.Config, spiffeID string) (map[string][]byte, error) {
+	if cfg.Secrets.Source != secrets.SourceVault && cfg.Secrets.Local.DataDir == "" {
+		return nil, errors.New("bootstrap: --out needs secrets.local.dataDir: an in-memory local CA is new at every start, " +
+			"so a certificate issued now would not be trusted by `meshward serve` (or set xds.insecure for a local demo)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	mgr, err := secrets.New(cfg.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	src := mgr.Source()
+	if l, ok := src.(interface{ Login(context.Context) error }); ok {
+		if err := l.Login(ctx); err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	svid, err := src.IssueSVID(ctx, spiffeID)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: issue xDS client certificate: %w", err)
+	}
+	key, err := svid.KeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	bundle, err := src.Bundle(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: trust bundle: %w", err)
+	}
+	return map[string][]byte{
+		envoy.XDSCertFile: svid.ChainPEM(),
+		envoy.XDSKeyFile:  key,
+		envoy.XDSCAFile:   bundle.PEM(),
+	}, nil
+}
+
+// writeFileAtomic writes data to a temporary file (0600) next to path and
+// renames it over path.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
