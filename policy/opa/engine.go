@@ -47,6 +47,9 @@ type Config struct {
 	// MaxBundleBytes limits the size of a bundle read from a file or URL.
 	// Default 64 MiB.
 	MaxBundleBytes int64
+	// DecisionCache, when set, caches decisions by the values of the
+	// input paths the policy declares it reads. Off by default.
+	DecisionCache *DecisionCache
 }
 
 // Verification configures OPA bundle signature verification.
@@ -78,6 +81,9 @@ type Engine struct {
 	// evaluations (compiled JSON schemas of json.match_schema, like the
 	// OPA server does); it lives and dies with the revision.
 	values cache.InterQueryValueCache
+	// decisions is the optional decision cache (nil: off); it belongs to
+	// this revision, so a reload starts empty.
+	decisions *decisionCache
 }
 
 // Query returns the decision the engine evaluates, as a data reference.
@@ -214,6 +220,11 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		return nil, fmt.Errorf("opa: cache config: %w", err)
 	}
 	e := &Engine{query: query, values: cache.NewInterQueryValueCache(ctx, cc)}
+	if cfg.DecisionCache != nil {
+		if e.decisions, err = newDecisionCache(cfg.DecisionCache); err != nil {
+			return nil, fmt.Errorf("opa: %w", err)
+		}
+	}
 	if b != nil {
 		e.revision = b.Manifest.Revision
 		for _, m := range b.Modules {
@@ -347,8 +358,28 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
 }
 
 // EvalValue evaluates the prepared query on an input document built by
-// [BuildInput] (or any other ast.Value) and validates the decision.
+// [BuildInput] (or any other ast.Value) and validates the decision. With
+// the decision cache on, a cached Result (Cached set) may be returned;
+// Results are shared and must not be modified.
 func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error) {
+	if e.decisions == nil {
+		return e.eval(ctx, input)
+	}
+	key := e.decisions.key(input)
+	if r, ok := e.decisions.get(key); ok {
+		return r, nil
+	}
+	r, err := e.eval(ctx, input)
+	if err != nil {
+		return nil, err // errors are never cached
+	}
+	cached := *r
+	cached.Cached = true
+	e.decisions.put(key, &cached)
+	return r, nil
+}
+
+func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalInterQueryBuiltinValueCache(e.values))
 	if err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
