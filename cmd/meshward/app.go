@@ -23,6 +23,7 @@ func commands() map[string]command {
 		"check":     {"decide one CheckRequest offline, as the ext_authz server would", runCheck},
 		"bootstrap": {"print the Envoy bootstrap of an agent", runBootstrap},
 		"serve":     {"run the ext_authz and xDS services", runServe},
+		"policy":    {"policy tools: `policy test DIR` runs Rego unit tests", runPolicy},
 		"validate":  {"check a configuration file and exit", runValidate},
 		"version":   {"print the version", runVersion},
 	}
