@@ -45,6 +45,12 @@ func (d *Delta) Subscribe(typeURL string, names ...string) error {
 	return d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURL, ResourceNamesSubscribe: names})
 }
 
+// Resume subscribes like Envoy after a reconnect: initial holds the
+// versions of the resources it already has, by name.
+func (d *Delta) Resume(typeURL string, names []string, initial map[string]string) error {
+	return d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURL, ResourceNamesSubscribe: names, InitialResourceVersions: initial})
+}
+
 // SubscribeAs sends a subscription that claims another node id, as a
 // misbehaving client would.
 func (d *Delta) SubscribeAs(node, typeURL string, names ...string) error {
@@ -126,3 +132,9 @@ func (c *SotW) NACK(resp *discovery.DiscoveryResponse, msg string) error {
 
 // Close ends the sending side.
 func (c *SotW) Close() error { return c.stream.CloseSend() }
+
+// SubscribeAs sends a subscription that claims another node id, as a
+// misbehaving client would.
+func (c *SotW) SubscribeAs(node, typeURL string, names ...string) error {
+	return c.stream.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: typeURL, ResourceNames: names})
+}

@@ -1,0 +1,199 @@
+package xds_test
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshward/meshward/xds"
+	"github.com/meshward/meshward/xds/internal/xdsclient"
+	"github.com/meshward/meshward/xds/internal/xdstest"
+)
+
+// A stream is refused unless its node id belongs to the SPIFFE ID of the
+// verified client certificate; nothing is built for the claimed node.
+func TestStreamRefusedUnlessNodeMatchesCertificate(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	otherCA, err := xdstest.NewCA("other root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsWith := func(t *testing.T, ca *xdstest.CA, spiffeID string, withCert bool) credentials.TransportCredentials {
+		t.Helper()
+		if !withCert {
+			return credentials.NewTLS(xdstest.ClientTLS(e.ca, nil))
+		}
+		cert, err := ca.Issue(spiffeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := xdstest.ClientTLS(e.ca, cert) // trusts the server; presents cert
+		return credentials.NewTLS(cfg)
+	}
+	for _, tc := range []struct {
+		name     string
+		creds    func(t *testing.T) credentials.TransportCredentials
+		node     string
+		delta    bool
+		wantCode codes.Code
+		reason   string // "" when the TLS handshake already fails
+	}{
+		{"another node's id (delta)", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, e.ca, xdstest.SPIFFEID(td, "a"), true)
+		}, "b", true, codes.PermissionDenied, xds.ReasonNodeMismatch},
+		{"another node's id (sotw)", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, e.ca, xdstest.SPIFFEID(td, "a"), true)
+		}, "b", false, codes.PermissionDenied, xds.ReasonNodeMismatch},
+		{"node not in the mesh", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, e.ca, xdstest.SPIFFEID(td, "zed"), true)
+		}, "zed", true, codes.PermissionDenied, xds.ReasonUnknownNode},
+		{"no node id", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, e.ca, xdstest.SPIFFEID(td, "a"), true)
+		}, "", false, codes.PermissionDenied, xds.ReasonMissingNode},
+		{"certificate without SPIFFE ID", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, e.ca, "", true)
+		}, "a", true, codes.PermissionDenied, xds.ReasonNoClientCert},
+		{"no client certificate", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, nil, "", false)
+		}, "a", true, codes.Unavailable, ""},
+		{"certificate from another CA", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, otherCA, xdstest.SPIFFEID(td, "a"), true)
+		}, "a", true, codes.Unavailable, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := metric(t, e.reg, "meshward_xds_refused_total", "reason", tc.reason)
+			cc := dialCreds(t, e.addr, tc.creds(t))
+			ctx := testCtx(t)
+			var err error
+			if tc.delta {
+				var c *xdsclient.Delta
+				if c, err = xdsclient.NewDelta(ctx, cc, tc.node); err == nil {
+					if err = c.Subscribe(resource.SecretType, secretNames("b")...); err == nil || errors.Is(err, io.EOF) {
+						_, err = c.Recv()
+					}
+				}
+			} else {
+				var c *xdsclient.SotW
+				if c, err = xdsclient.NewSotW(ctx, cc, tc.node); err == nil {
+					if err = c.Subscribe(resource.SecretType, secretNames("b")...); err == nil || errors.Is(err, io.EOF) {
+						_, err = c.Recv()
+					}
+				}
+			}
+			if got := status.Code(err); got != tc.wantCode {
+				t.Fatalf("stream error %v (code %v), want code %v", err, got, tc.wantCode)
+			}
+			if tc.reason != "" {
+				if got := metric(t, e.reg, "meshward_xds_refused_total", "reason", tc.reason) - before; got != 1 {
+					t.Errorf("refused{%s} grew by %v, want 1", tc.reason, got)
+				}
+				if !slices.Contains(e.events.reasons(), tc.reason) {
+					t.Errorf("no security event %q in %v", tc.reason, e.events.reasons())
+				}
+				if strings.Contains(status.Convert(err).Message(), "spiffe") {
+					t.Errorf("refusal leaks details: %v", err)
+				}
+			}
+			if len(e.srv.Status()) != 0 {
+				t.Errorf("a refused stream left node state: %+v", e.srv.Status())
+			}
+		})
+	}
+}
+
+// A node that changes its id on an admitted stream is refused.
+func TestStreamRefusedWhenNodeIDChanges(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			c, _ := connect(t, e.dial(t, xdstest.SPIFFEID(td, "a")), p.delta, "a")
+			syncTypes(t, c, allSubs("a")[:1], nil)
+			if err := c.SubscribeAs("b", resource.SecretType, secretNames("b")...); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				r, err := c.Next()
+				if err != nil {
+					if status.Code(err) != codes.PermissionDenied {
+						t.Fatalf("got %v, want PermissionDenied", err)
+					}
+					break
+				}
+				if slices.Contains(r.names, xdstest.APIKeyName("b")) {
+					t.Fatal("node a received b's secret")
+				}
+			}
+			if !slices.Contains(e.events.reasons(), xds.ReasonNodeChanged) {
+				t.Errorf("no %s event", xds.ReasonNodeChanged)
+			}
+			waitFor(ctx, t, "node state gone", func() bool { return len(e.srv.Status()) == 0 })
+		})
+	}
+}
+
+// Node a asking for b's secret by name never receives it; the request is
+// reported and counted, and a keeps its own configuration.
+func TestNodeNeverReceivesAnotherNodesSecret(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			b, _ := connect(t, e.dial(t, xdstest.SPIFFEID(td, "b")), p.delta, "b")
+			syncTypes(t, b, allSubs("b"), nil)
+			before := metric(t, e.reg, "meshward_xds_refused_total", "reason", xds.ReasonUnknownSecret)
+
+			a, _ := connect(t, e.dial(t, xdstest.SPIFFEID(td, "a")), p.delta, "a")
+			subs := allSubs("a")
+			subs[3].names = append(subs[3].names, xdstest.APIKeyName("b"))
+			got, _ := syncTypes(t, a, subs, nil)
+			if slices.Contains(got[resource.SecretType], xdstest.APIKeyName("b")) {
+				t.Fatal("node a received b's secret")
+			}
+			if !slices.Contains(got[resource.SecretType], xdstest.APIKeyName("a")) {
+				t.Fatalf("node a did not receive its own secrets: %v", got[resource.SecretType])
+			}
+			// Sync point: a change after the request arrives in order.
+			e.mesh.Change("a")
+			if err := e.srv.Update(ctx, "a"); err != nil {
+				t.Fatal(err)
+			}
+			r, err := a.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.typ != resource.ListenerType || slices.Contains(r.names, xdstest.APIKeyName("b")) {
+				t.Fatalf("got %s %v, want only a's changed listeners", r.typ, r.names)
+			}
+			if got := metric(t, e.reg, "meshward_xds_refused_total", "reason", xds.ReasonUnknownSecret) - before; got != 1 {
+				t.Errorf("refused{unknown_secret} grew by %v, want 1", got)
+			}
+		})
+	}
+}
+
+// Plaintext only with Insecure, announced by a warning; unknown nodes are
+// still refused.
+func TestInsecureMode(t *testing.T) {
+	e := startEnv(t, envOpts{insecure: true})
+	if !strings.Contains(e.logs.String(), "PLAINTEXT") {
+		t.Errorf("no plaintext warning in %q", e.logs.String())
+	}
+	c, _ := connect(t, e.dial(t, ""), true, "a")
+	syncTypes(t, c, allSubs("a"), nil)
+
+	z, _ := connect(t, e.dial(t, ""), true, "zed")
+	if err := z.Subscribe(resource.ClusterType); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := z.Next(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("unknown node: got %v, want PermissionDenied", err)
+	}
+}
