@@ -1,8 +1,19 @@
 package policy
 
 import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/meshward/meshward/policy/body"
+	"github.com/meshward/meshward/policy/schema"
 )
 
 // SchemaConfig names one JSON Schema, from a file or inline.
@@ -44,3 +55,180 @@ func (s *SchemaSelector) validate(p string, known map[string]bool) error {
 	}
 	return errors.Join(errs...)
 }
+
+// BodyLimits bounds how request bodies are read and how schema failures
+// are reported. The zero value is the documented defaults.
+type BodyLimits struct {
+	// MaxBytes is the largest body accepted (400 body_too_large above).
+	// Default 1 MiB (body.DefaultMaxBytes).
+	MaxBytes int `yaml:"maxBytes"`
+	// MaxDepth is the deepest nesting of objects and arrays accepted
+	// (400 invalid_json deeper). Default 64, at most 1000.
+	MaxDepth int `yaml:"maxDepth"`
+	// MaxViolations caps the violations in a deny. Default 10.
+	MaxViolations int `yaml:"maxViolations"`
+	// Sensitive fields are never quoted in violation messages: JSON
+	// pointers (/credentials/token) or field names at any depth (password).
+	Sensitive []string `yaml:"sensitive"`
+}
+
+// SetDefaults fills in defaults.
+func (l *BodyLimits) SetDefaults() {
+	if l.MaxBytes == 0 {
+		l.MaxBytes = body.DefaultMaxBytes
+	}
+	if l.MaxDepth == 0 {
+		l.MaxDepth = body.DefaultMaxDepth
+	}
+	if l.MaxViolations == 0 {
+		l.MaxViolations = schema.DefaultMaxViolations
+	}
+}
+
+// Validate reports problems in l under path.
+func (l *BodyLimits) Validate(path string) error {
+	var errs []error
+	if l.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("%s.maxBytes: must be positive", path))
+	}
+	if l.MaxDepth < 0 || l.MaxDepth > body.MaxDepthCeiling {
+		errs = append(errs, fmt.Errorf("%s.maxDepth: must be between 1 and %d", path, body.MaxDepthCeiling))
+	}
+	if l.MaxViolations < 0 {
+		errs = append(errs, fmt.Errorf("%s.maxViolations: must be positive", path))
+	}
+	for i, s := range l.Sensitive {
+		if s == "" || s == "/" {
+			errs = append(errs, fmt.Errorf("%s.sensitive[%d]: empty field", path, i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CompileSchemas compiles cfg.Schemas: files are read from dir (absolute
+// names from disk), inline schemas taken as they are. Errors name the
+// schema, its file (or configuration path) and the JSON pointer.
+func CompileSchemas(cfg *Config, dir fs.FS, lim BodyLimits) (*schema.Set, []byte, error) {
+	srcs := make([]schema.Source, 0, len(cfg.Schemas))
+	h := sha256.New()
+	var errs []error
+	for i, s := range cfg.Schemas {
+		src := schema.Source{Name: s.Name}
+		if s.File != "" {
+			var data []byte
+			var err error
+			if filepath.IsAbs(s.File) {
+				data, err = os.ReadFile(s.File)
+			} else if dir == nil {
+				err = errors.New("no configuration folder to read it from")
+			} else {
+				data, err = fs.ReadFile(dir, filepath.ToSlash(filepath.Clean(s.File)))
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("schema %q (%s): %w", s.Name, s.File, err))
+				continue
+			}
+			src.Origin, src.Data = s.File, data
+			fmt.Fprintf(h, "%q %q %d\n", s.Name, s.File, len(data))
+			h.Write(data)
+		} else {
+			src.Origin, src.Doc = fmt.Sprintf("authz.schemas[%d].inline", i), s.Inline
+		}
+		srcs = append(srcs, src)
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	fmt.Fprintf(h, "%+v\n", lim)
+	set, err := schema.Compile(srcs, schema.Options{MaxViolations: lim.MaxViolations, Sensitive: lim.Sensitive})
+	if err != nil {
+		return nil, nil, err
+	}
+	return set, h.Sum(nil), nil
+}
+
+// NewSchemaBodyChecker returns the Options.NewBodyChecker that runs the
+// JSON Schema step with the given limits:
+//
+//	policy.Options{Dir: cfg.Dir, NewBodyChecker: policy.NewSchemaBodyChecker(limits)}
+func NewSchemaBodyChecker(lim BodyLimits) func(cfg *Config, dir fs.FS) (BodyChecker, error) {
+	lim.SetDefaults()
+	return func(cfg *Config, dir fs.FS) (BodyChecker, error) {
+		set, digest, err := CompileSchemas(cfg, dir, lim)
+		if err != nil {
+			return nil, err
+		}
+		return &schemaChecker{set: set, digest: hex.EncodeToString(digest),
+			lim: body.Limits{MaxBytes: lim.MaxBytes, MaxDepth: lim.MaxDepth}}, nil
+	}
+}
+
+// schemaChecker is the BodyChecker of a revision: headers, strict
+// decoding, schema selection and validation.
+type schemaChecker struct {
+	set    *schema.Set
+	digest string
+	lim    body.Limits
+}
+
+// Digest makes schema file contents part of the revision ID.
+func (c *schemaChecker) Digest() string { return c.digest }
+
+// CheckBody checks in's body for rule r: 413 for a partial body, 415 for
+// a non-JSON content type or any content encoding, 400 invalid_json or
+// body_too_large for a body Decode refuses, 400 schema_violation for an
+// unknown discriminator or a schema violation.
+func (c *schemaChecker) CheckBody(r *Rule, in *Input) BodyResult {
+	if in.BodyTruncated {
+		return BodyResult{Status: 413, Code: body.CodePartialBody,
+			Message: "the request body was cut at the proxy's buffer limit; send a smaller body"}
+	}
+	if p := body.CheckHeaders(body.HeadersFrom(func(n string) string { return in.Headers[n] })); p != nil {
+		return BodyResult{Status: p.Status, Code: p.Code, Message: p.Message}
+	}
+	doc, err := body.Decode(in.Body, c.lim)
+	if err != nil {
+		var e *body.Error
+		if !errors.As(err, &e) {
+			return BodyResult{Err: err}
+		}
+		p := e.Problem()
+		return BodyResult{Status: p.Status, Code: p.Code, Message: p.Message}
+	}
+	name := r.Schema
+	if r.SchemaBy != nil {
+		n, err := schema.Selector(*r.SchemaBy).Select(doc)
+		if err != nil {
+			var se *schema.SelectError
+			if !errors.As(err, &se) {
+				return BodyResult{Err: err}
+			}
+			return violationResult("no schema for this message", []schema.Violation{se.Violation})
+		}
+		name = n
+	}
+	if !c.set.Has(name) {
+		return BodyResult{Err: fmt.Errorf("rule %q: schema %q not compiled", r.Name, name)}
+	}
+	if vs := c.set.Validate(name, doc); vs != nil {
+		return violationResult("body does not match schema "+strconv.Quote(name), vs)
+	}
+	return BodyResult{OK: true}
+}
+
+func violationResult(msg string, vs []schema.Violation) BodyResult {
+	res := BodyResult{Status: 400, Code: schema.CodeViolation, Violations: make([]string, len(vs))}
+	var b strings.Builder
+	b.WriteString(msg)
+	for i, v := range vs {
+		res.Violations[i] = v.Path
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%s %s: %s", sep, cmp.Or(v.Path, "/"), v.Keyword, v.Message)
+	}
+	res.Message = b.String()
+	return res
+}
+
