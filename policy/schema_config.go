@@ -231,4 +231,3 @@ func violationResult(msg string, vs []schema.Violation) BodyResult {
 	res.Message = b.String()
 	return res
 }
-

@@ -38,7 +38,7 @@ func schemaStepConfig(t testing.TB) (policy.Config, fstest.MapFS) {
 			{Name: "task.request", File: "schemas/task.request.json"},
 			{Name: "task.cancel", Inline: map[string]any{
 				"type": "object", "required": []any{"type", "id"},
-				"properties": map[string]any{"type": map[string]any{"const": "task.cancel"}, "id": map[string]any{"type": "string"}},
+				"properties":           map[string]any{"type": map[string]any{"const": "task.cancel"}, "id": map[string]any{"type": "string"}},
 				"additionalProperties": false,
 			}},
 		},
