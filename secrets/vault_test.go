@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -506,4 +508,40 @@ func fakeVault(t *testing.T, body string) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// BenchmarkVaultIssue measures SVID issuance from the Vault dev server
+// (EC P-256, no_store role) at 1, 8 and 32 requests in flight.
+func BenchmarkVaultIssue(b *testing.B) {
+	e := startVault(b, envOpts{})
+	v := newTestVault(b, e.config(), time.Hour)
+	ctx := testContext(b, time.Hour)
+	if err := v.Login(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for _, conc := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			b.ReportAllocs()
+			start := time.Now()
+			n := 0
+			for b.Loop() {
+				var wg sync.WaitGroup
+				errs := make(chan error, conc)
+				for i := range conc {
+					wg.Go(func() {
+						if _, err := v.IssueSVID(ctx, fmt.Sprintf("%sns/bench/sa/a%d", testTD, i)); err != nil {
+							errs <- err
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+				n += conc
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "certs/s")
+		})
+	}
 }
