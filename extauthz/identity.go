@@ -43,8 +43,9 @@ func (s *Server) validID(v string) bool {
 // an X.509-SVID leaf of this trust domain: exactly one URI SAN, no CA flag,
 // the clientAuth extended key usage.
 func (s *Server) idFromCert(pemText string) (string, bool) {
-	if !strings.HasPrefix(pemText, "-----BEGIN") {
-		dec, err := url.QueryUnescape(pemText)
+	// Envoy percent-encodes it; raw PEM never holds '%' (and '+' is base64).
+	if strings.IndexByte(pemText, '%') >= 0 {
+		dec, err := url.PathUnescape(pemText)
 		if err != nil {
 			return "", false
 		}
