@@ -1,0 +1,295 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshward/meshward/policy"
+)
+
+// startServer runs s until the test ends and returns its address.
+func startServer(t *testing.T, s *Server) string {
+	t.Helper()
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+	return s.Addr().String()
+}
+
+func dial(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+	t.Helper()
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func TestGRPCHealthAndCheck(t *testing.T) {
+	store := emptyStore(t)
+	cfg := plainConfig()
+	cfg.Reflection = true
+	s := newServer(t, cfg, store, Options{})
+	conn := dial(t, startServer(t, s), nil)
+	ctx := testCtx(t)
+	hc := healthpb.NewHealthClient(conn)
+	for _, svc := range []string{"", ServiceName} {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("health(%q) before a revision = %v, %v; want NOT_SERVING", svc, resp, err)
+		}
+	}
+	if s.Ready() == nil {
+		t.Error("Ready() = nil before a revision was loaded")
+	}
+	ac := authv3.NewAuthorizationClient(conn)
+	resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+	if err != nil || resp.GetDeniedResponse() == nil {
+		t.Fatalf("Check without a revision = %v, %v; want a deny", resp, err)
+	}
+
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: ServiceName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPol := testPolicy()
+	if err := store.Reload(ctx, func() (*policy.Revision, error) { return policy.Compile(&cfgPol, td, policy.Options{}) }); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("health watch: %v", err)
+		}
+		if st.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+	if err := s.Ready(); err != nil {
+		t.Errorf("Ready() = %v after a revision was loaded", err)
+	}
+
+	tests := []struct {
+		name   string
+		req    *authv3.CheckRequest
+		code   codes.Code
+		status int
+	}{
+		{"allow", checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil), codes.OK, 200},
+		{"deny", checkReq(spiffe("viewer"), "POST", "/v1/tasks", nil), codes.PermissionDenied, 403},
+		{"unauthenticated", checkReq("", "GET", "/v1/tasks", nil), codes.Unauthenticated, 401},
+		{"bad request", checkReq(spiffe("viewer"), "GET", "/v1/%2e%2e/x", nil), codes.InvalidArgument, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := ac.Check(ctx, tt.req)
+			if err != nil {
+				t.Fatalf("Check RPC error %v", err)
+			}
+			if codes.Code(resp.GetStatus().GetCode()) != tt.code || httpStatus(t, resp) != tt.status {
+				t.Errorf("got %v / %d, want %v / %d", codes.Code(resp.GetStatus().GetCode()), httpStatus(t, resp), tt.code, tt.status)
+			}
+		})
+	}
+
+	// Reflection is on: the Authorization service is listed.
+	rc, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rc.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, svc := range rr.GetListServicesResponse().GetService() {
+		found = found || svc.GetName() == ServiceName
+	}
+	if !found {
+		t.Errorf("reflection lists %v, want %s", rr.GetListServicesResponse().GetService(), ServiceName)
+	}
+	rc.CloseSend()
+}
+
+// TestClientCancelsMidCheck: a client that goes away while its Check is
+// being decided leaves no goroutine behind and the server keeps serving.
+func TestClientCancelsMidCheck(t *testing.T) {
+	started := make(chan struct{}, 1)
+	s := newServer(t, plainConfig(), slowDecider{started: started}, Options{})
+	addr := startServer(t, s)
+	conn := dial(t, addr, nil)
+	ac := authv3.NewAuthorizationClient(conn)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+		errc <- err
+	}()
+	<-started
+	cancel()
+	if err := <-errc; status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled Check = %v, want Canceled", err)
+	}
+	// The server is still healthy for the next client.
+	hc := healthpb.NewHealthClient(dial(t, addr, nil))
+	if _, err := hc.Check(testCtx(t), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health after a cancelled check: %v", err)
+	}
+}
+
+// TestGracefulStopFinishesInFlight: stopping the server lets a Check in
+// flight complete with a response.
+func TestGracefulStopFinishesInFlight(t *testing.T) {
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	s := newServer(t, plainConfig(), gateDecider{started: started, release: release}, Options{})
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	ac := authv3.NewAuthorizationClient(dial(t, s.Addr().String(), nil))
+	respc := make(chan error, 1)
+	go func() {
+		resp, err := ac.Check(testCtx(t), checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+		if err == nil && resp.GetOkResponse() == nil {
+			err = errors.New("not allowed")
+		}
+		respc <- err
+	}()
+	<-started
+	stop()
+	close(release)
+	if err := <-respc; err != nil {
+		t.Fatalf("in-flight Check during graceful stop: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+type gateDecider struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (g gateDecider) Decide(context.Context, *policy.Input) policy.Decision {
+	g.started <- struct{}{}
+	<-g.release
+	return policy.Decision{Allow: true, Status: 200}
+}
+func (gateDecider) RevisionID() string { return "x" }
+
+func TestMTLSListener(t *testing.T) {
+	dir := t.TempDir()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(name string, eku x509.ExtKeyUsage, serial int64) (certPEM, keyPEM []byte) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
+			NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{eku}, KeyUsage: x509.KeyUsageDigitalSignature,
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(key)
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sc, sk := issue("server", x509.ExtKeyUsageServerAuth, 2)
+	cc, ck := issue("envoy", x509.ExtKeyUsageClientAuth, 3)
+	cfg := Config{Address: "127.0.0.1:0", TLS: &TLSFiles{
+		CertFile: write("server.pem", sc), KeyFile: write("server.key", sk),
+		CAFile: write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})),
+	}}
+	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{})
+	addr := startServer(t, s)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	clientCert, err := tls.X509KeyPair(cc, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		creds credentials.TransportCredentials
+		ok    bool
+	}{
+		{"client certificate", credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}), true},
+		{"no client certificate", credentials.NewTLS(&tls.Config{RootCAs: pool}), false},
+		{"plaintext client", insecure.NewCredentials(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ac := authv3.NewAuthorizationClient(dial(t, addr, tt.creds))
+			ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+			defer cancel()
+			resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+			if tt.ok && (err != nil || resp.GetOkResponse() == nil) {
+				t.Fatalf("Check over mTLS = %v, %v; want allow", resp, err)
+			}
+			if !tt.ok && err == nil {
+				t.Fatal("Check succeeded without a valid client certificate")
+			}
+		})
+	}
+}
+
+func TestTLSRequiredUnlessPlaintext(t *testing.T) {
+	if _, err := New(Config{}, td, emptyStore(t), Options{}); err == nil {
+		t.Fatal("New without tls and without plaintext succeeded")
+	}
+	s := newServer(t, Config{Address: "127.0.0.1:0", TLS: &TLSFiles{CertFile: "/nonexistent/c", KeyFile: "/nonexistent/k", CAFile: "/nonexistent/ca"}}, emptyStore(t), Options{})
+	if err := s.Listen(); err == nil {
+		t.Fatal("Listen with missing TLS files succeeded")
+	}
+}
