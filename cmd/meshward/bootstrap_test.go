@@ -190,3 +190,24 @@ func checkIssued(t *testing.T, dir, spiffeID string) {
 		t.Errorf("key file mode %v, want 0600", info.Mode().Perm())
 	}
 }
+
+// TestBootstrapExamples keeps examples/envoy in step with the command: the
+// checked-in bootstraps are exactly what it prints for the quickstart.
+func TestBootstrapExamples(t *testing.T) {
+	for node, port := range map[string]string{"planner": "19001", "viewer": "19002", "executor": "19003"} {
+		t.Run(node, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, "bootstrap", "--node", node, "--admin-port", port)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			path := filepath.Join("..", "..", "examples", "envoy", node+".yaml")
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stdout != string(want) {
+				t.Errorf("%s is stale: regenerate it with meshward bootstrap --node %s --admin-port %s > %s", path, node, port, path)
+			}
+		})
+	}
+}
