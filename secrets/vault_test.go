@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -542,6 +543,46 @@ func BenchmarkVaultIssue(b *testing.B) {
 				n += conc
 			}
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "certs/s")
+		})
+	}
+}
+
+// TestCheckLive is `meshward validate --live`.
+func TestCheckLive(t *testing.T) {
+	e := startVault(t, envOpts{})
+	ctx := testContext(t, 30*time.Second)
+	mustWrite(t, ctx, e.srv.Client(), "secret/data/k", map[string]any{"data": map[string]any{"v": "x"}})
+	ok := Config{Source: SourceVault, Vault: e.config()}
+	ok.Vault.PKI.RootMounts = []string{"pki_root"}
+	ok.Vault.KV = []VaultKV{{Name: "k", Path: "k", Key: "v"}}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		ids     []string
+		wantErr []string
+	}{
+		{"ok", func(*Config) {}, []string{testTD + "ns/a/sa/b"}, nil},
+		{"local", func(c *Config) { *c = Config{} }, []string{testTD + "x"}, nil},
+		{"id not allowed and missing secret", func(c *Config) { c.Vault.KV = append(c.Vault.KV, VaultKV{Name: "gone", Path: "gone", Key: "v"}) },
+			[]string{testTD + "ok", "spiffe://other.example/x"}, []string{"does not allow spiffe://other.example/x", `secret "gone"`}},
+		{"login fails", func(c *Config) { c.Vault.Auth.AppRole.SecretIDFile = "/nonexistent" }, nil, []string{"vault login (approle)"}},
+		{"bad config", func(c *Config) { c.Vault.PKI.Role = "" }, nil, []string{"secrets.vault.pki.role: required"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ok
+			cfg.Vault.Auth.AppRole = &VaultAppRoleAuth{RoleIDFile: e.roleIDFile, SecretIDFile: e.secretIDFile}
+			cfg.Vault.KV = slices.Clone(ok.Vault.KV)
+			tc.mutate(&cfg)
+			err := CheckLive(ctx, cfg, tc.ids)
+			if len(tc.wantErr) == 0 && err != nil {
+				t.Fatalf("CheckLive = %v", err)
+			}
+			for _, w := range tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("CheckLive = %v, want it to contain %q", err, w)
+				}
+			}
 		})
 	}
 }

@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/secrets"
 )
 
-func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("validate", stderr)
 	path := fs.String("config", "", "configuration file to check (required)")
+	live := fs.Bool("live", false, "also log in to Vault and check that the PKI role allows every agent's SPIFFE ID")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
@@ -25,6 +28,11 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	if err := compileAll(cfg); err != nil {
 		return fmt.Errorf("%s: %w", *path, err)
 	}
+	if *live {
+		if err := checkLive(ctx, cfg); err != nil {
+			return fmt.Errorf("%s: %w", *path, err)
+		}
+	}
 	_, err = fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return err
 }
@@ -36,4 +44,17 @@ func compileAll(cfg *config.Config) error {
 		return err
 	}
 	return nil
+}
+
+// checkLive contacts the secrets source (`validate --live`): for Vault it
+// logs in and checks that the PKI role allows every agent's SPIFFE ID, that
+// the trust bundle has a root and that the KV secrets are readable.
+func checkLive(ctx context.Context, cfg *config.Config) error {
+	ids := make([]string, 0, len(cfg.Agents))
+	for _, a := range cfg.Agents {
+		ids = append(ids, a.SPIFFEID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return secrets.CheckLive(ctx, cfg.Secrets, ids)
 }
