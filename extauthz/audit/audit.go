@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -105,9 +104,8 @@ type Logger struct {
 	lossLog   rate.Sometimes
 
 	// Used by the Run goroutine only.
-	red    *redactor
-	encBuf bytes.Buffer
-	enc    *json.Encoder
+	red  *redactor
+	line []byte
 }
 
 // sinkState is a sink, its sequence and what it has yet to write.
@@ -333,7 +331,6 @@ func (l *Logger) start(ctx context.Context) error {
 		l.log.Warn("audit: no redaction key configured; using a random key, so redacted values cannot be correlated across restarts")
 	}
 	l.red = newRedactor(&l.cfg, key)
-	l.enc = json.NewEncoder(&l.encBuf)
 	for i, st := range l.sinks {
 		torn, err := st.s.open()
 		if err != nil {
@@ -433,8 +430,7 @@ func (l *Logger) encode(rec *Record) ([]byte, bool) {
 	rec.Process = l.process
 	rec.Time = rec.Time.UTC()
 	l.red.apply(rec)
-	l.encBuf.Reset()
-	err := l.enc.Encode(rec)
+	line, err := appendRecord(l.line[:0], rec)
 	if err != nil {
 		// Claims or a body holding something JSON cannot encode (NaN, a
 		// channel), or a time out of range: keep the record without them.
@@ -442,15 +438,15 @@ func (l *Logger) encode(rec *Record) ([]byte, bool) {
 		if y := rec.Time.Year(); y < 0 || y > 9999 {
 			rec.Time = l.now().UTC()
 		}
-		rec.Detail = map[string]string{"audit_error": "claims or body not encodable as JSON"}
-		l.encBuf.Reset()
-		if err = l.enc.Encode(rec); err != nil {
+		rec.Detail = map[string]string{"audit_error": "claims, body or time not encodable as JSON"}
+		if line, err = appendRecord(l.line[:0], rec); err != nil {
 			l.m.lose(LostEncode, len(l.sinks))
 			l.log.Error("audit: record not encodable", logError, err)
 			return nil, false
 		}
 	}
-	return l.encBuf.Bytes(), true
+	l.line = append(line, '\n')
+	return l.line, true
 }
 
 // flushSink writes the sink's pending lines and batch. On failure the

@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -72,6 +71,7 @@ type redactor struct {
 	includeQuery bool
 	includeBody  bool
 	mac          hash.Hash // used by the writer goroutine only
+	scratch      []byte
 }
 
 func newRedactor(c *Config, key []byte) *redactor {
@@ -103,9 +103,13 @@ func newRedactor(c *Config, key []byte) *redactor {
 // sum is the redacted form of s.
 func (r *redactor) sum(s string) string {
 	r.mac.Reset()
-	r.mac.Write([]byte(s))
-	var b [sha256.Size]byte
-	return HMACPrefix + hex.EncodeToString(r.mac.Sum(b[:0]))
+	r.scratch = append(r.scratch[:0], s...)
+	r.mac.Write(r.scratch)
+	var d [sha256.Size]byte
+	var out [len(HMACPrefix) + 2*sha256.Size]byte
+	copy(out[:], HMACPrefix)
+	hex.Encode(out[len(HMACPrefix):], r.mac.Sum(d[:0]))
+	return string(out[:])
 }
 
 // sumValue redacts any JSON value: strings by their text, others by their
@@ -114,15 +118,21 @@ func (r *redactor) sumValue(v any) string {
 	if s, ok := v.(string); ok {
 		return r.sum(s)
 	}
-	b, err := json.Marshal(v)
+	b, err := appendValue(r.scratch[:0], v, 0)
 	if err != nil {
 		return r.sum(fmt.Sprint(v))
 	}
 	return r.sum(string(b))
 }
 
+// minSecret is shorter than any credential the patterns find.
+const minSecret = 10
+
 // scrub replaces every credential found in s by its HMAC.
 func (r *redactor) scrub(s string) string {
+	if len(s) < minSecret {
+		return s
+	}
 	hit := false
 	for _, m := range markers {
 		if containsFold(s, m) {
