@@ -208,6 +208,13 @@ func FuzzDecode(f *testing.F) {
 		if !json.Valid(data) {
 			t.Fatalf("Decode accepted %q, encoding/json says it is invalid", data)
 		}
+		// Differential: encoding/json reads the same value.
+		var std any
+		sd := json.NewDecoder(bytes.NewReader(data))
+		sd.UseNumber()
+		if err := sd.Decode(&std); err != nil || !reflect.DeepEqual(v, std) {
+			t.Fatalf("Decode(%q) = %#v, encoding/json reads %#v (%v)", data, v, std, err)
+		}
 		if hasSmugglingKeys(t, data) {
 			t.Fatalf("Decode accepted %q, which has duplicate or case-variant keys", data)
 		}

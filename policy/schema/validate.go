@@ -38,7 +38,13 @@ const maxCollect = 1000
 // schema. It returns nil when doc is valid, else at most MaxViolations
 // violations sorted by path. An unknown name is a violation (keyword
 // "schema"), so a caller that forgets to check Has still denies.
-func (s *Set) Validate(name string, doc any) []Violation {
+func (s *Set) Validate(name string, doc any) (vs []Violation) {
+	defer func() {
+		// The validator is a dependency: whatever it does, deny.
+		if r := recover(); r != nil {
+			vs = []Violation{{Keyword: "schema", Message: "validation failed"}}
+		}
+	}()
 	sch, ok := s.schemas[name]
 	if !ok {
 		return []Violation{{Keyword: "schema", Message: fmt.Sprintf("no schema named %q", name)}}
