@@ -312,7 +312,6 @@ func (b *builder) jwtAuthn(a *Agent) *jwtv3.JwtAuthentication {
 func (b *builder) inboundRoute(a *Agent) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name:             RouteInbound,
-		ValidateClusters: wrapperspb.Bool(true),
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    a.Name,
 			Domains: []string{"*"},
@@ -379,7 +378,7 @@ func (b *builder) outboundListener(a *Agent) *listenerv3.Listener {
 // outboundRoute has one virtual host per peer; an unknown authority gets
 // 404 (there is no catch-all).
 func (b *builder) outboundRoute(a *Agent) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: RouteOutbound, ValidateClusters: wrapperspb.Bool(true)}
+	rc := &routev3.RouteConfiguration{Name: RouteOutbound}
 	port := strconv.FormatUint(uint64(a.OutboundPort), 10)
 	for _, p := range a.Peers {
 		vh := &routev3.VirtualHost{
