@@ -21,6 +21,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"check":     {"decide one CheckRequest offline, as the ext_authz server would", runCheck},
+		"audit":     {"audit log tools: `audit verify FILE...` checks a log", runAudit},
 		"bootstrap": {"print the Envoy bootstrap of an agent", runBootstrap},
 		"serve":     {"run the ext_authz and xDS services", runServe},
 		"policy":    {"policy tools: `policy test DIR` runs Rego unit tests", runPolicy},
