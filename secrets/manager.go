@@ -44,6 +44,7 @@ type Manager struct {
 	mu      sync.Mutex
 	ids     map[string]*entry
 	bundle  *Bundle
+	bundErr error // last bundle poll failure, for Ready
 	secrets map[string][]byte
 	subs    map[*Subscription]struct{}
 	wake    chan struct{}
@@ -55,6 +56,7 @@ type entry struct {
 	issued   time.Time // when svid was received
 	due      time.Time // next issuance
 	failures int
+	lastErr  error
 	inflight bool
 	required bool          // registered up front: readiness waits for it
 	first    chan struct{} // closed at the first SVID
@@ -255,12 +257,17 @@ func (m *Manager) Ready() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.bundle == nil {
+		if m.bundErr != nil {
+			return fmt.Errorf("secrets: %w: no trust bundle yet: %w", ErrNotReady, m.bundErr)
+		}
 		return fmt.Errorf("secrets: %w: no trust bundle yet", ErrNotReady)
 	}
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(m.ids)) {
 		e := m.ids[id]
 		switch {
+		case e.svid == nil && e.required && e.lastErr != nil:
+			errs = append(errs, fmt.Errorf("no certificate yet for %s: %w", id, e.lastErr))
 		case e.svid == nil && e.required:
 			errs = append(errs, fmt.Errorf("no certificate yet for %s", id))
 		case e.svid != nil && e.svid.NotAfter.Sub(now) < e.svid.NotAfter.Sub(e.issued)/10:
@@ -351,6 +358,7 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		m.mu.Lock()
 		e.inflight = false
 		e.failures++
+		e.lastErr = err
 		d := backoffDelay(m.o.minBackoff, m.o.maxBackoff, e.failures-1)
 		e.due = now.Add(d)
 		m.mu.Unlock()
@@ -374,7 +382,7 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		m.mu.Unlock()
 		return
 	}
-	e.svid, e.issued, e.failures = s, now, 0
+	e.svid, e.issued, e.failures, e.lastErr = s, now, 0, nil
 	e.due = renewAt(now, s.NotAfter, rand.Float64())
 	select {
 	case <-e.first:
@@ -410,9 +418,13 @@ func (m *Manager) pollOnce(ctx context.Context) {
 			return
 		}
 		m.o.metrics.secretPollError.WithLabelValues("bundle").Inc()
+		m.mu.Lock()
+		m.bundErr = err
+		m.mu.Unlock()
 		m.o.log.Warn("trust bundle poll failed: serving the last good one", logErr, err)
 	} else {
 		m.mu.Lock()
+		m.bundErr = nil
 		if !b.Equal(m.bundle) {
 			m.bundle = b
 			ch.Bundle = true

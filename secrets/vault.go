@@ -123,6 +123,10 @@ func (v *Vault) loginLocked(ctx context.Context) (*vault.Secret, error) {
 	v.mu.Lock()
 	v.auth = a
 	v.mu.Unlock()
+	select { // Run renews the newest login
+	case v.relogin <- struct{}{}:
+	default:
+	}
 	v.o.log.Info("vault login", logMethod, v.method(), "ttl", time.Duration(a.Auth.LeaseDuration)*time.Second, "renewable", a.Auth.Renewable)
 	return a, nil
 }

@@ -2,7 +2,13 @@ package secrets
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	vault "github.com/hashicorp/vault/api"
 )
 
 // TestVaultIssueAndBundle issues SVIDs from an intermediate in a real
@@ -230,6 +238,7 @@ func TestVaultCheckRole(t *testing.T) {
 // its max TTL, then Run logs in again; a non-renewable (batch) token is
 // replaced by a new login before it expires. Issuance keeps working.
 func TestVaultTokenLifecycle(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name         string
 		role         map[string]any
@@ -240,6 +249,7 @@ func TestVaultTokenLifecycle(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := startVault(t, envOpts{role: tc.role})
 			ctx := testContext(t, 60*time.Second)
 			v := newTestVault(t, e.config(), time.Hour)
@@ -338,6 +348,7 @@ func TestVaultKV(t *testing.T) {
 // readiness turns false only when it has less than 10 % life left; after
 // a restart (PKI and AppRole re-created) issuance resumes.
 func TestVaultRotationOutageRestart(t *testing.T) {
+	t.Parallel()
 	e := startVault(t, envOpts{})
 	ctx := testContext(t, 120*time.Second)
 	const id = testTD + "ns/default/sa/executor"
@@ -585,4 +596,83 @@ func TestCheckLive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVaultKubernetesAuth logs in with a service-account JWT through the
+// real Vault Kubernetes auth method; Vault reviews the token with an
+// in-test Kubernetes TokenReview endpoint that accepts only that token.
+func TestVaultKubernetesAuth(t *testing.T) {
+	e := startVault(t, envOpts{})
+	ctx := testContext(t, 30*time.Second)
+	jwt := testServiceAccountJWT(t, "mesh", "meshward", "uid-1")
+	kube := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" || r.Header.Get("Authorization") != "Bearer "+jwt {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized","code":401}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","status":{"authenticated":true,"user":{"username":"system:serviceaccount:mesh:meshward","uid":"uid-1"}}}`)
+	}))
+	defer kube.Close()
+	c := e.srv.Client()
+	if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, "k8s", &vault.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, ctx, c, "auth/k8s/config", map[string]any{
+		"kubernetes_host": kube.URL, "disable_local_ca_jwt": true, "kubernetes_ca_cert": string(certsPEM([]*x509.Certificate{kube.Certificate()})),
+	})
+	mustWrite(t, ctx, c, "auth/k8s/role/meshward", map[string]any{
+		"bound_service_account_names": "meshward", "bound_service_account_namespaces": "mesh", "token_policies": "meshward", "token_ttl": "1h",
+	})
+	tests := []struct {
+		name    string
+		jwt     string
+		role    string
+		wantErr string
+	}{
+		{"good", jwt, "meshward", ""},
+		{"unknown role", jwt, "nobody", "vault login (kubernetes)"},
+		{"other service account", testServiceAccountJWT(t, "mesh", "intruder", "uid-2"), "meshward", "not authorized"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := t.TempDir() + "/jwt"
+			writeFile(t, f, tc.jwt)
+			cfg := e.config()
+			cfg.Auth = VaultAuth{Kubernetes: &VaultKubernetesAuth{Mount: "k8s", Role: tc.role, JWTFile: f}}
+			_, err := newTestVault(t, cfg, time.Hour).IssueSVID(ctx, testTD+"ns/mesh/sa/meshward")
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("IssueSVID = %v, want error %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// testServiceAccountJWT signs (ES256) a legacy Kubernetes service-account token.
+func testServiceAccountJWT(t *testing.T, ns, name, uid string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding
+	claims, _ := json.Marshal(map[string]any{
+		"iss":                                    "kubernetes/serviceaccount",
+		"sub":                                    "system:serviceaccount:" + ns + ":" + name,
+		"kubernetes.io/serviceaccount/namespace": ns,
+		"kubernetes.io/serviceaccount/service-account.name": name,
+		"kubernetes.io/serviceaccount/service-account.uid":  uid,
+		"kubernetes.io/serviceaccount/secret.name":          name + "-token",
+	})
+	signing := enc.EncodeToString([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + enc.EncodeToString(claims)
+	sum := sha256.Sum256([]byte(signing))
+	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return signing + "." + enc.EncodeToString(sig)
 }
