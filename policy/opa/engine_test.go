@@ -2,6 +2,7 @@ package opa
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -158,5 +159,31 @@ func TestUndefinedIsError(t *testing.T) {
 	_, err = e.Eval(testContext(t), &Input{Check: checkRequest("GET", "/nope", nil, "")})
 	if !errors.Is(err, ErrUndefined) {
 		t.Fatalf("err = %v, want ErrUndefined", err)
+	}
+}
+
+// TestLoadFolder: a folder loads its policy and data, leaving out tests
+// and other files (examples/rego holds a README and policy_test.rego).
+func TestLoadFolder(t *testing.T) {
+	e, err := New(testContext(t), Config{FS: os.DirFS(filepath.Join("..", "..", "examples")), Files: []string{"rego/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(e.Modules(), ","); got != "rego/policy.rego" {
+		t.Fatalf("modules %s", got)
+	}
+	// An absolute folder is read from the operating system, whatever FS is.
+	abs, err := filepath.Abs(filepath.Join("..", "..", "examples", "rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(testContext(t), Config{FS: fstest.MapFS{}, Files: []string{abs}}); err != nil {
+		t.Fatalf("absolute folder: %v", err)
+	}
+	for file, allow := range map[string]bool{"allow.json": true, "deny_abac.json": false, "deny_schema.json": false, "allow_get.json": true} {
+		r, err := e.Eval(testContext(t), &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", file))})
+		if err != nil || r.Allowed != allow {
+			t.Fatalf("%s: %+v, %v; want allowed=%v", file, r, err, allow)
+		}
 	}
 }
