@@ -1,0 +1,47 @@
+package extauthz
+
+import (
+	"context"
+	"testing"
+
+	"github.com/meshward/meshward/policy"
+)
+
+// BenchmarkDecision is the full in-process decision on the reference
+// workload: canonical request, identity, declarative rules, response
+// shaping and metrics. The schema step is stubbed out (accept-all): its
+// cost belongs to the schema benchmarks.
+func BenchmarkDecision(b *testing.B) {
+	srvCfg, pol := quickstartPolicy(b)
+	srvCfg.Address = "127.0.0.1:0"
+	s := newServer(b, srvCfg, newStore(b, pol, withAcceptBodies()), Options{})
+	for _, name := range []string{"allow.json", "allow_get.json", "deny_abac.json"} {
+		req := loadRefRequest(b, name)
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Check(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPolicyDecide is the declarative policy evaluation alone.
+func BenchmarkPolicyDecide(b *testing.B) {
+	_, pol := quickstartPolicy(b)
+	rev, err := policy.Compile(&pol, td, withAcceptBodies())
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := &policy.Input{Method: "POST", Path: "/v1/tasks", Host: "executor.mesh.local", Principal: spiffe("planner")}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := rev.Decide(ctx, in); !d.Allow {
+			b.Fatal(d.Message)
+		}
+	}
+}
