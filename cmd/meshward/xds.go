@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/admin"
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/task"
+	"github.com/meshward/meshward/envoy"
+	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/secrets"
+	"github.com/meshward/meshward/xds"
+)
+
+func init() { builders["xds"] = buildXDS }
+
+// xdsServerID is the SPIFFE ID of the xDS listener's own certificate.
+func xdsServerID(td string) string { return "spiffe://" + td + "/meshward/xds" }
+
+// meshModel is one translation of the configuration's agents: immutable,
+// swapped whole on reload.
+type meshModel struct {
+	nodes map[string]*envoy.NodeResources
+	ids   map[string]string // node -> SPIFFE ID
+	err   error             // when set, no node gets configuration
+}
+
+// errNoAuthzAddress: the ext_authz address Envoys must dial is not known.
+var errNoAuthzAddress = errors.New("authz.address has port 0: the address Envoys must dial for ext_authz is unknown, so no node configuration is served")
+
+func translateMesh(cfg *config.Config) (*meshModel, error) {
+	ids := make(map[string]string, len(cfg.Agents))
+	for _, a := range cfg.Agents {
+		ids[a.Name] = a.SPIFFEID
+	}
+	// Envoys dial the ext_authz listen address. An ephemeral port (tests)
+	// cannot be told to them: serve, but refuse every node (fail closed).
+	if _, port, err := net.SplitHostPort(cfg.Authz.Server.Address); err == nil && port == "0" {
+		return &meshModel{ids: ids, err: errNoAuthzAddress}, nil
+	}
+	m := envoy.Mesh{
+		TrustDomain: cfg.TrustDomain,
+		Agents:      cfg.Agents,
+		Authz:       envoy.Authz{Address: cfg.Authz.Server.Address, Plaintext: cfg.Authz.Server.Plaintext},
+	}
+	nodes, err := envoy.Translate(m)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	return &meshModel{nodes: nodes, ids: ids}, nil
+}
+
+// xdsMesh adapts the envoy translator and the secrets manager to the
+// interfaces the xds package declares.
+type xdsMesh struct {
+	model atomic.Pointer[meshModel]
+	mgr   *secrets.Manager
+	self  string // the xDS listener's SPIFFE ID
+}
+
+// SPIFFEIDOf implements xds.Identities.
+func (x *xdsMesh) SPIFFEIDOf(node string) (string, bool) {
+	id, ok := x.model.Load().ids[node]
+	return id, ok
+}
+
+// NodeResources implements xds.Resources: the translated listeners,
+// clusters and routes plus the node's SDS secrets from the secrets manager.
+func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeResources, error) {
+	m := x.model.Load()
+	if m.err != nil {
+		return nil, m.err
+	}
+	nr, ok := m.nodes[node]
+	if !ok {
+		return nil, xds.ErrUnknownNode
+	}
+	svid, err := x.mgr.SVID(ctx, m.ids[node])
+	if err != nil {
+		return nil, err
+	}
+	key, err := svid.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := x.mgr.Bundle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &xds.NodeResources{Secrets: []types.Resource{
+		envoy.TLSCertificateSecret(envoy.SecretDefault, svid.ChainPEM(), key),
+		envoy.ValidationSecret(envoy.SecretRootCA, bundle.PEM()),
+	}}
+	for _, name := range nr.GenericSecrets {
+		v, err := x.mgr.Secret(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		out.Secrets = append(out.Secrets, envoy.GenericSecret(name, v))
+	}
+	for _, l := range nr.Listeners {
+		out.Listeners = append(out.Listeners, l)
+	}
+	for _, c := range nr.Clusters {
+		out.Clusters = append(out.Clusters, c)
+	}
+	for _, r := range nr.Routes {
+		out.Routes = append(out.Routes, r)
+	}
+	return out, nil
+}
+
+// ServerCertificate implements xds.TLSSource.
+func (x *xdsMesh) ServerCertificate() (*tls.Certificate, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := x.mgr.SVID(ctx, x.self)
+	if err != nil {
+		return nil, err
+	}
+	return s.TLSCertificate(), nil
+}
+
+// ClientCAs implements xds.TLSSource.
+func (x *xdsMesh) ClientCAs() (*x509.CertPool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := x.mgr.Bundle(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return b.Pool(), nil
+}
+
+// affected lists the nodes a secrets change concerns; all reports that
+// every node is (trust bundle change).
+func (x *xdsMesh) affected(ch secrets.Change) (nodes []string, all bool) {
+	if ch.Bundle {
+		return nil, true
+	}
+	m := x.model.Load()
+	for node, nr := range m.nodes {
+		if slices.Contains(ch.SVIDs, m.ids[node]) || slices.ContainsFunc(nr.GenericSecrets, func(s string) bool { return slices.Contains(ch.Secrets, s) }) {
+			nodes = append(nodes, node)
+		}
+	}
+	return nodes, false
+}
+
+// buildXDS is the "xds" component: the secrets manager, the xDS server,
+// the push of secret changes to the nodes they concern, and config reload
+// (SIGHUP or file change) that re-translates the agents and pushes.
+func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
+	model, err := translateMesh(d.cfg)
+	if err != nil {
+		return nil, err
+	}
+	sm, err := secrets.NewMetrics(d.reg)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := secrets.New(d.cfg.Secrets, secrets.WithLogger(d.log), secrets.WithMetrics(sm))
+	if err != nil {
+		return nil, err
+	}
+	mesh := &xdsMesh{mgr: mgr, self: xdsServerID(d.cfg.TrustDomain)}
+	mesh.model.Store(model)
+	if model.err != nil {
+		d.log.Error("xds: serving no node configuration", "error", model.err)
+	}
+	ids := []string{mesh.self}
+	for _, id := range model.ids {
+		ids = append(ids, id)
+	}
+	if err := mgr.Register(ids...); err != nil {
+		return nil, err
+	}
+	var src xds.TLSSource = mesh
+	if d.cfg.XDS.Insecure {
+		src = nil
+	}
+	srv, err := xds.New(d.cfg.XDS, mesh, mesh, src, xds.WithLogger(d.log), xds.WithRegisterer(d.reg))
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Listen(); err != nil {
+		return nil, err
+	}
+	d.admin.Handle("GET /debug/xds", srv.DebugHandler())
+
+	sub := mgr.Subscribe()
+	push := func(ctx context.Context) error {
+		defer sub.Close()
+		for {
+			ch, err := sub.Next(ctx)
+			if err != nil {
+				return nil // ctx ended
+			}
+			nodes, all := mesh.affected(ch)
+			if !all && len(nodes) == 0 {
+				continue
+			}
+			// Update logs and counts per-node failures; the previous
+			// snapshot stays for a node that failed.
+			_ = srv.Update(ctx, nodes...)
+		}
+	}
+
+	path := configPath(d.cfg)
+	reload := func(ctx context.Context) {
+		if path == "" {
+			return
+		}
+		cfg, err := config.Load(path)
+		if err == nil && cfg.TrustDomain != d.cfg.TrustDomain {
+			err = errors.New("trustDomain changed: restart to apply")
+		}
+		var m *meshModel
+		if err == nil {
+			m, err = translateMesh(cfg)
+		}
+		if err == nil {
+			var ids []string
+			for _, id := range m.ids {
+				ids = append(ids, id)
+			}
+			err = mgr.Register(ids...)
+		}
+		if err != nil {
+			d.log.Error("xds: reload failed; keeping the previous agents", "error", err)
+			return
+		}
+		mesh.model.Store(m)
+		_ = srv.Update(ctx)
+		d.log.Info("xds: agents reloaded", "agents", len(m.nodes))
+	}
+	watch := func(ctx context.Context) error {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGHUP)
+		defer signal.Stop(sig)
+		var files []string
+		if path != "" {
+			files = []string{path}
+		}
+		return policy.Watch(ctx, policy.WatchOptions{Files: files, Signals: sig, Logger: d.log}, reload)
+	}
+	return &component{
+		tasks: []task.Task{
+			{Name: "secrets", Run: mgr.Run},
+			{Name: "xds", Run: srv.Run},
+			{Name: "xds-secret-push", Run: push},
+			{Name: "xds-reload", Run: watch},
+		},
+		ready: admin.CheckerFunc(func() error { return errors.Join(srv.Ready(), mgr.Ready()) }),
+	}, nil
+}
