@@ -311,7 +311,7 @@ func (b *builder) jwtAuthn(a *Agent) *jwtv3.JwtAuthentication {
 
 func (b *builder) inboundRoute(a *Agent) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
-		Name:             RouteInbound,
+		Name: RouteInbound,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    a.Name,
 			Domains: []string{"*"},
