@@ -105,9 +105,12 @@ func (l *BodyLimits) Validate(path string) error {
 	return errors.Join(errs...)
 }
 
-// CompileSchemas compiles cfg.Schemas: files are read from dir (absolute
-// names from disk), inline schemas taken as they are. Errors name the
-// schema, its file (or configuration path) and the JSON pointer.
+// CompileSchemas compiles cfg.Schemas with lim's reporting options, and
+// returns the set and a digest of the schema files and limits (for the
+// revision ID). Files are read from dir (absolute names from disk),
+// inline schemas taken as they are. Errors name the schema, its file (or
+// configuration path) and the JSON pointer; `meshward validate` can call
+// it to compile schemas no rule uses yet.
 func CompileSchemas(cfg *Config, dir fs.FS, lim BodyLimits) (*schema.Set, []byte, error) {
 	srcs := make([]schema.Source, 0, len(cfg.Schemas))
 	h := sha256.New()
