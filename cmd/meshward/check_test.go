@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var refload = filepath.Join("..", "..", "extauthz", "testdata", "refload")
+
+func TestCheckCommand(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"attributes": 3}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  []string
+		wantErr  []string
+	}{
+		// TODO(schema step): allow.json must exit 0 once policy/schema is
+		// wired into policyOptions; until then the schema rule fails closed.
+		{name: "allow.json fails closed without the schema step", args: []string{"check", "--request", filepath.Join(refload, "allow.json")},
+			wantCode: 2, wantOut: []string{`"deniedResponse"`, "schema_unavailable"}},
+		{name: "deny_abac.json is denied 403", args: []string{"check", "--request", filepath.Join(refload, "deny_abac.json")},
+			wantCode: 2, wantOut: []string{`"code": "Forbidden"`, "missing_role", "admin, operator"}},
+		{name: "allow_get.json is allowed", args: []string{"check", "--request", filepath.Join(refload, "allow_get.json")},
+			wantOut: []string{`"okResponse"`, "x-meshward-principal", "spiffe://mesh.local/ns/default/sa/viewer", "list-tasks"}},
+		{name: "explicit config", args: []string{"check", "--config", quickstartPath, "--request", filepath.Join(refload, "allow_get.json")},
+			wantOut: []string{`"okResponse"`}},
+		{name: "explain lists every rule", args: []string{"check", "--explain", "--request", filepath.Join(refload, "deny_abac.json")},
+			wantCode: 2, wantErr: []string{"create-task: matched, failed", "caller has none of the roles", "list-tasks: skipped: method POST not in GET"}},
+		// TODO(schema step): deny_schema.json must be denied 400 by the schema step.
+		{name: "request required", args: []string{"check"}, wantCode: 1, wantErr: []string{"--request is required"}},
+		{name: "missing request file", args: []string{"check", "--request", "nope.json"}, wantCode: 1, wantErr: []string{"no such file"}},
+		{name: "malformed request", args: []string{"check", "--request", bad}, wantCode: 1, wantErr: []string{"bad.json"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCmd(t, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d; stderr:\n%s", code, tt.wantCode, errs)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout does not contain %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(errs, w) {
+					t.Errorf("stderr does not contain %q:\n%s", w, errs)
+				}
+			}
+		})
+	}
+}
