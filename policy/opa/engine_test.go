@@ -2,11 +2,14 @@ package opa
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 // TestRefload: the reference workload's policy gives exactly the expected
@@ -185,5 +188,54 @@ func TestLoadFolder(t *testing.T) {
 		if err != nil || r.Allowed != allow {
 			t.Fatalf("%s: %+v, %v; want allowed=%v", file, r, err, allow)
 		}
+	}
+}
+
+// TestConcurrentEval: one engine serves many goroutines (run with -race).
+func TestConcurrentEval(t *testing.T) {
+	plain := refloadEngine(t)
+	cached, err := New(testContext(t), Config{
+		FS:    os.DirFS(filepath.Join("testdata", "refload")),
+		Files: []string{"policy.rego", "data.json"},
+		DecisionCache: &DecisionCache{TTL: time.Minute, MaxEntries: 3, Inputs: []string{
+			"attributes.source.principal", "attributes.request.http.method", "parsed_path", "parsed_body"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, e := range map[string]*Engine{"plain": plain, "decision cache": cached} {
+		t.Run(name, func(t *testing.T) { concurrentEval(t, e) })
+	}
+}
+
+func concurrentEval(t *testing.T, e *Engine) {
+	files := map[string]bool{"allow.json": true, "deny_abac.json": false, "deny_schema.json": false, "allow_get.json": true}
+	reqs := map[string]*Input{}
+	for f := range files {
+		reqs[f] = &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", f))}
+	}
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			for range 20 {
+				for f, in := range reqs {
+					r, err := e.Eval(ctx, in)
+					if err == nil && r.Allowed != files[f] {
+						err = fmt.Errorf("%s: allowed=%v", f, r.Allowed)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
