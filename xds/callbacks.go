@@ -50,6 +50,7 @@ type streamKey struct {
 // goroutine).
 type streamState struct {
 	ctx    context.Context
+	link   *streamLink
 	peerID string
 	remote string
 
@@ -160,6 +161,10 @@ func (c callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.Disco
 // verified client certificate.
 func (s *Server) openStream(ctx context.Context, key streamKey) error {
 	ss := &streamState{ctx: ctx, sent: map[string]sentResponse{}, reported: map[string]struct{}{}}
+	ss.link, _ = ctx.Value(linkKey{}).(*streamLink)
+	if ss.link == nil {
+		ss.link = &streamLink{}
+	}
 	p, ok := peer.FromContext(ctx)
 	if ok && p.Addr != nil {
 		ss.remote = p.Addr.String()
@@ -206,6 +211,9 @@ func (s *Server) admit(key streamKey, node *core.Node) (*streamState, error) {
 	s.mu.Unlock()
 	if ss == nil {
 		return nil, status.Error(codes.Internal, "xds: unknown stream")
+	}
+	if ss.link.revoked.Load() {
+		return nil, errRevoked
 	}
 	if ss.st != nil {
 		if node != nil && node.GetId() != ss.node {

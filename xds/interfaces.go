@@ -97,4 +97,7 @@ const (
 	// ReasonUnknownSecret: the node asked for a secret that is not in its
 	// own snapshot. The stream stays open; the secret is never sent.
 	ReasonUnknownSecret = "unknown_secret"
+	// ReasonNodeRemoved: the node left the mesh (Resources returned
+	// ErrUnknownNode on Update); its open streams are ended.
+	ReasonNodeRemoved = "node_removed"
 )

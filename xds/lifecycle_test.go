@@ -275,3 +275,44 @@ func TestDebugHandler(t *testing.T) {
 		t.Errorf("status = %+v", n)
 	}
 }
+
+// A node removed from the mesh has its streams ended on the next Update
+// and cannot reconnect.
+func TestRemovedNodeStreamsEnd(t *testing.T) {
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			e := startEnv(t, envOpts{})
+			ctx := testCtx(t)
+			cc := e.dial(t, xdstest.SPIFFEID(td, "a"))
+			c, _ := connect(t, cc, p.delta, "a")
+			syncTypes(t, c, allSubs("a"), nil)
+			e.mesh.Remove("a")
+			if err := e.srv.Update(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				r, err := c.Next()
+				if err != nil {
+					if status.Code(err) != codes.PermissionDenied {
+						t.Fatalf("got %v, want PermissionDenied", err)
+					}
+					break
+				}
+				if len(r.names) > 0 {
+					t.Fatalf("removed node received %s %v", r.typ, r.names)
+				}
+			}
+			waitFor(ctx, t, "node state gone", func() bool { return len(e.srv.Status()) == 0 })
+			if n := metric(t, e.reg, "meshward_xds_refused_total", "reason", xds.ReasonNodeRemoved); n != 1 {
+				t.Errorf("refused{node_removed} = %v, want 1", n)
+			}
+			again, _ := connect(t, cc, p.delta, "a")
+			if err := again.Subscribe(resource.ClusterType); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := again.Next(); status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("reconnect: got %v, want PermissionDenied", err)
+			}
+		})
+	}
+}

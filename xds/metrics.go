@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, r := range []string{ReasonNoClientCert, ReasonMissingNode, ReasonUnknownNode, ReasonNodeMismatch, ReasonNodeChanged, ReasonUnknownSecret} {
+	for _, r := range []string{ReasonNoClientCert, ReasonMissingNode, ReasonUnknownNode, ReasonNodeMismatch, ReasonNodeChanged, ReasonUnknownSecret, ReasonNodeRemoved} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, s := range typeSlots {

@@ -18,8 +18,10 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // Server is meshward's xDS server: aggregated discovery (ADS) over gRPC,
@@ -205,15 +207,56 @@ func (s *Server) Ready() error {
 }
 
 // adsOnly exposes only the two ADS stream methods of the go-control-plane
-// server.
+// server. It wraps each stream so that the server can end it: a revoked
+// stream's next Send fails, which ends the stream's processing loop.
 type adsOnly struct{ s serverv3.Server }
 
 func (a adsOnly) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return a.s.StreamAggregatedResources(st)
+	l := &streamLink{}
+	return a.s.StreamAggregatedResources(&sotwStream{st, context.WithValue(st.Context(), linkKey{}, l), l})
 }
 
 func (a adsOnly) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return a.s.DeltaAggregatedResources(st)
+	l := &streamLink{}
+	return a.s.DeltaAggregatedResources(&deltaStream{st, context.WithValue(st.Context(), linkKey{}, l), l})
+}
+
+// streamLink lets the server revoke a stream it knows only through
+// go-control-plane's callbacks (which see the stream's context).
+type streamLink struct{ revoked atomic.Bool }
+
+type linkKey struct{}
+
+var errRevoked = status.Error(codes.PermissionDenied, "xds: permission denied")
+
+type sotwStream struct {
+	discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	ctx  context.Context
+	link *streamLink
+}
+
+func (s *sotwStream) Context() context.Context { return s.ctx }
+
+func (s *sotwStream) Send(r *discovery.DiscoveryResponse) error {
+	if s.link.revoked.Load() {
+		return errRevoked
+	}
+	return s.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Send(r)
+}
+
+type deltaStream struct {
+	discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
+	ctx  context.Context
+	link *streamLink
+}
+
+func (s *deltaStream) Context() context.Context { return s.ctx }
+
+func (s *deltaStream) Send(r *discovery.DeltaDiscoveryResponse) error {
+	if s.link.revoked.Load() {
+		return errRevoked
+	}
+	return s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Send(r)
 }
 
 // tlsConfig builds the listener's TLS: TLS 1.2+, ECDHE with AEAD ciphers
@@ -326,6 +369,10 @@ func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
 		}
 	}
 	nr, err := s.res.NodeResources(ctx, st.name)
+	if errors.Is(err, ErrUnknownNode) && force {
+		s.revoke(ctx, st)
+		return nil
+	}
 	if err != nil {
 		s.m.buildErrors.WithLabelValues(stageResources).Inc()
 		s.log.Error("xds: node resources unavailable; previous snapshot kept", logNode, st.name, logError, err)
@@ -362,6 +409,39 @@ func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
 	st.current = b
 	s.log.Debug("xds: snapshot set", logNode, st.name, "versions", b.versions)
 	return nil
+}
+
+// revoke ends the streams of a node that left the mesh: it marks them
+// revoked and sets an empty snapshot, whose push fails on each revoked
+// stream and so ends it. Envoy keeps its last configuration, receives no
+// more certificates, and cannot reconnect.
+func (s *Server) revoke(ctx context.Context, st *nodeState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nodes[st.name] != st {
+		return
+	}
+	var peer string
+	for _, ss := range s.streams {
+		if ss.st == st {
+			ss.link.revoked.Store(true)
+			peer = ss.peerID
+		}
+	}
+	s.m.refused.WithLabelValues(ReasonNodeRemoved).Inc()
+	s.log.Warn("xds: security event: node removed from the mesh; ending its streams", logEvent, "security",
+		logReason, ReasonNodeRemoved, logNode, st.name, logPeer, peer)
+	if s.events != nil {
+		s.events.SecurityEvent(ctx, SecurityEvent{Time: s.now(), Reason: ReasonNodeRemoved, Node: st.name, PeerID: peer})
+	}
+	empty := &cache.Snapshot{}
+	for _, slot := range typeSlots {
+		empty.Resources[cache.GetResponseType(slot.url)] = cache.NewResources("removed", nil)
+	}
+	if err := s.cache.SetSnapshot(ctx, st.name, empty); err != nil {
+		s.log.Error("xds: set empty snapshot of removed node", logNode, st.name, logError, err)
+	}
+	st.current = nil
 }
 
 func sameVersions(a, b map[resource.Type]string) bool {

@@ -83,6 +83,13 @@ func (m *Mesh) Change(names ...string) { m.edit(names, func(n *node) { n.generat
 // Rotate issues a new certificate to each named node.
 func (m *Mesh) Rotate(names ...string) { m.edit(names, func(n *node) { n.rotation++ }) }
 
+// Remove takes a node out of the mesh.
+func (m *Mesh) Remove(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.nodes, name)
+}
+
 // Break makes a node's listener reference a secret its snapshot lacks.
 func (m *Mesh) Break(name string, broken bool) {
 	m.edit([]string{name}, func(n *node) { n.broken = broken })
