@@ -30,7 +30,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&f.out, "out", "", "folder to also write "+bootstrapFile+" and, with mTLS xDS, the node's xDS client certificate, key, CA bundle and SDS files into")
 	fs.StringVar(&f.certDir, "cert-dir", envoy.DefaultCertDir, "absolute folder on the Envoy host holding the xDS client files (default with --out: that folder)")
 	fs.StringVar(&f.xdsAddress, "xds-address", "", "host:port Envoy dials for xDS (default: xds.address of the configuration)")
-	fs.StringVar(&f.xdsSPIFFEID, "xds-spiffe-id", "", "SPIFFE ID the xDS server's certificate must carry (default: any of the trust domain)")
+	fs.StringVar(&f.xdsSPIFFEID, "xds-spiffe-id", "", "SPIFFE ID the xDS server's certificate must carry (default: the one meshward serve gives it, spiffe://<trustDomain>/meshward/xds)")
 	fs.StringVar(&f.cluster, "cluster", envoy.DefaultNodeCluster, "the node's cluster")
 	fs.UintVar(&f.adminPort, "admin-port", envoy.DefaultAdminPort, "port of Envoy's admin server, on 127.0.0.1 only")
 	if help, err := parseFlags(fs, args); help || err != nil {
@@ -54,6 +54,9 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if agent == nil {
 		return fmt.Errorf("bootstrap: %w %q in %s", envoy.ErrUnknownAgent, f.node, cfg.Source)
+	}
+	if f.xdsSPIFFEID == "" {
+		f.xdsSPIFFEID = xdsServerID(cfg.TrustDomain)
 	}
 	opts := envoy.BootstrapOptions{
 		XDSAddress:        cfg.XDS.Address,

@@ -116,6 +116,9 @@ func TestBootstrapCommand(t *testing.T) {
 			if got := bs.GetStaticResources().GetClusters()[0].GetTransportSocket() != nil; got != tc.wantTLS {
 				t.Errorf("xDS over TLS = %v, want %v", got, tc.wantTLS)
 			}
+			if tc.wantTLS && !strings.Contains(stdout, "exact: spiffe://mesh.local/meshward/xds\n") {
+				t.Error("the xDS server's SPIFFE ID is not pinned")
+			}
 			for _, f := range tc.wantFiles {
 				if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 					t.Error(err)
