@@ -86,7 +86,7 @@ type envOpts struct {
 	ca       *xdstest.CA
 }
 
-func startEnv(t *testing.T, o envOpts) *env {
+func startEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	mesh := o.mesh
 	if mesh == nil {
@@ -137,7 +137,7 @@ func startEnv(t *testing.T, o envOpts) *env {
 
 // dial connects as a node presenting a certificate for spiffeID ("" for a
 // certificate without SPIFFE ID); in insecure mode without TLS.
-func (e *env) dial(t *testing.T, spiffeID string) *grpc.ClientConn {
+func (e *env) dial(t testing.TB, spiffeID string) *grpc.ClientConn {
 	t.Helper()
 	creds := insecure.NewCredentials()
 	if e.mtls {
@@ -150,7 +150,7 @@ func (e *env) dial(t *testing.T, spiffeID string) *grpc.ClientConn {
 	return dialCreds(t, e.addr, creds)
 }
 
-func dialCreds(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+func dialCreds(t testing.TB, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
@@ -160,7 +160,7 @@ func dialCreds(t *testing.T, addr string, creds credentials.TransportCredentials
 	return cc
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -168,7 +168,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // waitFor polls cond until it holds or ctx ends.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		select {
