@@ -114,6 +114,10 @@ func ValidateAgents(path string, agents []Agent) error {
 		}
 		errs = append(errs, validateJWTProviders(p+".jwtProviders", a.JWTProviders))
 	}
+	jwt := map[string]bool{} // agents whose inbound listener verifies JWTs
+	for _, a := range agents {
+		jwt[a.Name] = len(a.JWTProviders) > 0
+	}
 	for i, a := range agents {
 		peers := map[string]bool{}
 		for j, peer := range a.Peers {
@@ -137,6 +141,11 @@ func ValidateAgents(path string, agents []Agent) error {
 			}
 			if peer.Credential != nil {
 				errs = append(errs, peer.Credential.validate(p+".credential"))
+				// The peer's jwt_authn reads tokens from Authorization and
+				// would reject the credential as a malformed JWT.
+				if jwt[peer.Name] && strings.EqualFold(peer.Credential.header(), "Authorization") {
+					add("%s.credential.header: peer %q verifies JWTs in Authorization; inject the credential in another header", p, peer.Name)
+				}
 			}
 		}
 	}

@@ -285,6 +285,10 @@ func TestTranslateInvalid(t *testing.T) {
 			p := JWTProvider{Name: "p", Issuer: "i", LocalJWKS: `{"keys":[{}]}`}
 			m.Agents[1].JWTProviders = []JWTProvider{p, p}
 		}, "defined twice"},
+		{"credential in a JWT header", func(m *Mesh) {
+			m.Agents[0].Peers[0].Credential = &Credential{Secret: "k"}
+			m.Agents[1].JWTProviders = []JWTProvider{{Name: "p", Issuer: "i", LocalJWKS: `{"keys":[{}]}`}}
+		}, "verifies JWTs in Authorization"},
 		{"negative timeout", func(m *Mesh) { m.Options.RequestTimeout = -1 }, "options.requestTimeout"},
 		{"small window", func(m *Mesh) { m.Options.InitialStreamWindowSize = 10 }, "initialStreamWindowSize"},
 		{"bad inbound address", func(m *Mesh) { m.Options.InboundAddress = "any" }, "inboundAddress"},
