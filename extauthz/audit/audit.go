@@ -330,7 +330,6 @@ func (l *Logger) start(ctx context.Context) error {
 		rand.Read(key)
 		l.log.Warn("audit: no redaction key configured; using a random key, so redacted values cannot be correlated across restarts")
 	}
-	l.red = newRedactor(&l.cfg, key)
 	for i, st := range l.sinks {
 		torn, err := st.s.open()
 		if err != nil {
@@ -349,6 +348,7 @@ func (l *Logger) start(ctx context.Context) error {
 			l.log.Warn("audit: sink warning", logSink, st.s.name(), logError, w)
 		}
 	}
+	l.red = newRedactor(&l.cfg, key) // set last: stop writes only if every sink opened
 	return nil
 }
 
@@ -358,7 +358,7 @@ func (l *Logger) stop() {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
-	if l.red == nil { // never started: what was queued is lost
+	if l.red == nil { // did not start: what was queued is lost
 		l.m.lose(LostClosed, len(l.queue))
 		return
 	}

@@ -507,3 +507,39 @@ func TestKeySources(t *testing.T) {
 		})
 	}
 }
+
+// TestRunFailsToStart: when a sink cannot be opened, Run fails, records
+// queued before are counted as lost, and no sink is written.
+func TestRunFailsToStart(t *testing.T) {
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := tempLog(t)
+	reg := prometheus.NewRegistry()
+	l, err := New(Config{Sinks: []SinkConfig{{Type: "file", Path: good}, {Type: "file", Path: filepath.Join(notDir, "x.log")}}},
+		WithHMACKey(testKey), WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Audit(decision(1)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Run(ctx); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("Run = %v, want an open error", err)
+	}
+	if err := l.Run(ctx); err == nil {
+		t.Error("second Run = nil")
+	}
+	if err := l.Audit(decision(2)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Audit after a failed Run = %v, want ErrClosed", err)
+	}
+	if n := metricValue(t, reg, "meshward_audit_records_lost_total", "reason", LostClosed); n != 2 {
+		t.Errorf("lost{closed} = %v, want 2", n)
+	}
+	if data, err := os.ReadFile(good); err != nil || len(data) != 0 {
+		t.Errorf("the sink that opened holds %q (%v), want nothing", data, err)
+	}
+}

@@ -158,6 +158,8 @@ func (r *redactor) apply(rec *Record) {
 			rec.Path = rec.Path[:i]
 		}
 	}
+	rec.Path = r.scrub(rec.Path)
+	rec.Query = r.scrub(rec.Query)
 	if len(rec.Headers) > 0 {
 		h := make(map[string]string, len(rec.Headers))
 		for k, v := range rec.Headers {
