@@ -49,7 +49,11 @@ func protoToValue(m protoreflect.Message) (ast.Value, error) {
 		// CheckRequest; use protojson itself so the form is exact.
 		return protojsonValue(m)
 	}
-	obj := ast.NewObjectWithCapacity(m.Descriptor().Fields().Len())
+	n := m.Descriptor().Fields().Len()
+	obj := ast.NewObjectWithCapacity(n)
+	// One allocation for the value terms of all fields instead of one each.
+	slab := make([]ast.Term, n)
+	used := 0
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		var val ast.Value
@@ -65,7 +69,7 @@ func protoToValue(m protoreflect.Message) (ast.Value, error) {
 			err = fmt.Errorf("%s: %w", fd.JSONName(), err)
 			return false
 		}
-		obj.Insert(fieldKey(fd), ast.NewTerm(val))
+		obj.Insert(fieldKey(fd), slabTerm(slab, &used, val))
 		return true
 	})
 	if err != nil {
@@ -87,20 +91,35 @@ func fieldKey(fd protoreflect.FieldDescriptor) *ast.Term {
 	return t
 }
 
+// slabTerm returns a term for v from slab, or a new one when slab is used up.
+func slabTerm(slab []ast.Term, used *int, v ast.Value) *ast.Term {
+	if *used >= len(slab) {
+		return ast.NewTerm(v)
+	}
+	t := &slab[*used]
+	t.Value = v
+	*used++
+	return t
+}
+
 func listFieldToValue(fd protoreflect.FieldDescriptor, l protoreflect.List) (ast.Value, error) {
 	terms := make([]*ast.Term, l.Len())
+	slab := make([]ast.Term, l.Len())
 	for i := range l.Len() {
 		v, err := singularToValue(fd, l.Get(i))
 		if err != nil {
 			return nil, err
 		}
-		terms[i] = ast.NewTerm(v)
+		slab[i].Value = v
+		terms[i] = &slab[i]
 	}
 	return ast.NewArray(terms...), nil
 }
 
 func mapFieldToValue(fd protoreflect.FieldDescriptor, m protoreflect.Map) (ast.Value, error) {
 	obj := ast.NewObjectWithCapacity(m.Len())
+	slab := make([]ast.Term, 2*m.Len())
+	used := 0
 	vd := fd.MapValue()
 	var err error
 	m.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
@@ -113,7 +132,7 @@ func mapFieldToValue(fd protoreflect.FieldDescriptor, m protoreflect.Map) (ast.V
 		if val, err = singularToValue(vd, v); err != nil {
 			return false
 		}
-		obj.Insert(ast.StringTerm(key), ast.NewTerm(val))
+		obj.Insert(slabTerm(slab, &used, ast.String(key)), slabTerm(slab, &used, val))
 		return true
 	})
 	if err != nil {
@@ -290,22 +309,26 @@ func goToValue(x any) (ast.Value, error) {
 		return ast.Number(strconv.FormatInt(x, 10)), nil
 	case map[string]any:
 		obj := ast.NewObjectWithCapacity(len(x))
+		slab := make([]ast.Term, 2*len(x))
+		used := 0
 		for k, v := range x {
 			val, err := goToValue(v)
 			if err != nil {
 				return nil, err
 			}
-			obj.Insert(ast.StringTerm(k), ast.NewTerm(val))
+			obj.Insert(slabTerm(slab, &used, ast.String(k)), slabTerm(slab, &used, val))
 		}
 		return obj, nil
 	case []any:
 		terms := make([]*ast.Term, len(x))
+		slab := make([]ast.Term, len(x))
 		for i, v := range x {
 			val, err := goToValue(v)
 			if err != nil {
 				return nil, err
 			}
-			terms[i] = ast.NewTerm(val)
+			slab[i].Value = val
+			terms[i] = &slab[i]
 		}
 		return ast.NewArray(terms...), nil
 	case []string:
