@@ -276,7 +276,7 @@ func (s *Server) closeStream(key streamKey) {
 // for it. The error says no more than "permission denied".
 func (s *Server) refuse(ss *streamState, reason, node, detail string) error {
 	s.m.refused.WithLabelValues(reason).Inc()
-	ev := SecurityEvent{Time: s.now(), Reason: reason, Node: node, PeerID: ss.peerID, Remote: ss.remote, Detail: detail}
+	ev := SecurityEvent{Time: s.now(), Kind: EventRefused, Reason: reason, Node: node, PeerID: ss.peerID, Remote: ss.remote, Detail: detail}
 	s.log.Warn("xds: security event: request refused", logEvent, "security", logReason, reason,
 		logNode, node, logPeer, ss.peerID, logRemote, ss.remote, logDetail, detail)
 	if s.events != nil {
@@ -353,7 +353,12 @@ func (s *Server) recordNACK(ss *streamState, typ, version, msg string) {
 	s.m.nacks.WithLabelValues(typeLabel(typ)).Inc()
 	s.log.Warn("xds: node rejected configuration (NACK); keeping its last accepted version, not resending",
 		logNode, ss.node, logType, typeLabel(typ), logVersion, version, logError, msg)
+	now := s.now()
 	s.mu.Lock()
-	ss.st.lastNACK = &NACKStatus{Type: typeLabel(typ), Version: version, Message: msg, At: s.now()}
+	ss.st.lastNACK = &NACKStatus{Type: typeLabel(typ), Version: version, Message: msg, At: now}
 	s.mu.Unlock()
+	if s.events != nil {
+		s.events.SecurityEvent(ss.ctx, SecurityEvent{Time: now, Kind: EventNACK, Node: ss.node, PeerID: ss.peerID,
+			Remote: ss.remote, Type: typeLabel(typ), Version: version, Detail: msg})
+	}
 }

@@ -55,17 +55,28 @@ type TLSSource interface {
 	ClientCAs() (*x509.CertPool, error)
 }
 
-// EventSink receives security events (refused streams, requests for
-// secrets a node does not own). It must not block for long.
+// EventSink receives security events: refused streams and requests, and
+// configuration a node rejected (NACK). It must not block for long.
 type EventSink interface {
 	SecurityEvent(ctx context.Context, ev SecurityEvent)
 }
 
-// SecurityEvent is one refusal by the xDS server.
+// Kinds of SecurityEvent.
+const (
+	// EventRefused: a stream or request was refused (see Reason).
+	EventRefused = "refused"
+	// EventNACK: a node rejected a pushed version (Type, Version, Detail
+	// holds the node's error message).
+	EventNACK = "nack"
+)
+
+// SecurityEvent is one refusal or NACK seen by the xDS server.
 type SecurityEvent struct {
 	Time time.Time
-	// Reason is the refusal reason, the same value as the reason label of
-	// meshward_xds_refused_total (see the Reason* constants).
+	// Kind is EventRefused or EventNACK.
+	Kind string
+	// Reason is, for EventRefused, the refusal reason: the same value as
+	// the reason label of meshward_xds_refused_total (Reason* constants).
 	Reason string
 	// Node is the node id the client claimed ("" if none).
 	Node string
@@ -74,8 +85,11 @@ type SecurityEvent struct {
 	PeerID string
 	// Remote is the client's network address.
 	Remote string
-	// Detail says what was asked for, e.g. the secret name. Never key
-	// material.
+	// Type and Version name the rejected configuration (EventNACK): type
+	// is listener, cluster, route or secret.
+	Type, Version string
+	// Detail says what was asked for (e.g. the secret name) or the node's
+	// NACK message. Never key material.
 	Detail string
 }
 

@@ -432,7 +432,7 @@ func (s *Server) revoke(ctx context.Context, st *nodeState) {
 	s.log.Warn("xds: security event: node removed from the mesh; ending its streams", logEvent, "security",
 		logReason, ReasonNodeRemoved, logNode, st.name, logPeer, peer)
 	if s.events != nil {
-		s.events.SecurityEvent(ctx, SecurityEvent{Time: s.now(), Reason: ReasonNodeRemoved, Node: st.name, PeerID: peer})
+		s.events.SecurityEvent(ctx, SecurityEvent{Time: s.now(), Kind: EventRefused, Reason: ReasonNodeRemoved, Node: st.name, PeerID: peer})
 	}
 	empty := &cache.Snapshot{}
 	for _, slot := range typeSlots {

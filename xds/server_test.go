@@ -53,6 +53,12 @@ func (e *events) SecurityEvent(_ context.Context, ev xds.SecurityEvent) {
 	e.evs = append(e.evs, ev)
 }
 
+func (e *events) all() []xds.SecurityEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.evs)
+}
+
 func (e *events) reasons() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -436,6 +442,11 @@ func TestNACKIsNotResent(t *testing.T) {
 			}
 			if !strings.Contains(e.logs.String(), "NACK") {
 				t.Error("NACK not logged")
+			}
+			if !slices.ContainsFunc(e.events.all(), func(ev xds.SecurityEvent) bool {
+				return ev.Kind == xds.EventNACK && ev.Node == "a" && ev.Type == "listener" && ev.Version == rejected
+			}) {
+				t.Error("no NACK security event")
 			}
 
 			e.mesh.Change("a")
