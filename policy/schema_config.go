@@ -65,6 +65,10 @@ type BodyLimits struct {
 	// MaxDepth is the deepest nesting of objects and arrays accepted
 	// (400 invalid_json deeper). Default 64, at most 1000.
 	MaxDepth int `yaml:"maxDepth"`
+	// MaxValues is the most JSON values a body may hold (400
+	// body_too_large above): it bounds the cost of validating it.
+	// Default 10000 (body.DefaultMaxValues).
+	MaxValues int `yaml:"maxValues"`
 	// MaxViolations caps the violations in a deny. Default 10.
 	MaxViolations int `yaml:"maxViolations"`
 	// Sensitive fields are never quoted in violation messages: JSON
@@ -80,6 +84,9 @@ func (l *BodyLimits) SetDefaults() {
 	if l.MaxDepth == 0 {
 		l.MaxDepth = body.DefaultMaxDepth
 	}
+	if l.MaxValues == 0 {
+		l.MaxValues = body.DefaultMaxValues
+	}
 	if l.MaxViolations == 0 {
 		l.MaxViolations = schema.DefaultMaxViolations
 	}
@@ -93,6 +100,9 @@ func (l *BodyLimits) Validate(path string) error {
 	}
 	if l.MaxDepth < 0 || l.MaxDepth > body.MaxDepthCeiling {
 		errs = append(errs, fmt.Errorf("%s.maxDepth: must be between 1 and %d", path, body.MaxDepthCeiling))
+	}
+	if l.MaxValues < 0 {
+		errs = append(errs, fmt.Errorf("%s.maxValues: must be positive", path))
 	}
 	if l.MaxViolations < 0 {
 		errs = append(errs, fmt.Errorf("%s.maxViolations: must be positive", path))
@@ -162,7 +172,7 @@ func NewSchemaBodyChecker(lim BodyLimits) func(cfg *Config, dir fs.FS) (BodyChec
 			return nil, err
 		}
 		return &schemaChecker{set: set, digest: hex.EncodeToString(digest),
-			lim: body.Limits{MaxBytes: lim.MaxBytes, MaxDepth: lim.MaxDepth}}, nil
+			lim: body.Limits{MaxBytes: lim.MaxBytes, MaxDepth: lim.MaxDepth, MaxValues: lim.MaxValues}}, nil
 	}
 }
 

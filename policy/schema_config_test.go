@@ -62,7 +62,7 @@ func schemaInput(path, body string, headers map[string]string) *policy.Input {
 func TestSchemaStep(t *testing.T) {
 	cfg, dir := schemaStepConfig(t)
 	rev, err := policy.Compile(&cfg, "mesh.local", policy.Options{Dir: dir,
-		NewBodyChecker: policy.NewSchemaBodyChecker(policy.BodyLimits{MaxDepth: 8, Sensitive: []string{"secret"}})})
+		NewBodyChecker: policy.NewSchemaBodyChecker(policy.BodyLimits{MaxDepth: 8, MaxValues: 100, Sensitive: []string{"secret"}})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +95,7 @@ func TestSchemaStep(t *testing.T) {
 		{"invalid UTF-8", schemaInput("/v1/tasks", "{\"type\":\"\xff\"}", nil), 400, "invalid_json", nil, "invalid UTF-8"},
 		{"duplicate keys", schemaInput("/v1/tasks", `{"role":"user","role":"admin"}`, nil), 400, "invalid_json", nil, "duplicate key"},
 		{"case-variant keys", schemaInput("/v1/tasks", `{"role":"user","Role":"admin"}`, nil), 400, "invalid_json", nil, "differ only in case"},
+		{"too many values", schemaInput("/v1/tasks", "["+strings.Repeat("0,", 100)+"0]", nil), 400, "body_too_large", nil, "limit of 100"},
 		{"too deep", schemaInput("/v1/tasks", strings.Repeat("[", 9)+strings.Repeat("]", 9), nil), 400, "invalid_json", nil, "limit of 8"},
 	}
 	for _, tt := range tests {
@@ -158,6 +159,7 @@ func TestBodyLimitsValidate(t *testing.T) {
 		{"max depth 1000", policy.BodyLimits{MaxDepth: 1000}, ""},
 		{"max depth over 1000", policy.BodyLimits{MaxDepth: 1001}, "b.maxDepth: must be between 1 and 1000"},
 		{"negative bytes", policy.BodyLimits{MaxBytes: -1}, "b.maxBytes"},
+		{"negative values", policy.BodyLimits{MaxValues: -1}, "b.maxValues"},
 		{"negative violations", policy.BodyLimits{MaxViolations: -1}, "b.maxViolations"},
 		{"empty sensitive", policy.BodyLimits{Sensitive: []string{""}}, "b.sensitive[0]"},
 	}

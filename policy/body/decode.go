@@ -18,12 +18,20 @@ type Limits struct {
 	// allows `{}` and `[1]` but not `[[1]]`. Zero or less means
 	// DefaultMaxDepth; more than MaxDepthCeiling is lowered to it.
 	MaxDepth int
+	// MaxValues is the most JSON values (objects, arrays, strings,
+	// numbers, literals, each counted once) accepted. It bounds what
+	// validating the body can cost: a schema validator spends about a
+	// microsecond per value. Zero or less means DefaultMaxValues.
+	MaxValues int
 }
 
 // Limits' defaults and bounds.
 const (
 	DefaultMaxBytes = 1 << 20
 	DefaultMaxDepth = 64
+	// DefaultMaxValues is generous for messages (a 1536-float embedding
+	// is 1537 values) and keeps the worst validation in milliseconds.
+	DefaultMaxValues = 10000
 	// MaxDepthCeiling is the deepest nesting ever accepted, whatever the
 	// configuration says.
 	MaxDepthCeiling = 1000
@@ -36,6 +44,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDepth <= 0 {
 		l.MaxDepth = DefaultMaxDepth
+	}
+	if l.MaxValues <= 0 {
+		l.MaxValues = DefaultMaxValues
 	}
 	if l.MaxDepth > MaxDepthCeiling {
 		l.MaxDepth = MaxDepthCeiling
@@ -61,6 +72,8 @@ const (
 	KindTooDeep
 	// KindTooLarge: the body is longer than Limits.MaxBytes.
 	KindTooLarge
+	// KindTooManyValues: the body holds more than Limits.MaxValues values.
+	KindTooManyValues
 )
 
 var kindNames = [...]string{
@@ -70,6 +83,7 @@ var kindNames = [...]string{
 	KindInvalidUTF8:    "invalid_utf8",
 	KindTooDeep:        "too_deep",
 	KindTooLarge:       "too_large",
+	KindTooManyValues:  "too_many_values",
 }
 
 func (k Kind) String() string {
@@ -95,10 +109,10 @@ func (e *Error) Error() string {
 }
 
 // Problem is the deny the failure maps to: 400 with code invalid_json, or
-// 400 with code body_too_large for KindTooLarge.
+// 400 with code body_too_large for KindTooLarge and KindTooManyValues.
 func (e *Error) Problem() *Problem {
 	code := CodeInvalidJSON
-	if e.Kind == KindTooLarge {
+	if e.Kind == KindTooLarge || e.Kind == KindTooManyValues {
 		code = CodeBodyTooLarge
 	}
 	return &Problem{Status: 400, Code: code, Message: e.Error()}
@@ -114,7 +128,8 @@ func (e *Error) Problem() *Problem {
 // only in case within one object (encoding/json would keep the last one or
 // fold case, so two readers would see different messages); invalid UTF-8
 // and lone surrogate escapes in strings; control characters in strings;
-// nesting deeper than lim.MaxDepth; bodies longer than lim.MaxBytes; a
+// nesting deeper than lim.MaxDepth; bodies longer than lim.MaxBytes or
+// with more than lim.MaxValues values; a
 // byte order mark; anything after the value; and everything else RFC 8259
 // does not allow (leading zeros, NaN, single quotes, comments, ...).
 func Decode(data []byte, lim Limits) (any, error) {
@@ -123,7 +138,7 @@ func Decode(data []byte, lim Limits) (any, error) {
 		return nil, newError(data, lim.MaxBytes, KindTooLarge,
 			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(data), lim.MaxBytes))
 	}
-	d := decoder{data: data, s: string(data), maxDepth: lim.MaxDepth, kvs: make([]kv, 0, 16)}
+	d := decoder{data: data, s: string(data), maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, kvs: make([]kv, 0, 16)}
 	d.skipWS()
 	if d.pos >= len(d.s) {
 		return nil, d.fail(KindSyntax, "empty body, want a JSON value")
@@ -156,10 +171,12 @@ type decoder struct {
 	pos      int
 	depth    int
 	maxDepth int
-	kvs      []kv   // members of the objects being parsed, innermost last
-	vals     []any  // elements of the arrays being parsed, innermost last
-	buf      []byte // scratch for strings with escapes
-	err      *Error
+	// valuesLeft counts down from maxValues (Limits.MaxValues).
+	valuesLeft, maxValues int
+	kvs                   []kv   // members of the objects being parsed, innermost last
+	vals                  []any  // elements of the arrays being parsed, innermost last
+	buf                   []byte // scratch for strings with escapes
+	err                   *Error
 }
 
 func newError(data []byte, off int, k Kind, msg string) *Error {
@@ -218,6 +235,11 @@ func (d *decoder) unexpected(want string) (any, bool) {
 func (d *decoder) value() (any, bool) {
 	if d.pos >= len(d.s) {
 		return d.unexpected("a value")
+	}
+	d.valuesLeft--
+	if d.valuesLeft < 0 {
+		d.fail(KindTooManyValues, fmt.Sprintf("more JSON values than the limit of %d", d.maxValues))
+		return nil, false
 	}
 	switch c := d.s[d.pos]; {
 	case c == '{':

@@ -37,6 +37,7 @@ func TestDecodeAccepts(t *testing.T) {
 		{"keys differing in more than case", `{"role":"user","roles":"admin"}`, map[string]any{"role": "user", "roles": "admin"}},
 		{"escaped key", `{"r\u00f4le":1}`, map[string]any{"rôle": json.Number("1")}},
 		{"depth 64", strings.Repeat("[", 64) + strings.Repeat("]", 64), nest(64)},
+		{"10000 values", "[" + strings.Repeat("0,", DefaultMaxValues-2) + "0]", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,7 +45,7 @@ func TestDecodeAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decode(%q): %v", tt.in, err)
 			}
-			if !reflect.DeepEqual(got, tt.want) {
+			if tt.want != nil && !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Decode(%q) = %#v, want %#v", tt.in, got, tt.want)
 			}
 		})
@@ -90,6 +91,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"too deep, configured", `{"a":{"b":{}}}`, Limits{MaxDepth: 2}, KindTooDeep, 10, 1, 11, "limit of 2"},
 		{"depth capped at 1000", strings.Repeat("[", 1001) + strings.Repeat("]", 1001), Limits{MaxDepth: 5000}, KindTooDeep, 1000, 1, 1001, "limit of 1000"},
 		{"too large", `{"a":"0123456789"}`, Limits{MaxBytes: 10}, KindTooLarge, 10, 1, 11, "more than the limit of 10"},
+		{"too many values", `[1,[2,3],{"a":4}]`, Limits{MaxValues: 6}, KindTooManyValues, 14, 1, 15, "more JSON values than the limit of 6"},
+		{"too many values by default", "[" + strings.Repeat("0,", DefaultMaxValues-1) + "0]", Limits{}, KindTooManyValues, 0, 0, 0, "limit of 10000"},
 		{"empty", ``, Limits{}, KindSyntax, 0, 1, 1, "empty body"},
 		{"only whitespace", " \n ", Limits{}, KindSyntax, 3, 2, 2, "empty body"},
 		{"trailing data", `{} {}`, Limits{}, KindSyntax, 3, 1, 4, "data after"},
@@ -136,7 +139,7 @@ func TestDecodeRejects(t *testing.T) {
 			}
 			p := e.Problem()
 			wantCode := CodeInvalidJSON
-			if tt.kind == KindTooLarge {
+			if tt.kind == KindTooLarge || tt.kind == KindTooManyValues {
 				wantCode = CodeBodyTooLarge
 			}
 			if p.Status != 400 || p.Code != wantCode || p.Message != err.Error() {
