@@ -6,6 +6,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	ast "github.com/open-policy-agent/opa/v1/ast"
@@ -318,5 +319,25 @@ func TestMeshwardInput(t *testing.T) {
 	r, err := e.Eval(testContext(t), in)
 	if err != nil || !r.Allowed {
 		t.Fatalf("%+v, %v; want allow", r, err)
+	}
+}
+
+// TestHeaderMapBody: with encode_raw_headers Envoy sends header_map
+// instead of headers; the body is still parsed by its content type.
+func TestHeaderMapBody(t *testing.T) {
+	req := checkRequest("POST", "/t", nil, `{"a": 1}`)
+	h := req.Attributes.Request.Http
+	h.Headers = nil
+	h.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "content-type", RawValue: []byte("application/json")},
+		{Key: "content-length", Value: "8"},
+	}}
+	v, err := BuildInput(&Input{Check: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := v.(ast.Object).Get(ast.StringTerm("parsed_body"))
+	if want := ast.MustParseTerm(`{"a": 1}`); got == nil || got.Value.Compare(want.Value) != 0 {
+		t.Fatalf("parsed_body = %v", got)
 	}
 }

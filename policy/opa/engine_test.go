@@ -239,3 +239,17 @@ func concurrentEval(t *testing.T, e *Engine) {
 		t.Error(err)
 	}
 }
+
+func TestV0Compatible(t *testing.T) {
+	fsys := fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\ndefault allow = false\n\nallow { input.attributes.request.http.method == \"GET\" }\n")}}
+	if _, err := New(testContext(t), Config{FS: fsys, Files: []string{"p.rego"}}); err == nil {
+		t.Fatal("v0 syntax accepted as Rego v1")
+	}
+	e, err := New(testContext(t), Config{FS: fsys, Files: []string{"p.rego"}, V0Compatible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !allows(t, e, "GET") || allows(t, e, "POST") {
+		t.Fatal("v0 policy decides wrongly")
+	}
+}

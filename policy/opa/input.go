@@ -95,7 +95,7 @@ func BuildInput(in *Input) (ast.Value, error) {
 
 	headers := httpReq.GetHeaders()
 	if len(headers) == 0 && httpReq.GetHeaderMap() != nil {
-		headers = headerMapToMap(httpReq)
+		headers = headerMapToMap(httpReq.GetHeaderMap())
 	}
 	body, truncated, err := parsedBody(in, headers, httpReq.GetBody(), httpReq.GetRawBody())
 	if err != nil {
@@ -118,11 +118,9 @@ func BuildInput(in *Input) (ast.Value, error) {
 // encode_raw_headers is on) for the content-type and content-length
 // look-ups only. opa-envoy-plugin reads only headers; using header_map
 // when headers is empty lets the same body parsing apply.
-func headerMapToMap(h interface {
-	GetHeaderMap() *corev3.HeaderMap
-}) map[string]string {
+func headerMapToMap(h *corev3.HeaderMap) map[string]string {
 	m := map[string]string{}
-	for _, hv := range h.GetHeaderMap().GetHeaders() {
+	for _, hv := range h.GetHeaders() {
 		v := hv.GetValue()
 		if v == "" {
 			v = string(hv.GetRawValue())
