@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,11 +63,16 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *explain {
 		writeExplain(stderr, srv, rev, req)
 	}
-	out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp)
+	raw, err = protojson.Marshal(resp)
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
 	}
-	if _, err := fmt.Fprintf(stdout, "%s\n", out); err != nil {
+	// protojson's spacing is deliberately unstable; indent it ourselves.
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if _, err := fmt.Fprintf(stdout, "%s\n", out.Bytes()); err != nil {
 		return err
 	}
 	if resp.GetStatus().GetCode() != int32(codes.OK) {
