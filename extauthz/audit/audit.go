@@ -263,6 +263,34 @@ func (l *Logger) Event(kind, message string, fields map[string]string) error {
 	return l.Audit(&Record{Kind: kind, Message: message, Detail: d})
 }
 
+// SecurityEvent records a security event whose details are slog
+// attributes (groups flattened as "group.key"), so that a *Logger is an
+// event sink for packages that report events that way (secrets.EventSink).
+// A refused record is counted in meshward_audit_records_lost_total.
+func (l *Logger) SecurityEvent(kind, message string, attrs ...slog.Attr) {
+	var d map[string]string
+	if len(attrs) > 0 {
+		d = make(map[string]string, len(attrs))
+		flattenAttrs(d, "", attrs)
+	}
+	l.Audit(&Record{Kind: kind, Message: message, Detail: d})
+}
+
+func flattenAttrs(d map[string]string, prefix string, attrs []slog.Attr) {
+	for _, a := range attrs {
+		v := a.Value.Resolve()
+		if v.Kind() == slog.KindGroup {
+			p := prefix
+			if a.Key != "" {
+				p = prefix + a.Key + "."
+			}
+			flattenAttrs(d, p, v.Group())
+			continue
+		}
+		d[prefix+a.Key] = v.String()
+	}
+}
+
 // Ready reports whether records are being written: nil once Run has opened
 // every sink, an error before that, after Run ends, and (with failClosed)
 // while a sink is failing.

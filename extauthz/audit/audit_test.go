@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,8 @@ func TestRedactionPlantedSecrets(t *testing.T) {
 		"pem key line": pemBody, "vault token": vaultToken, "legacy vault token": legacyToken,
 		"jwt": jwt, "injected api key": apiKey, "email claim": email, "ssn body path": ssn,
 		"patient header": patient, "cookie": cookieVal, "query secret": "qsecret-991",
+		"detail named token": "opaque-token-value-1", "detail named secret": "opaque-secret-2",
+		"header named session token": "opaque-session-3", "claim named token": "opaque-refresh-4",
 	}
 	path := tempLog(t)
 	cfg := fileConfig(path)
@@ -85,6 +88,8 @@ func TestRedactionPlantedSecrets(t *testing.T) {
 		{Kind: KindVaultAuthFailure, Message: "vault login failed: token " + vaultToken + " revoked",
 			Detail: map[string]string{"key": pemKey, "legacy": legacyToken, "cred": "password=" + apiKey}},
 		{Kind: KindCertIssueFailure, Message: "issued key:\n" + pemKey},
+		{Kind: KindVaultAuthFailure, Detail: map[string]string{"vault_token": "opaque-token-value-1", "client_secret": "opaque-secret-2"},
+			Headers: map[string]string{"x-session-token": "opaque-session-3"}, Claims: map[string]any{"refresh_token": "opaque-refresh-4"}},
 	}
 	for _, r := range recs {
 		if err := l.Audit(r); err != nil {
@@ -541,5 +546,37 @@ func TestRunFailsToStart(t *testing.T) {
 	}
 	if data, err := os.ReadFile(good); err != nil || len(data) != 0 {
 		t.Errorf("the sink that opened holds %q (%v), want nothing", data, err)
+	}
+}
+
+// TestEvents: Event and SecurityEvent write security events with their
+// details, credentials redacted.
+func TestEvents(t *testing.T) {
+	w := &flakyWriter{}
+	l := start(t, Config{}, WithStdout(w))
+	if err := l.Event(KindPolicyReload, "policy.rego: parse error", map[string]string{"file": "policy.rego"}); err != nil {
+		t.Fatal(err)
+	}
+	l.SecurityEvent(KindVaultAuthFailure, "login failed", slog.String("auth_method", "approle"),
+		slog.Group("vault", slog.Int("status", 403), slog.String("token", "hvs.CAESIJ3kq9Vt2xYzQ8rW5nLmP0aB")))
+	l.stop()
+	var recs []Record
+	for _, line := range bytes.Split(bytes.TrimSpace(w.bytes()), []byte("\n")) {
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2", len(recs))
+	}
+	if r := recs[0]; r.Kind != KindPolicyReload || r.Detail["file"] != "policy.rego" || r.Seq != 1 {
+		t.Errorf("event %+v", r)
+	}
+	r := recs[1]
+	if r.Kind != KindVaultAuthFailure || r.Detail["auth_method"] != "approle" || r.Detail["vault.status"] != "403" ||
+		!strings.HasPrefix(r.Detail["vault.token"], HMACPrefix) || r.Seq != 2 {
+		t.Errorf("security event %+v", r)
 	}
 }

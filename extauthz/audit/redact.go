@@ -62,6 +62,20 @@ func containsFold(s, m string) bool {
 	return false
 }
 
+// sensitiveNames are parts of header, claim and detail names whose values
+// are digested whole, whatever they look like.
+var sensitiveNames = []string{"token", "secret", "password", "passwd", "credential",
+	"authorization", "api-key", "api_key", "apikey", "private", "cookie", "session"}
+
+func sensitiveName(k string) bool {
+	for _, m := range sensitiveNames {
+		if containsFold(k, m) {
+			return true
+		}
+	}
+	return false
+}
+
 // redactor applies the Redaction configuration to records.
 type redactor struct {
 	key          []byte
@@ -163,7 +177,7 @@ func (r *redactor) apply(rec *Record) {
 	if len(rec.Headers) > 0 {
 		h := make(map[string]string, len(rec.Headers))
 		for k, v := range rec.Headers {
-			if r.headers[strings.ToLower(k)] {
+			if r.headers[strings.ToLower(k)] || sensitiveName(k) {
 				h[k] = r.sum(v)
 			} else {
 				h[k] = r.scrub(v)
@@ -177,7 +191,7 @@ func (r *redactor) apply(rec *Record) {
 	if len(rec.Claims) > 0 {
 		c := make(map[string]any, len(rec.Claims))
 		for k, v := range rec.Claims {
-			if r.claims[k] {
+			if r.claims[k] || sensitiveName(k) {
 				c[k] = r.sumValue(v)
 			} else {
 				c[k] = r.scrubAny(v, 0)
@@ -197,7 +211,11 @@ func (r *redactor) apply(rec *Record) {
 	if len(rec.Detail) > 0 {
 		d := make(map[string]string, len(rec.Detail))
 		for k, v := range rec.Detail {
-			d[k] = r.scrub(v)
+			if sensitiveName(k) {
+				d[k] = r.sum(v)
+			} else {
+				d[k] = r.scrub(v)
+			}
 		}
 		rec.Detail = d
 	}

@@ -277,3 +277,21 @@ func TestVerify(t *testing.T) {
 		t.Errorf("a long line: %v %v", err, s)
 	}
 }
+
+// FuzzVerify: Verify never panics and counts every line.
+func FuzzVerify(f *testing.F) {
+	f.Add([]byte(`{"kind":"decision","time":"2026-01-01T00:00:00Z","seq":1,"process":"a"}` + "\n"))
+	f.Add([]byte("{\"kind\":\n\n[]\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Verify(bytes.NewReader(data))
+		if s == nil {
+			t.Fatalf("no summary: %v", err)
+		}
+		if want := bytes.Count(data, []byte("\n")); s.Lines < want || s.Lines > want+1 {
+			t.Errorf("%d lines counted, input has %d newlines", s.Lines, want)
+		}
+		if (err == nil) != (s.ProblemCount == 0) || s.Records > s.Lines {
+			t.Errorf("err %v with %d problems, %d records of %d lines", err, s.ProblemCount, s.Records, s.Lines)
+		}
+	})
+}
