@@ -1,6 +1,7 @@
 package opa
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -251,5 +252,20 @@ func TestV0Compatible(t *testing.T) {
 	}
 	if !allows(t, e, "GET") || allows(t, e, "POST") {
 		t.Fatal("v0 policy decides wrongly")
+	}
+}
+
+// TestCanceledContext: a deadline or cancellation is an error (a deny),
+// never a decision.
+func TestCanceledContext(t *testing.T) {
+	e := refloadEngine(t)
+	ctx, cancel := context.WithCancel(testContext(t))
+	cancel()
+	r, err := e.Eval(ctx, &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", "allow.json"))})
+	if err == nil {
+		t.Fatalf("canceled evaluation decided %+v", r)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error does not wrap context.Canceled: %v", err)
 	}
 }
