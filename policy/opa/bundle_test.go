@@ -189,7 +189,7 @@ func TestPollerRunStops(t *testing.T) {
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	ctx, cancel := context.WithCancel(testContext(t))
-	p := NewPoller(hs.URL, 0, Config{}, WithOnUpdate(func(*Engine) { cancel() }))
+	p := NewPoller(hs.URL, 0, Config{}, WithHTTPClient(hs.Client()), WithOnUpdate(func(*Engine) { cancel() }))
 	if err := p.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
