@@ -54,6 +54,7 @@ type options struct {
 	keySource KeySource
 	now       func() time.Time
 	stdout    io.Writer
+	readFile  func(name string) ([]byte, error)
 	retry     time.Duration
 	maxBytes  int64 // overrides maxSizeMB of file sinks (tests)
 }
@@ -77,6 +78,12 @@ func WithKeySource(src KeySource) Option { return func(o *options) { o.keySource
 // WithClock sets the clock that stamps records and ages rotated files.
 // Default time.Now.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithReadFile sets how New reads redaction.keyFile, e.g. relative to the
+// configuration's folder. Default os.ReadFile.
+func WithReadFile(f func(name string) ([]byte, error)) Option {
+	return func(o *options) { o.readFile = f }
+}
 
 // WithStdout sets where the stdout sink writes. Default os.Stdout.
 func WithStdout(w io.Writer) Option { return func(o *options) { o.stdout = w } }
@@ -124,7 +131,7 @@ type sinkState struct {
 // New builds a Logger from a configuration (defaults are applied to a
 // copy and it is validated). Nothing is opened until Run.
 func New(cfg Config, opts ...Option) (*Logger, error) {
-	o := options{log: slog.New(slog.DiscardHandler), now: time.Now, stdout: os.Stdout, retry: 500 * time.Millisecond}
+	o := options{log: slog.New(slog.DiscardHandler), now: time.Now, stdout: os.Stdout, readFile: os.ReadFile, retry: 500 * time.Millisecond}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -153,7 +160,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 		case r.KeySecret != nil:
 			return nil, errors.New("audit: redaction.keySecret is set but no key source was given")
 		case r.KeyFile != "":
-			k, err := os.ReadFile(r.KeyFile)
+			k, err := o.readFile(r.KeyFile)
 			if err != nil {
 				return nil, fmt.Errorf("audit: read redaction.keyFile: %w", err)
 			}

@@ -448,6 +448,9 @@ func TestKeySources(t *testing.T) {
 	if err := os.WriteFile(keyFile, append(testKey, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "relative.key"), testKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	short := filepath.Join(dir, "short")
 	if err := os.WriteFile(short, []byte("tiny"), 0o600); err != nil {
 		t.Fatal(err)
@@ -461,6 +464,8 @@ func TestKeySources(t *testing.T) {
 		wantMAC bool
 	}{
 		{name: "key file", red: Redaction{KeyFile: keyFile}, wantMAC: true},
+		{name: "key file read by WithReadFile", red: Redaction{KeyFile: "relative.key"}, wantMAC: true,
+			opts: []Option{WithReadFile(func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, name)) })}},
 		{name: "key source", red: Redaction{KeySecret: &SecretRef{Path: "kv/audit", Field: "key"}},
 			opts: []Option{WithKeySource(func(context.Context) ([]byte, error) { return testKey, nil })}, wantMAC: true},
 		{name: "key source fails: Run fails", red: Redaction{KeySecret: &SecretRef{Path: "kv/audit", Field: "key"}},
