@@ -40,6 +40,7 @@ type Server struct {
 	cache   cache.SnapshotCache
 	workers int
 	now     func() time.Time
+	refs    *refCache
 
 	// mu guards nodes, streams and every nodeState field not marked
 	// otherwise, and serialises SetSnapshot/ClearSnapshot with stream
@@ -109,6 +110,7 @@ func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Op
 		now:     time.Now,
 		nodes:   map[string]*nodeState{},
 		streams: map[streamKey]*streamState{},
+		refs:    newRefCache(100_000),
 	}
 	for _, o := range opts {
 		o(s)
@@ -378,7 +380,7 @@ func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
 		s.log.Error("xds: node resources unavailable; previous snapshot kept", logNode, st.name, logError, err)
 		return fmt.Errorf("node %s: %w", st.name, err)
 	}
-	b, err := buildSnapshot(nr)
+	b, err := buildSnapshot(nr, s.refs)
 	if err != nil {
 		s.m.buildErrors.WithLabelValues(stageCheck).Inc()
 		s.log.Error("xds: snapshot rejected before push; previous snapshot kept", logNode, st.name, logError, err)

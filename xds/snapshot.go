@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -56,34 +57,33 @@ type builtSnapshot struct {
 
 // buildSnapshot turns a node's resources into a snapshot whose per-type
 // versions are content hashes, after checking that every SDS secret a
-// listener or cluster references is part of it.
-func buildSnapshot(nr *NodeResources) (*builtSnapshot, error) {
+// listener or cluster references is part of it. refs memoises reference
+// walks by resource content (nil: no memo).
+func buildSnapshot(nr *NodeResources, refs *refCache) (*builtSnapshot, error) {
 	if nr == nil {
 		return nil, errors.New("build snapshot: no resources")
 	}
-	b := &builtSnapshot{snap: &cache.Snapshot{}, versions: map[resource.Type]string{}, secrets: map[string]struct{}{}}
+	b := &builtSnapshot{snap: &cache.Snapshot{VersionMap: map[string]map[string]string{}}, versions: map[resource.Type]string{}, secrets: map[string]struct{}{}}
 	for _, slot := range typeSlots {
 		items := slot.get(nr)
-		version, err := contentVersion(slot.url, items)
+		version, perResource, err := contentVersion(slot.url, items)
 		if err != nil {
 			return nil, fmt.Errorf("build snapshot: %s: %w", slot.label, err)
 		}
 		b.versions[slot.url] = version
 		b.snap.Resources[cache.GetResponseType(slot.url)] = cache.NewResources(version, items)
+		// The delta version map, from the same encoding (what the cache's
+		// ConstructVersionMap would compute with a second marshal).
+		b.snap.VersionMap[slot.url] = perResource
 	}
 	for _, s := range nr.Secrets {
 		b.secrets[cache.GetResourceName(s)] = struct{}{}
 	}
-	if err := checkSecretRefs(nr, b.secrets); err != nil {
+	if err := checkSecretRefs(nr, b.secrets, b.snap.VersionMap, refs); err != nil {
 		return nil, err
 	}
 	if err := b.snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("build snapshot: %w: %w", ErrInconsistent, err)
-	}
-	// Compute the delta version map now, outside any lock; the cache
-	// reuses it.
-	if err := b.snap.ConstructVersionMap(); err != nil {
-		return nil, fmt.Errorf("build snapshot: %w", err)
 	}
 	return b, nil
 }
@@ -91,7 +91,9 @@ func buildSnapshot(nr *NodeResources) (*builtSnapshot, error) {
 // contentVersion hashes the deterministic encoding of every resource of one
 // type, sorted by name: the same content gives the same version on every
 // replica and after every restart; different content a different one.
-func contentVersion(typeURL resource.Type, items []types.Resource) (string, error) {
+// It also returns each resource's own hash, by name: the delta protocol's
+// per-resource version.
+func contentVersion(typeURL resource.Type, items []types.Resource) (string, map[string]string, error) {
 	type named struct {
 		name string
 		raw  []byte
@@ -101,26 +103,27 @@ func contentVersion(typeURL resource.Type, items []types.Resource) (string, erro
 	want := strings.TrimPrefix(typeURL, resource.APITypePrefix)
 	for i, r := range items {
 		if r == nil {
-			return "", fmt.Errorf("resource %d is nil", i)
+			return "", nil, fmt.Errorf("resource %d is nil", i)
 		}
 		if got := string(r.ProtoReflect().Descriptor().FullName()); got != want {
-			return "", fmt.Errorf("resource %d is a %s, want %s", i, got, want)
+			return "", nil, fmt.Errorf("resource %d is a %s, want %s", i, got, want)
 		}
 		name := cache.GetResourceName(r)
 		if name == "" {
-			return "", fmt.Errorf("resource %d has no name", i)
+			return "", nil, fmt.Errorf("resource %d has no name", i)
 		}
 		if _, dup := seen[name]; dup {
-			return "", fmt.Errorf("duplicate resource name %q", name)
+			return "", nil, fmt.Errorf("duplicate resource name %q", name)
 		}
 		seen[name] = struct{}{}
 		raw, err := cache.MarshalResource(r)
 		if err != nil {
-			return "", fmt.Errorf("marshal %q: %w", name, err)
+			return "", nil, fmt.Errorf("marshal %q: %w", name, err)
 		}
 		all = append(all, named{name, raw})
 	}
 	slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	perResource := make(map[string]string, len(all))
 	h := sha256.New()
 	var n [8]byte
 	for _, r := range all {
@@ -130,26 +133,37 @@ func contentVersion(typeURL resource.Type, items []types.Resource) (string, erro
 		binary.BigEndian.PutUint64(n[:], uint64(len(r.raw)))
 		h.Write(n[:])
 		h.Write(r.raw)
+		perResource[r.name] = cache.HashResource(r.raw)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:16]), nil
+	return hex.EncodeToString(h.Sum(nil)[:16]), perResource, nil
 }
 
 // checkSecretRefs verifies that every SDS secret referenced anywhere in a
 // listener or cluster (transport sockets, filters such as the credential
 // injector, nested Any configs) is in the snapshot. A reference whose
 // sds_config is a file path is served by the node's filesystem and skipped.
-func checkSecretRefs(nr *NodeResources, have map[string]struct{}) error {
+// hashes are the per-resource content hashes by type and name.
+func checkSecretRefs(nr *NodeResources, have map[string]struct{}, hashes map[string]map[string]string, memo *refCache) error {
 	var errs []error
-	for _, group := range [][]types.Resource{nr.Listeners, nr.Clusters} {
-		for _, r := range group {
-			refs, err := secretRefs(r)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", cache.GetResourceName(r), err))
-				continue
+	for _, group := range []struct {
+		url   resource.Type
+		items []types.Resource
+	}{{resource.ListenerType, nr.Listeners}, {resource.ClusterType, nr.Clusters}} {
+		for _, r := range group.items {
+			name := cache.GetResourceName(r)
+			key := group.url + "/" + hashes[group.url][name]
+			refs, ok := memo.get(key)
+			if !ok {
+				var err error
+				if refs, err = secretRefs(r); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+					continue
+				}
+				memo.put(key, refs)
 			}
-			for _, name := range refs {
-				if _, ok := have[name]; !ok {
-					errs = append(errs, fmt.Errorf("%s references SDS secret %q that is not in the snapshot", cache.GetResourceName(r), name))
+			for _, ref := range refs {
+				if _, ok := have[ref]; !ok {
+					errs = append(errs, fmt.Errorf("%s references SDS secret %q that is not in the snapshot", name, ref))
 				}
 			}
 		}
@@ -158,6 +172,42 @@ func checkSecretRefs(nr *NodeResources, have map[string]struct{}) error {
 		return fmt.Errorf("build snapshot: %w: %w", ErrInconsistent, errors.Join(errs...))
 	}
 	return nil
+}
+
+// refCache memoises the secret references of listeners and clusters by
+// their content hash: a rotation or a change elsewhere rebuilds a node's
+// snapshot with the same listeners and clusters, which need no new walk.
+// It is emptied when full. A nil *refCache memoises nothing.
+type refCache struct {
+	mu  sync.Mutex
+	m   map[string][]string
+	max int
+}
+
+func newRefCache(maxEntries int) *refCache {
+	return &refCache{m: map[string][]string{}, max: maxEntries}
+}
+
+func (c *refCache) get(key string) ([]string, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	refs, ok := c.m[key]
+	return refs, ok
+}
+
+func (c *refCache) put(key string, refs []string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[key] = refs
 }
 
 var sdsSecretConfigName = (&tlsv3.SdsSecretConfig{}).ProtoReflect().Descriptor().FullName()

@@ -97,7 +97,7 @@ func TestBuildSnapshot(t *testing.T) {
 		{"listener references an RDS route it lacks", &NodeResources{Listeners: []types.Resource{&listener.Listener{Name: "l", FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{{Name: "hcm", ConfigType: &listener.Filter_TypedConfig{TypedConfig: anyOf(t, &hcm.HttpConnectionManager{RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{RouteConfigName: "r"}}})}}}}}}}}, ErrInconsistent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := buildSnapshot(tc.nr)
+			_, err := buildSnapshot(tc.nr, newRefCache(10))
 			switch {
 			case tc.wantErr == nil && err != nil:
 				t.Fatalf("unexpected error %v", err)
@@ -115,7 +115,7 @@ func TestContentVersion(t *testing.T) {
 	b2 := secret("b")
 	b2.GetGenericSecret().Secret = &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "new"}}
 	v := func(items ...types.Resource) string {
-		s, err := contentVersion(resource.SecretType, items)
+		s, _, err := contentVersion(resource.SecretType, items)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,9 +6,10 @@
 //   - the time until all N have ACKed clusters, listeners, routes and secrets,
 //   - the resident memory (VmRSS) of the server process and, separately, of
 //     the client process,
-//   - after one config change to every node, the time until each node ACKed
-//     it (p50, p99, max), measured from the change to the server's receipt
-//     of the ACK.
+//   - after one config change to every node (a listener), and then after
+//     one certificate rotation of every node, the time until each node
+//     ACKed it (p50, p99, max), measured from the change to the server's
+//     receipt of the ACK.
 //
 // By default the simulated Envoys run in a child process (this binary
 // re-executed with -role=clients, one gRPC connection per node) so that
@@ -67,7 +68,7 @@ func main() {
 	flag.BoolVar(&f.mtls, "mtls", false, "mutual TLS; runs the clients in-process")
 	flag.DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.IntVar(&f.dialPar, "dial-parallelism", 256, "streams being opened at once")
-	flag.StringVar(&f.cpuProf, "cpuprofile", "", "write the server process's CPU profile here")
+	flag.StringVar(&f.cpuProf, "cpuprofile", "", "write the server process's CPU profile of the change phase here")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -120,16 +121,6 @@ func runServer(ctx context.Context, f flags) error {
 	go func() { served <- srv.Run(runCtx) }()
 	defer func() { stopServer(); <-served }()
 
-	if f.cpuProf != "" {
-		pf, err := os.Create(f.cpuProf)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); _ = pf.Close() }()
-	}
 	rssBefore := rss("self")
 	fmt.Printf("nodes=%d transport=%s clients=%s GOMAXPROCS=%d\n", f.n, map[bool]string{true: "mTLS", false: "plaintext"}[f.mtls],
 		map[bool]string{true: "in-process", false: "child process"}[f.mtls], runtime.GOMAXPROCS(0))
@@ -182,33 +173,61 @@ func runServer(ctx context.Context, f flags) error {
 		fmt.Printf("client process RSS: %s\n", mib(rss(childPID)))
 	}
 
-	// 2. One config change to every node.
+	// 2. One config change to every node (a listener), then 3. one
+	// certificate rotation of every node (a secret).
+	if f.cpuProf != "" { // profile the changes only
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); _ = pf.Close() }()
+	}
+	for _, step := range []struct {
+		name, typ string
+		edit      func(...string)
+	}{
+		{"config change", "listener", mesh.Change},
+		{"rotation", "secret", mesh.Rotate},
+	} {
+		if err := measure(ctx, srv, f.n, clientsDone, step.name, step.typ, func() { step.edit(names...) }); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("server RSS after change: %s\n", mib(rss("self")))
+	return nil
+}
+
+// measure applies edit to every node, pushes it, and reports the time
+// until every node ACKed the new version of typ.
+func measure(ctx context.Context, srv *xds.Server, n int, clientsDone <-chan error, name, typ string, edit func()) error {
 	before := map[string]string{}
 	for _, ns := range srv.Status() {
-		before[ns.Node] = ns.Versions["listener"]
+		before[ns.Node] = ns.Versions[typ]
 	}
 	t0 := time.Now()
-	mesh.Change(names...)
+	edit()
 	if err := srv.Update(ctx); err != nil {
-		return fmt.Errorf("update: %w", err)
+		return fmt.Errorf("%s: update: %w", name, err)
 	}
 	updated := time.Since(t0)
-	if err := waitAll(ctx, srv, f.n, clientsDone, func(ns xds.NodeStatus) bool {
-		v := ns.Versions["listener"]
-		return v != before[ns.Node] && ns.Acked["listener"].Version == v
+	if err := waitAll(ctx, srv, n, clientsDone, func(ns xds.NodeStatus) bool {
+		v := ns.Versions[typ]
+		return v != before[ns.Node] && ns.Acked[typ].Version == v
 	}); err != nil {
-		return fmt.Errorf("change: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	all := time.Since(t0)
 	var lat []time.Duration
 	for _, ns := range srv.Status() {
-		lat = append(lat, ns.Acked["listener"].At.Sub(t0))
+		lat = append(lat, ns.Acked[typ].At.Sub(t0))
 	}
 	slices.Sort(lat)
-	fmt.Printf("change: rebuilt and set %d snapshots in %s; ACKed by all in %s; per node p50 %s p99 %s max %s\n",
-		f.n, updated.Round(time.Millisecond), all.Round(time.Millisecond),
+	fmt.Printf("%s (%s of every node): rebuilt and set %d snapshots in %s; ACKed by all in %s; per node p50 %s p99 %s max %s\n",
+		name, typ, n, updated.Round(time.Millisecond), all.Round(time.Millisecond),
 		pct(lat, 50).Round(time.Millisecond), pct(lat, 99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
-	fmt.Printf("server RSS after change: %s\n", mib(rss("self")))
 	return nil
 }
 
