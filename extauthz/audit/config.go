@@ -85,6 +85,8 @@ const (
 	DefaultMaxSizeMB     = 100
 	DefaultMaxFiles      = 10
 	DefaultFsyncInterval = 100 * time.Millisecond
+	MaxQueueSize         = 1 << 20
+	MaxBatchSize         = 1 << 16
 )
 
 // Fsync policies.
@@ -133,11 +135,11 @@ func (c *Config) SetDefaults() {
 // Validate reports every problem in c, named under path.
 func (c *Config) Validate(path string) error {
 	var errs []error
-	if c.QueueSize < 0 {
-		errs = append(errs, fmt.Errorf("%s.queueSize: must be positive, not %d", path, c.QueueSize))
+	if c.QueueSize < 0 || c.QueueSize > MaxQueueSize {
+		errs = append(errs, fmt.Errorf("%s.queueSize: must be 1 to %d, not %d", path, MaxQueueSize, c.QueueSize))
 	}
-	if c.BatchSize < 0 {
-		errs = append(errs, fmt.Errorf("%s.batchSize: must be positive, not %d", path, c.BatchSize))
+	if c.BatchSize < 0 || c.BatchSize > MaxBatchSize {
+		errs = append(errs, fmt.Errorf("%s.batchSize: must be 1 to %d, not %d", path, MaxBatchSize, c.BatchSize))
 	}
 	files := map[string]int{}
 	stdout := -1

@@ -49,6 +49,7 @@ sinks: [{type: stdout}, {type: file, path: a, fsync: interval, fsyncInterval: 50
 				t.Errorf("%+v", c)
 			}
 		}},
+		{name: "too large", yaml: "queueSize: 1000000000\nbatchSize: 100000", wantErr: []string{"audit.queueSize: must be 1 to 1048576", "audit.batchSize: must be 1 to 65536"}},
 		{name: "every problem named by path", yaml: `
 queueSize: -1
 batchSize: -2
