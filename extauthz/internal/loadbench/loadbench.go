@@ -20,6 +20,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options configure a run. Subject and Requests are required.
@@ -40,6 +41,11 @@ type Options struct {
 	Warmup int
 	// ServerOptions apply to both gRPC servers alike.
 	ServerOptions []grpc.ServerOption
+	// DecodeResponses makes the load client decode every CheckResponse.
+	// By default the client sends pre-encoded requests and only receives
+	// the response bytes, so that the client (which shares the machine)
+	// spends the same on both servers and the ratio measures the servers.
+	DecodeResponses bool
 }
 
 // NoOp is the baseline Authorization server: it answers OK and does nothing.
@@ -151,17 +157,17 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.Warmup <= 0 {
 		opts.Warmup = opts.PerRound / 10
 	}
-	subject, stopS, err := serve(opts.Subject, opts.ServerOptions)
+	subject, stopS, err := serve(opts.Subject, opts)
 	if err != nil {
 		return Result{}, err
 	}
 	defer stopS()
-	baseline, stopB, err := serve(opts.Baseline, opts.ServerOptions)
+	baseline, stopB, err := serve(opts.Baseline, opts)
 	if err != nil {
 		return Result{}, err
 	}
 	defer stopB()
-	for _, c := range []authv3.AuthorizationClient{subject, baseline} {
+	for _, c := range []caller{subject, baseline} {
 		if _, err := round(ctx, c, opts, opts.Warmup); err != nil {
 			return Result{}, err
 		}
@@ -191,16 +197,64 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	return res, nil
 }
 
-type client struct {
-	authv3.AuthorizationClient
+// checkMethod is the full gRPC method name of Check.
+const checkMethod = "/envoy.service.auth.v3.Authorization/Check"
+
+// caller sends request i and waits for its response.
+type caller func(ctx context.Context, i int) error
+
+// rawCodec passes pre-encoded messages through and keeps responses as bytes.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("loadbench: raw codec cannot marshal %T", v)
+	}
+	return *b, nil
 }
 
-func serve(srv authv3.AuthorizationServer, opts []grpc.ServerOption) (authv3.AuthorizationClient, func(), error) {
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("loadbench: raw codec cannot unmarshal into %T", v)
+	}
+	*b = data
+	return nil
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+func newCaller(conn *grpc.ClientConn, opts Options) (caller, error) {
+	reqs := opts.Requests
+	if opts.DecodeResponses {
+		c := authv3.NewAuthorizationClient(conn)
+		return func(ctx context.Context, i int) error {
+			_, err := c.Check(ctx, reqs[i%len(reqs)])
+			return err
+		}, nil
+	}
+	raw := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("loadbench: %w", err)
+		}
+		raw[i] = b
+	}
+	codec := grpc.ForceCodec(rawCodec{})
+	return func(ctx context.Context, i int) error {
+		var resp []byte
+		return conn.Invoke(ctx, checkMethod, &raw[i%len(raw)], &resp, codec)
+	}, nil
+}
+
+func serve(srv authv3.AuthorizationServer, opts Options) (caller, func(), error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, fmt.Errorf("loadbench: %w", err)
 	}
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(opts.ServerOptions...)
 	authv3.RegisterAuthorizationServer(g, srv)
 	done := make(chan struct{})
 	go func() { _ = g.Serve(l); close(done) }()
@@ -210,15 +264,21 @@ func serve(srv authv3.AuthorizationServer, opts []grpc.ServerOption) (authv3.Aut
 		<-done
 		return nil, nil, fmt.Errorf("loadbench: %w", err)
 	}
-	return client{authv3.NewAuthorizationClient(conn)}, func() {
+	stop := func() {
 		conn.Close()
 		g.Stop()
 		<-done
-	}, nil
+	}
+	call, err := newCaller(conn, opts)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return call, stop, nil
 }
 
 // round sends n Checks with opts.Concurrency in flight over one connection.
-func round(ctx context.Context, c authv3.AuthorizationClient, opts Options, n int) (Stats, error) {
+func round(ctx context.Context, call caller, opts Options, n int) (Stats, error) {
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var errs atomic.Int64
@@ -232,7 +292,7 @@ func round(ctx context.Context, c authv3.AuthorizationClient, opts Options, n in
 					return
 				}
 				t0 := time.Now()
-				_, err := c.Check(ctx, opts.Requests[i%len(opts.Requests)])
+				err := call(ctx, i)
 				lat[i] = time.Since(t0)
 				if err != nil {
 					errs.Add(1)
