@@ -71,8 +71,8 @@ type SinkConfig struct {
 	// MaxAge removes rotated files whose last record is older than this,
 	// e.g. 61320h or 2557d (7 years). Default 0: never by age.
 	MaxAge Duration `yaml:"maxAge"`
-	// Fsync is "batch" (default: after every write), "interval" (at most
-	// every FsyncInterval) or "never" (left to the kernel).
+	// Fsync is "interval" (default: at most every FsyncInterval), "batch"
+	// (after every write) or "never" (left to the kernel).
 	Fsync string `yaml:"fsync"`
 	// FsyncInterval for Fsync "interval". Default 100ms.
 	FsyncInterval Duration `yaml:"fsyncInterval"`
@@ -84,6 +84,7 @@ const (
 	DefaultBatchSize     = 256
 	DefaultMaxSizeMB     = 100
 	DefaultMaxFiles      = 10
+	DefaultFsync         = FsyncInterval
 	DefaultFsyncInterval = 100 * time.Millisecond
 	MaxQueueSize         = 1 << 20
 	MaxBatchSize         = 1 << 16
@@ -124,7 +125,7 @@ func (c *Config) SetDefaults() {
 			s.MaxFiles = &n
 		}
 		if s.Fsync == "" {
-			s.Fsync = FsyncBatch
+			s.Fsync = DefaultFsync
 		}
 		if s.FsyncInterval == 0 {
 			s.FsyncInterval = Duration(DefaultFsyncInterval)

@@ -24,7 +24,7 @@ func TestConfig(t *testing.T) {
 		}},
 		{name: "file defaults", yaml: "sinks: [{type: file, path: /var/log/a.log}]", check: func(t *testing.T, c *Config) {
 			s := c.Sinks[0]
-			if s.MaxSizeMB != 100 || *s.MaxFiles != 10 || s.MaxAge != 0 || s.Fsync != FsyncBatch || time.Duration(s.FsyncInterval) != 100*time.Millisecond {
+			if s.MaxSizeMB != 100 || *s.MaxFiles != 10 || s.MaxAge != 0 || s.Fsync != FsyncInterval || time.Duration(s.FsyncInterval) != 100*time.Millisecond {
 				t.Errorf("file defaults %+v", s)
 			}
 		}},
