@@ -19,6 +19,10 @@ func CheckLive(ctx context.Context, cfg Config, ids []string, opts ...Option) er
 	if cfg.Source != SourceVault {
 		return nil
 	}
+	if a := cfg.Vault.Auth.AppRole; a != nil && a.Wrapped {
+		// A wrapping token unwraps once: a login here would leave none for serve.
+		return errors.New("secrets.vault.auth.appRole.wrapped: a live check would consume the one-time wrapping token; check with an unwrapped secret_id or a token instead")
+	}
 	var errs []error
 	for _, id := range ids {
 		if err := ValidateID(id); err != nil {

@@ -354,6 +354,9 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		s, err = m.src.IssueSVID(ctx, e.id)
 	}
 	now := m.o.now()
+	if err == nil {
+		err = s.Check(e.id, now) // whatever the source, nothing unchecked is served
+	}
 	if err != nil {
 		m.mu.Lock()
 		e.inflight = false

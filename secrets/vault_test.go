@@ -578,6 +578,7 @@ func TestCheckLive(t *testing.T) {
 			[]string{testTD + "ok", "spiffe://other.example/x"}, []string{"does not allow spiffe://other.example/x", `secret "gone"`}},
 		{"login fails", func(c *Config) { c.Vault.Auth.AppRole.SecretIDFile = "/nonexistent" }, nil, []string{"vault login (approle)"}},
 		{"bad config", func(c *Config) { c.Vault.PKI.Role = "" }, nil, []string{"secrets.vault.pki.role: required"}},
+		{"wrapped secret id", func(c *Config) { c.Vault.Auth.AppRole.Wrapped = true }, nil, []string{"wrapping token"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
