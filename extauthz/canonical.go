@@ -50,7 +50,7 @@ var (
 	rejPathDot       = badRequest(ReasonInvalidPath, "path must not contain dot segments")
 	rejPathSlashes   = badRequest(ReasonInvalidPath, "path must not contain empty segments (//)")
 	rejPathBackslash = badRequest(ReasonInvalidPath, "path must not contain a backslash")
-	rejPathEncoded   = badRequest(ReasonInvalidPath, "path must not percent-encode /, \\, ., % or NUL")
+	rejPathEncoded   = badRequest(ReasonInvalidPath, "path must not percent-encode /, \\, ., % or NUL, nor hold a malformed escape")
 	rejPathControl   = badRequest(ReasonInvalidPath, "path must not contain control characters or spaces")
 	rejHost          = badRequest(ReasonInvalidHost, "host is not a valid host name")
 	rejHeaderChars   = badRequest(ReasonInvalidHeader, "header names and values must not contain NUL, CR or LF; names must be lowercase")
@@ -76,8 +76,13 @@ func (s *Server) canonicalize(req *authv3.CheckRequest, in *policy.Input) *rejec
 	if rej := checkPath(path); rej != nil {
 		return rej
 	}
-	if strings.IndexByte(query, '#') >= 0 {
-		return rejPathFragment
+	for i := 0; i < len(query); i++ {
+		switch c := query[i]; {
+		case c == '#':
+			return rejPathFragment
+		case c < ' ' || c == 0x7f:
+			return rejPathControl
+		}
 	}
 	in.Path, in.RawQuery = path, query
 
@@ -138,7 +143,7 @@ func checkPath(p string) *rejection {
 				return rejPathDot
 			}
 		case c == '%':
-			if i+2 >= len(p) {
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
 				return rejPathEncoded
 			}
 			a, b := p[i+1]|0x20, p[i+2]|0x20 // lowercase hex letters
@@ -198,6 +203,10 @@ func canonicalHost(host string) (string, bool) {
 		return "", false
 	}
 	return strings.ToLower(host), true
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
 func validPort(s string) bool { // s is ":digits"
