@@ -241,3 +241,39 @@ func BenchmarkLocalCAIssue(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "certs/s")
 }
+
+func TestBundleVerifyPeer(t *testing.T) {
+	ctx := testContext(t, 10*time.Second)
+	ca, _ := NewLocalCA(LocalConfig{}, time.Hour)
+	otherCA, _ := NewLocalCA(LocalConfig{}, time.Hour)
+	b, _ := ca.Bundle(ctx)
+	const id = testTD + "ns/default/sa/planner"
+	good, _ := ca.IssueSVID(ctx, id)
+	foreign, _ := otherCA.IssueSVID(ctx, id)
+	tests := []struct {
+		name    string
+		chain   []*x509.Certificate
+		now     time.Time
+		wantErr string
+	}{
+		{"good", good.Chain, time.Now(), ""},
+		{"empty", nil, time.Now(), "no peer certificate"},
+		{"other CA", foreign.Chain, time.Now(), "unknown authority"},
+		{"expired", good.Chain, good.NotAfter.Add(time.Minute), "expired"},
+		{"CA as peer", []*x509.Certificate{ca.root}, time.Now(), "is a CA"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := b.VerifyPeer(tc.chain, tc.now)
+			if tc.wantErr == "" {
+				if err != nil || got != id {
+					t.Fatalf("VerifyPeer = %q, %v; want %q", got, err, id)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.wantErr) || got != "" {
+				t.Fatalf("VerifyPeer = %q, %v; want ErrRejected containing %q", got, err, tc.wantErr)
+			}
+		})
+	}
+}

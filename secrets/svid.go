@@ -259,6 +259,39 @@ func (s *SVID) Verify(b *Bundle, now time.Time) error {
 	return nil
 }
 
+// VerifyPeer verifies a peer's certificate chain (leaf first, as in
+// tls.ConnectionState.PeerCertificates) against b and returns the peer's
+// SPIFFE ID: the chain must lead to one of b's roots, and the leaf must be
+// a non-CA clientAuth certificate with exactly one URI SAN, a valid SPIFFE
+// ID. For mTLS listeners that authenticate nodes by SPIFFE ID.
+func (b *Bundle) VerifyPeer(chain []*x509.Certificate, now time.Time) (string, error) {
+	if len(chain) == 0 || chain[0] == nil {
+		return "", fmt.Errorf("%w: no peer certificate", ErrRejected)
+	}
+	leaf := chain[0]
+	if leaf.IsCA {
+		return "", fmt.Errorf("%w: peer certificate is a CA", ErrRejected)
+	}
+	if len(leaf.URIs) != 1 {
+		return "", fmt.Errorf("%w: peer certificate has %d URI SANs, want 1", ErrRejected, len(leaf.URIs))
+	}
+	id := leaf.URIs[0].String()
+	if err := ValidateID(id); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: b.Pool(), Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	return id, nil
+}
+
 func isSelfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
 }

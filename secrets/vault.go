@@ -303,10 +303,19 @@ func (v *Vault) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		bo.reset()
+		start := time.Now()
 		if !v.watch(ctx, a) {
 			return nil
 		}
+		if time.Since(start) < time.Second {
+			// A token that ends at once (TTL within the renewal grace):
+			// do not spin on logins.
+			if !sleep(ctx, bo.next()) {
+				return nil
+			}
+			continue
+		}
+		bo.reset()
 	}
 }
 
