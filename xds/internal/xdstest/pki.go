@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -110,4 +112,44 @@ func ClientTLS(ca *CA, cert *tls.Certificate) *tls.Config {
 		c.Certificates = []tls.Certificate{*cert}
 	}
 	return c
+}
+
+// MarshalPEM returns the CA certificate and key, for a test helper
+// process that issues its own client certificates.
+func (ca *CA) MarshalPEM() ([]byte, error) {
+	key, err := x509.MarshalECPrivateKey(ca.key)
+	if err != nil {
+		return nil, err
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+	return append(out, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: key})...), nil
+}
+
+// LoadCA parses what MarshalPEM returned. Serial numbers of certificates
+// it issues start at 1<<40 to stay apart from the original's.
+func LoadCA(data []byte) (*CA, error) {
+	ca := &CA{pool: x509.NewCertPool()}
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		var err error
+		switch b.Type {
+		case "CERTIFICATE":
+			ca.cert, err = x509.ParseCertificate(b.Bytes)
+		case "EC PRIVATE KEY":
+			ca.key, err = x509.ParseECPrivateKey(b.Bytes)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("xdstest: load CA: %w", err)
+		}
+	}
+	if ca.cert == nil || ca.key == nil {
+		return nil, errors.New("xdstest: load CA: certificate or key missing")
+	}
+	ca.pool.AddCert(ca.cert)
+	ca.next.Store(1 << 40)
+	return ca, nil
 }
