@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -63,7 +65,20 @@ func TestVaultIssueAndBundle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := e.config()
 			cfg.Auth = tc.auth
-			v := newTestVault(t, cfg, 10*time.Minute)
+			var logs bytes.Buffer
+			log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			v := newTestVault(t, cfg, 10*time.Minute, WithLogger(log))
+			defer func() {
+				// Credentials never reach the log.
+				for _, secret := range []string{v.client.Token(), tok.Auth.ClientToken, testSecretID, wrapped.WrapInfo.Token} {
+					if secret != "" && strings.Contains(logs.String(), secret) {
+						t.Errorf("a credential was logged: %s", logs.String())
+					}
+				}
+				if !strings.Contains(logs.String(), "vault login") {
+					t.Errorf("login not logged: %s", logs.String())
+				}
+			}()
 			const id = testTD + "ns/default/sa/planner"
 			s, err := v.IssueSVID(ctx, id)
 			if err != nil {
