@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/meshward/meshward/policy"
 )
 
@@ -15,8 +17,14 @@ func BenchmarkDecision(b *testing.B) {
 	srvCfg, pol := quickstartPolicy(b)
 	srvCfg.Address = "127.0.0.1:0"
 	s := newServer(b, srvCfg, newStore(b, pol, withAcceptBodies()), Options{})
+	withCert := loadRefRequest(b, "allow.json")
+	withPeer(spiffe("planner"), makeCert(b, certSpec{uris: []string{spiffe("planner")}, ekus: clientEKU, urlEnc: true}))(withCert)
+	cases := map[string]*authv3.CheckRequest{"allow.json+peer-cert": withCert}
 	for _, name := range []string{"allow.json", "allow_get.json", "deny_abac.json"} {
-		req := loadRefRequest(b, name)
+		cases[name] = loadRefRequest(b, name)
+	}
+	for _, name := range []string{"allow.json", "allow_get.json", "deny_abac.json", "allow.json+peer-cert"} {
+		req := cases[name]
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()

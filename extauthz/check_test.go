@@ -566,3 +566,23 @@ func TestQuickstartRefload(t *testing.T) {
 		})
 	}
 }
+
+// TestCertCacheKeepsVerdicts: a cached certificate decides as a fresh one.
+func TestCertCacheKeepsVerdicts(t *testing.T) {
+	s := newServer(t, plainConfig(), newStore(t, testPolicy(), policy.Options{}), Options{})
+	good := makeCert(t, certSpec{uris: []string{spiffe("viewer")}, ekus: clientEKU})
+	ca := makeCert(t, certSpec{uris: []string{spiffe("viewer")}, ekus: clientEKU, isCA: true})
+	for i := range 3 {
+		for _, c := range []struct {
+			cert   string
+			status int
+		}{{good, 200}, {ca, 401}} {
+			req := checkReq("", "GET", "/v1/tasks", nil)
+			withPeer("", c.cert)(req)
+			resp, _ := s.Check(testCtx(t), req)
+			if got := httpStatus(t, resp); got != c.status {
+				t.Fatalf("pass %d: status %d, want %d", i, got, c.status)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"net/url"
 	"strings"
+	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -17,7 +18,7 @@ import (
 func (s *Server) identity(src *authv3.AttributeContext_Peer) (string, *rejection) {
 	principal := src.GetPrincipal()
 	if cert := src.GetCertificate(); cert != "" {
-		id, ok := s.idFromCert(cert)
+		id, ok := s.certs.lookup(cert, s.idFromCert)
 		if !ok || (principal != "" && principal != id) {
 			return "", rejBadIdentity
 		}
@@ -77,4 +78,37 @@ func (s *Server) idFromCert(pemText string) (string, bool) {
 		return "", false
 	}
 	return id.String(), true
+}
+
+// maxCachedCerts bounds the certificate cache; when full it starts over.
+const maxCachedCerts = 4096
+
+type certResult struct {
+	id string
+	ok bool
+}
+
+// certCache remembers the outcome of validating a peer certificate, keyed
+// by its exact text: Envoy sends the same certificate on every Check of a
+// connection, and parsing it each time would dominate the decision.
+type certCache struct {
+	mu sync.RWMutex
+	m  map[string]certResult
+}
+
+func (c *certCache) lookup(cert string, validate func(string) (string, bool)) (string, bool) {
+	c.mu.RLock()
+	r, hit := c.m[cert]
+	c.mu.RUnlock()
+	if hit {
+		return r.id, r.ok
+	}
+	id, ok := validate(cert)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedCerts {
+		c.m = make(map[string]certResult)
+	}
+	c.m[cert] = certResult{id: id, ok: ok}
+	c.mu.Unlock()
+	return id, ok
 }

@@ -88,6 +88,7 @@ type Server struct {
 
 	idPrefix string
 	seq      atomic.Uint64
+	certs    certCache
 
 	mu       sync.Mutex
 	listener net.Listener
