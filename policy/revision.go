@@ -155,6 +155,10 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 	for i := range c.Rules {
 		c.Rules[i].Match.Methods = slices.Clone(c.Rules[i].Match.Methods)
 	}
+	if c.Rego != nil {
+		rego := *c.Rego
+		c.Rego = &rego
+	}
 	c.SetDefaults()
 	if err := c.Validate("authz", trustDomain); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
