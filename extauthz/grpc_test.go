@@ -219,25 +219,54 @@ func (g gateDecider) Decide(context.Context, *policy.Input) policy.Decision {
 }
 func (gateDecider) RevisionID() string { return "x" }
 
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T, name string) testCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func (ca testCA) issue(t *testing.T, name string, eku x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{eku}, KeyUsage: x509.KeyUsageDigitalSignature,
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func (ca testCA) clientCreds(t *testing.T, serverCA testCA) credentials.TransportCredentials {
+	t.Helper()
+	cc, ck := ca.issue(t, "envoy", x509.ExtKeyUsageClientAuth)
+	pair, err := tls.X509KeyPair(cc, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(serverCA.cert)
+	return credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}})
+}
+
 func TestMTLSListener(t *testing.T) {
 	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(name string, eku x509.ExtKeyUsage, serial int64) (certPEM, keyPEM []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
-			NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{eku}, KeyUsage: x509.KeyUsageDigitalSignature,
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	}
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, 0o600); err != nil {
@@ -245,42 +274,60 @@ func TestMTLSListener(t *testing.T) {
 		}
 		return p
 	}
-	sc, sk := issue("server", x509.ExtKeyUsageServerAuth, 2)
-	cc, ck := issue("envoy", x509.ExtKeyUsageClientAuth, 3)
+	ca := newTestCA(t, "ca one")
+	sc, sk := ca.issue(t, "server", x509.ExtKeyUsageServerAuth)
 	cfg := Config{Address: "127.0.0.1:0", TLS: &TLSFiles{
-		CertFile: write("server.pem", sc), KeyFile: write("server.key", sk),
-		CAFile: write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})),
+		CertFile: write("server.pem", sc), KeyFile: write("server.key", sk), CAFile: write("ca.pem", ca.pem),
 	}}
 	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{})
 	addr := startServer(t, s)
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	clientCert, err := tls.X509KeyPair(cc, ck)
-	if err != nil {
-		t.Fatal(err)
+	pool.AddCert(ca.cert)
+	try := func(t *testing.T, creds credentials.TransportCredentials) error {
+		ac := authv3.NewAuthorizationClient(dial(t, addr, creds))
+		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+		defer cancel()
+		resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+		if err == nil && resp.GetOkResponse() == nil {
+			err = errors.New("not allowed")
+		}
+		return err
 	}
 	tests := []struct {
 		name  string
 		creds credentials.TransportCredentials
 		ok    bool
 	}{
-		{"client certificate", credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}), true},
+		{"client certificate", ca.clientCreds(t, ca), true},
 		{"no client certificate", credentials.NewTLS(&tls.Config{RootCAs: pool}), false},
+		{"client certificate from another CA", newTestCA(t, "other").clientCreds(t, ca), false},
 		{"plaintext client", insecure.NewCredentials(), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ac := authv3.NewAuthorizationClient(dial(t, addr, tt.creds))
-			ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
-			defer cancel()
-			resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
-			if tt.ok && (err != nil || resp.GetOkResponse() == nil) {
-				t.Fatalf("Check over mTLS = %v, %v; want allow", resp, err)
-			}
-			if !tt.ok && err == nil {
-				t.Fatal("Check succeeded without a valid client certificate")
+			if err := try(t, tt.creds); (err == nil) != tt.ok {
+				t.Fatalf("Check = %v, want success %v", err, tt.ok)
 			}
 		})
+	}
+
+	// Rotation: new CA, server certificate and key on disk are used by
+	// the next handshake, without a restart.
+	ca2 := newTestCA(t, "ca two")
+	sc2, sk2 := ca2.issue(t, "server", x509.ExtKeyUsageServerAuth)
+	write("server.pem", sc2)
+	write("server.key", sk2)
+	write("ca.pem", ca2.pem)
+	if err := try(t, ca2.clientCreds(t, ca2)); err != nil {
+		t.Fatalf("after rotation, a client of the new CA: %v", err)
+	}
+	if err := try(t, ca.clientCreds(t, ca)); err == nil {
+		t.Fatal("after rotation, a client of the old CA still connects")
+	}
+	// A broken file keeps the last good material.
+	write("server.key", []byte("garbage"))
+	if err := try(t, ca2.clientCreds(t, ca2)); err != nil {
+		t.Fatalf("with a broken key file the last good material must serve: %v", err)
 	}
 }
 

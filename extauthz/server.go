@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -154,7 +155,7 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 func (s *Server) newGRPC() (*grpc.Server, error) {
 	creds := insecure.NewCredentials()
 	if !s.cfg.Plaintext {
-		tc, err := serverTLS(s.cfg.TLS, s.readFile)
+		tc, err := serverTLS(s.cfg.TLS, s.readFile, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("extauthz: tls: %w", err)
 		}
@@ -175,33 +176,68 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 	return g, nil
 }
 
-func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error)) (*tls.Config, error) {
-	certPEM, err := readFile(f.CertFile)
-	if err != nil {
-		return nil, err
+// tlsFiles serves the listener's TLS material, re-reading the files on
+// every handshake so that rotated certificates are picked up without a
+// restart; a read or parse failure keeps the last good material.
+type tlsFiles struct {
+	files    *TLSFiles
+	readFile func(string) ([]byte, error)
+	log      *slog.Logger
+
+	mu   sync.Mutex
+	raw  [3][]byte
+	conf *tls.Config
+}
+
+func (t *tlsFiles) load() (*tls.Config, error) {
+	var raw [3][]byte
+	for i, name := range []string{t.files.CertFile, t.files.KeyFile, t.files.CAFile} {
+		b, err := t.readFile(name)
+		if err != nil {
+			return nil, err
+		}
+		raw[i] = b
 	}
-	keyPEM, err := readFile(f.KeyFile)
-	if err != nil {
-		return nil, err
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conf != nil && bytes.Equal(raw[0], t.raw[0]) && bytes.Equal(raw[1], t.raw[1]) && bytes.Equal(raw[2], t.raw[2]) {
+		return t.conf, nil
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	caPEM, err := readFile(f.CAFile)
+	cert, err := tls.X509KeyPair(raw[0], raw[1])
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s: no CA certificate found", f.CAFile)
+	if !pool.AppendCertsFromPEM(raw[2]) {
+		return nil, fmt.Errorf("%s: no CA certificate found", t.files.CAFile)
 	}
-	return &tls.Config{
+	t.raw = raw
+	t.conf = &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
-	}, nil
+	}
+	return t.conf, nil
+}
+
+func (t *tlsFiles) forClient(*tls.ClientHelloInfo) (*tls.Config, error) {
+	conf, err := t.load()
+	if err != nil {
+		t.log.Warn("ext_authz TLS files unreadable; serving the last good ones", "error", err)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.conf, nil
+	}
+	return conf, nil
+}
+
+func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Logger) (*tls.Config, error) {
+	t := &tlsFiles{files: f, readFile: readFile, log: log}
+	if _, err := t.load(); err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: t.forClient}, nil
 }
 
 // Listen loads the TLS material and binds the configured address (so that
