@@ -267,7 +267,7 @@ func (s *Server) closeStream(key streamKey) {
 		return
 	}
 	delete(s.nodes, st.name)
-	s.cache.ClearSnapshot(st.name)
+	s.cache.clear(st.name)
 	s.m.connected.Set(float64(len(s.nodes)))
 	s.log.Debug("xds: node disconnected; snapshot cleared", logNode, st.name)
 }

@@ -37,7 +37,7 @@ type Server struct {
 	events  EventSink
 	reg     prometheus.Registerer
 	m       *metrics
-	cache   cache.SnapshotCache
+	cache   *snapshots
 	workers int
 	now     func() time.Time
 	refs    *refCache
@@ -123,7 +123,7 @@ func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Op
 		return nil, fmt.Errorf("xds: new: %w", err)
 	}
 	s.m = m
-	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, cacheLogger{s.log})
+	s.cache = newSnapshots(cacheLogger{s.log})
 	return s, nil
 }
 
@@ -178,7 +178,7 @@ func (s *Server) Run(ctx context.Context) error {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tlsConfig())))
 	}
 	gs := grpc.NewServer(opts...)
-	xs := serverv3.NewServer(ctx, s.cache, callbacks{s})
+	xs := serverv3.NewServer(ctx, s.cache.mux, callbacks{s})
 	// ADS only: per-type discovery services, unary Fetch and REST are not
 	// registered (SECURITY.md: unary Fetch left open leaked keys).
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, adsOnly{xs})
@@ -395,7 +395,7 @@ func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
 	if st.current != nil && sameVersions(st.current.versions, b.versions) {
 		return nil
 	}
-	if err := s.cache.SetSnapshot(ctx, st.name, b.snap); err != nil {
+	if err := s.cache.set(ctx, st.name, b.snap); err != nil {
 		s.log.Error("xds: set snapshot", logNode, st.name, logError, err)
 		return fmt.Errorf("node %s: set snapshot: %w", st.name, err)
 	}
@@ -440,7 +440,7 @@ func (s *Server) revoke(ctx context.Context, st *nodeState) {
 	for _, slot := range typeSlots {
 		empty.Resources[cache.GetResponseType(slot.url)] = cache.NewResources("removed", nil)
 	}
-	if err := s.cache.SetSnapshot(ctx, st.name, empty); err != nil {
+	if err := s.cache.set(ctx, st.name, empty); err != nil {
 		s.log.Error("xds: set empty snapshot of removed node", logNode, st.name, logError, err)
 	}
 	st.current = nil
@@ -456,6 +456,57 @@ func sameVersions(a, b map[resource.Type]string) bool {
 		}
 	}
 	return true
+}
+
+// snapshots holds every node's snapshot in two go-control-plane caches:
+// secrets are served from a cache in non-ADS mode, everything else from
+// one in ADS mode (responses ordered by type on a change). In ADS mode a
+// state-of-the-world request is answered only if it names every resource
+// of its type in the snapshot; Envoy asks for its clusters' secrets before
+// it knows its listeners (clusters warm before LDS starts), so an SDS
+// request naming a subset would never be answered and the clusters would
+// never warm. The non-ADS cache answers with the requested names, and a
+// growing subscription gets the rest.
+type snapshots struct {
+	main, sds cache.SnapshotCache
+	mux       *cache.MuxCache
+}
+
+func newSnapshots(l cacheLogger) *snapshots {
+	c := &snapshots{
+		main: cache.NewSnapshotCache(true, cache.IDHash{}, l),
+		sds:  cache.NewSnapshotCache(false, cache.IDHash{}, l),
+	}
+	c.mux = &cache.MuxCache{
+		Classify: func(r *cache.Request) string {
+			if r.GetTypeUrl() == resource.SecretType {
+				return "sds"
+			}
+			return "main"
+		},
+		ClassifyDelta: func(r *cache.DeltaRequest) string {
+			if r.GetTypeUrl() == resource.SecretType {
+				return "sds"
+			}
+			return "main"
+		},
+		Caches: map[string]cache.Cache{"main": c.main, "sds": c.sds},
+	}
+	return c
+}
+
+// set sets a node's snapshot: secrets first, so that a listener or
+// cluster never arrives before a new secret it references exists.
+func (c *snapshots) set(ctx context.Context, node string, snap *cache.Snapshot) error {
+	if err := c.sds.SetSnapshot(ctx, node, snap); err != nil {
+		return err
+	}
+	return c.main.SetSnapshot(ctx, node, snap)
+}
+
+func (c *snapshots) clear(node string) {
+	c.main.ClearSnapshot(node)
+	c.sds.ClearSnapshot(node)
 }
 
 // cacheLogger routes go-control-plane's log lines to slog at debug level

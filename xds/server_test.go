@@ -514,3 +514,22 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 	}
 	return 0
 }
+
+// Envoy over state-of-the-world ADS asks for the secrets of its clusters
+// before it knows its listeners (clusters warm before LDS starts), so its
+// first SDS request names a subset of the node's secrets. It must be
+// answered, or the clusters never warm; then a growing subscription gets
+// the rest.
+func TestSotWSecretSubsetIsAnswered(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	c, _ := connect(t, e.dial(t, xdstest.SPIFFEID(td, "a")), false, "a")
+	syncTypes(t, c, allSubs("a")[:1], nil)
+	got, _ := syncTypes(t, c, []sub{{resource.SecretType, []string{xdstest.CertName, xdstest.CAName}}}, nil)
+	if g := slices.Sorted(slices.Values(got[resource.SecretType])); !slices.Equal(g, []string{xdstest.CAName, xdstest.CertName}) {
+		t.Fatalf("subset: got %v", g)
+	}
+	got, _ = syncTypes(t, c, []sub{{resource.SecretType, secretNames("a")}}, nil)
+	if !slices.Contains(got[resource.SecretType], xdstest.APIKeyName("a")) {
+		t.Fatalf("grown subscription: got %v", got[resource.SecretType])
+	}
+}
