@@ -586,3 +586,17 @@ func TestCertCacheKeepsVerdicts(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "ctl\x00\x01\n\r\t\x1f", "ünïcødé ✓", "bad\xff\xfeutf8", "</script>&"} {
+		t.Run(s, func(t *testing.T) {
+			var got string
+			if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
+				t.Fatalf("not JSON: %v", err)
+			}
+			if want := strings.ToValidUTF8(s, "\uFFFD"); got != want {
+				t.Errorf("round trip = %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -123,7 +124,11 @@ func FuzzCheck(f *testing.F) {
 		if n := testutil.ToFloat64(s.m.errors.WithLabelValues(ReasonInternal)); n != 0 {
 			t.Fatalf("an internal error (panic) happened on this input")
 		}
-		if resp.GetOkResponse() == nil {
+		if dr := resp.GetDeniedResponse(); dr != nil {
+			var b denyBody
+			if err := json.Unmarshal([]byte(dr.GetBody()), &b); err != nil || b.Error == "" || b.DecisionID == "" {
+				t.Fatalf("deny body %q is not the JSON contract: %v", dr.GetBody(), err)
+			}
 			return
 		}
 		if why := anomalous(req); why != "" {

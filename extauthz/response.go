@@ -1,8 +1,9 @@
 package extauthz
 
 import (
-	"encoding/json"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -86,6 +87,27 @@ func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) 
 	}
 }
 
+// appendJSONString appends s as a JSON string (invalid UTF-8 replaced).
+func appendJSONString(b []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// denyBody is the JSON body of every deny (decoded by tests and clients).
 type denyBody struct {
 	Error      string `json:"error"`
 	Message    string `json:"message"`
@@ -107,13 +129,10 @@ func grpcCode(httpStatus int) codes.Code {
 	}
 }
 
-func (s *Server) denyResponse(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
+func (s *Server) denyResponse(id string, d *policy.Decision) *authv3.CheckResponse {
 	meta := map[string]*structpb.Value{
 		MetaDecisionID: str(id),
 		MetaReason:     str(d.Reason),
-	}
-	if in.Principal != "" {
-		meta[MetaPrincipal] = str(in.Principal)
 	}
 	if d.Rule != "" {
 		meta[MetaRule] = str(d.Rule)
@@ -151,10 +170,14 @@ func (s *Server) errorResponse(id, reason string) *authv3.CheckResponse {
 }
 
 func (s *Server) denied(id string, httpStatus int, code, msg string, meta map[string]*structpb.Value) *authv3.CheckResponse {
-	body, err := json.Marshal(denyBody{Error: code, Message: msg, DecisionID: id})
-	if err != nil { // cannot happen for strings; keep a valid body anyway
-		body = []byte(`{"error":"internal_error","message":"","decision_id":""}`)
-	}
+	body := make([]byte, 0, 48+len(code)+len(msg)+len(id))
+	body = append(body, `{"error":`...)
+	body = appendJSONString(body, code)
+	body = append(body, `,"message":`...)
+	body = appendJSONString(body, msg)
+	body = append(body, `,"decision_id":`...)
+	body = appendJSONString(body, id)
+	body = append(body, '}')
 	return &authv3.CheckResponse{
 		Status: &status.Status{Code: int32(grpcCode(httpStatus)), Message: code},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{

@@ -425,7 +425,7 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision) *authv
 		if d.Status == http.StatusUnauthorized {
 			s.m.authn.WithLabelValues(d.Reason).Inc()
 		}
-		return s.denyResponse(id, in, d)
+		return s.denyResponse(id, d)
 	}
 }
 
