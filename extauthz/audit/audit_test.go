@@ -408,7 +408,7 @@ func TestMetricsMove(t *testing.T) {
 
 // TestSeveralSinks: each sink gets every record with its own sequence.
 func TestSeveralSinks(t *testing.T) {
-	a, b := tempLog(t), tempLog(t)
+	a, b := tempLog(t), filepath.Join(t.TempDir(), "missing", "dirs", "audit.log") // parents are created
 	w := &flakyWriter{}
 	cfg := Config{Sinks: []SinkConfig{{Type: "file", Path: a}, {Type: "stdout"}, {Type: "file", Path: b}}}
 	l := start(t, cfg, WithStdout(w))

@@ -89,6 +89,9 @@ func newFileSink(c SinkConfig, now func() time.Time) *fileSink {
 func (s *fileSink) name() string { return "file:" + s.path }
 
 func (s *fileSink) open() (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return 0, err
+	}
 	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return 0, err
