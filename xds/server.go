@@ -49,10 +49,9 @@ type Server struct {
 	nodes   map[string]*nodeState
 	streams map[streamKey]*streamState
 
-	lisMu    sync.Mutex
-	lis      net.Listener
-	serving  atomic.Bool
-	stopping atomic.Bool
+	lisMu   sync.Mutex
+	lis     net.Listener
+	serving atomic.Bool
 }
 
 // Option configures optional behaviour of New.
@@ -169,6 +168,9 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.SharedWriteBuffer(true),
 		grpc.MaxRecvMsgSize(4 << 20),
+		// Envoy opens one ADS stream per connection; a few more allow a
+		// hot restart. Bounds what one authenticated client can hold open.
+		grpc.MaxConcurrentStreams(16),
 	}
 	if s.cfg.Insecure {
 		s.log.Warn("xDS IS SERVED IN PLAINTEXT WITHOUT NODE AUTHENTICATION (xds.insecure): any process that reaches "+
@@ -189,7 +191,6 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("xds serving", logAddress, lis.Addr().String(), "mtls", !s.cfg.Insecure)
 	select {
 	case <-ctx.Done():
-		s.stopping.Store(true)
 		s.serving.Store(false)
 		gs.Stop()
 		<-errCh
