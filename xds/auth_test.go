@@ -1,10 +1,14 @@
 package xds_test
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -195,5 +199,73 @@ func TestInsecureMode(t *testing.T) {
 	}
 	if _, err := z.Next(); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("unknown node: got %v, want PermissionDenied", err)
+	}
+}
+
+// rotatingSource serves whatever certificate it currently holds.
+type rotatingSource struct {
+	mu   sync.Mutex
+	cert *tls.Certificate
+	ca   *xdstest.CA
+}
+
+func (r *rotatingSource) ServerCertificate() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cert, nil
+}
+
+func (r *rotatingSource) ClientCAs() (*x509.CertPool, error) { return r.ca.Pool(), nil }
+
+// The listener's certificate is read at every handshake: a rotation applies
+// to the next connection without a restart.
+func TestServerCertificateRotation(t *testing.T) {
+	ca, err := xdstest.NewCA("test root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func() *tls.Certificate {
+		c, err := ca.Issue("spiffe://" + td + "/meshward/xds")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	src := &rotatingSource{cert: issue(), ca: ca}
+	mesh := xdstest.NewMesh(td, "a")
+	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0"}, mesh, mesh, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	client, err := ca.Issue(xdstest.SPIFFEID(td, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() string {
+		cfg := xdstest.ClientTLS(ca, client)
+		cfg.NextProtos = []string{"h2"}
+		d := tls.Dialer{Config: cfg}
+		conn, err := d.DialContext(ctx, "tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	first := serial()
+	src.mu.Lock()
+	src.cert = issue()
+	want := src.cert.Leaf.SerialNumber.String()
+	src.mu.Unlock()
+	if got := serial(); got == first || got != want {
+		t.Fatalf("after rotation the server presented serial %s, want %s (was %s)", got, want, first)
 	}
 }
