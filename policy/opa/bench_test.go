@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/util"
 )
@@ -74,4 +75,35 @@ func BenchmarkInput(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkEvalRatio alternates one fast and one naive decision per
+// iteration and reports naive/fast time, so that load on the shared
+// machine hits both sides alike. ns/op is the pair.
+func BenchmarkEvalRatio(b *testing.B) {
+	e := refloadEngine(b)
+	req := loadCheck(b, filepath.Join("testdata", "refload", "allow.json"))
+	ctx := context.Background()
+	var fast, naive time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		r, err := e.Eval(ctx, &Input{Check: req})
+		if err != nil || !r.Allowed {
+			b.Fatal(r, err)
+		}
+		t1 := time.Now()
+		in, err := naiveInput(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r, err = e.EvalValue(ctx, in); err != nil || !r.Allowed {
+			b.Fatal(r, err)
+		}
+		fast += t1.Sub(t0)
+		naive += time.Since(t1)
+	}
+	b.ReportMetric(float64(fast.Microseconds())/float64(b.N), "fast-µs/op")
+	b.ReportMetric(float64(naive.Microseconds())/float64(b.N), "naive-µs/op")
+	b.ReportMetric(float64(naive)/float64(fast), "naive/fast")
 }
