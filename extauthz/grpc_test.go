@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -338,5 +339,59 @@ func TestTLSRequiredUnlessPlaintext(t *testing.T) {
 	s := newServer(t, Config{Address: "127.0.0.1:0", TLS: &TLSFiles{CertFile: "/nonexistent/c", KeyFile: "/nonexistent/k", CAFile: "/nonexistent/ca"}}, emptyStore(t), Options{})
 	if err := s.Listen(); err == nil {
 		t.Fatal("Listen with missing TLS files succeeded")
+	}
+}
+
+// TestConcurrentChecks: responses share cached parts; concurrent Checks
+// (and their concurrent marshalling) must neither race nor mix them up.
+func TestConcurrentChecks(t *testing.T) {
+	cfg := plainConfig()
+	cfg.DryRun = true // dry-run allows append to the shared header slice
+	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{})
+	ac := authv3.NewAuthorizationClient(dial(t, startServer(t, s), nil))
+	ctx := testCtx(t)
+	errc := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 50 {
+				who, method := "viewer", "GET"
+				if (g+i)%2 == 0 {
+					who, method = "planner", "POST"
+				}
+				if i%3 == 0 {
+					who = "viewer"
+				}
+				resp, err := ac.Check(ctx, checkReq(spiffe(who), method, "/v1/tasks", nil))
+				if err != nil {
+					errc <- err
+					return
+				}
+				ok := resp.GetOkResponse()
+				var principal string
+				dry := 0
+				for _, h := range ok.GetHeaders() {
+					switch h.GetHeader().GetKey() {
+					case DefaultPrincipalHeader:
+						principal = h.GetHeader().GetValue()
+					case DryRunHeader:
+						dry++
+					}
+				}
+				wantDry := 0
+				if who == "viewer" && method == "POST" {
+					wantDry = 1
+				}
+				if principal != spiffe(who) || dry != wantDry || len(ok.GetHeaders()) != 2+wantDry {
+					errc <- fmt.Errorf("%s %s: headers %v", who, method, ok.GetHeaders())
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

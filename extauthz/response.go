@@ -2,7 +2,9 @@ package extauthz
 
 import (
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -39,26 +41,18 @@ func str(v string) *structpb.Value { return structpb.NewStringValue(v) }
 // allowResponse removes client-sent identity headers and sets the verified
 // ones (overwriting, never appending).
 func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
-	n := 1
-	if d.Roles != "" {
-		n++
-	}
-	if d.DryRun {
-		n++
-	}
-	hdrs := make([]*corev3.HeaderValueOption, 0, n)
-	hdrs = append(hdrs, setHeader(s.cfg.Headers.Principal, in.Principal))
+	pe := s.parts.principal(in.Principal, d.Roles, s.cfg.Headers)
+	hdrs := pe.hdrs // shared and read-only: clipped, so appends copy
 	rolesSet, drySet := 0, 0
 	if d.Roles != "" {
-		hdrs = append(hdrs, setHeader(s.cfg.Headers.Roles, d.Roles))
 		rolesSet = 1
 	}
 	meta := map[string]*structpb.Value{
 		MetaDecisionID: str(id),
-		MetaPrincipal:  str(in.Principal),
+		MetaPrincipal:  pe.value,
 	}
 	if d.Rule != "" {
-		meta[MetaRule] = str(d.Rule)
+		meta[MetaRule] = s.parts.rule(d.Rule)
 	}
 	if d.DryRun {
 		hdrs = append(hdrs, setHeader(DryRunHeader, d.Reason))
@@ -85,6 +79,65 @@ func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) 
 		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		DynamicMetadata: &structpb.Struct{Fields: meta},
 	}
+}
+
+// maxCachedParts bounds each response-part cache; when full it starts over.
+const maxCachedParts = 4096
+
+// responseParts caches the immutable pieces of allow responses: the
+// verified-identity headers per caller and the metadata values per
+// principal and rule. Proto messages that are only read may be marshalled
+// concurrently, so responses share them; nothing mutates them after they
+// are stored (slices are clipped so that appends copy).
+type responseParts struct {
+	mu         sync.RWMutex
+	principals map[string]*principalParts
+	rules      map[string]*structpb.Value
+}
+
+type principalParts struct {
+	roles string
+	value *structpb.Value
+	hdrs  []*corev3.HeaderValueOption
+}
+
+func (c *responseParts) principal(principal, roles string, names IdentityHeaders) *principalParts {
+	c.mu.RLock()
+	pe := c.principals[principal]
+	c.mu.RUnlock()
+	if pe != nil && pe.roles == roles {
+		return pe
+	}
+	pe = &principalParts{roles: roles, value: str(principal)}
+	pe.hdrs = append(pe.hdrs, setHeader(names.Principal, principal))
+	if roles != "" {
+		pe.hdrs = append(pe.hdrs, setHeader(names.Roles, roles))
+	}
+	pe.hdrs = slices.Clip(pe.hdrs)
+	c.mu.Lock()
+	if c.principals == nil || len(c.principals) >= maxCachedParts {
+		c.principals = make(map[string]*principalParts)
+	}
+	c.principals[principal] = pe
+	c.mu.Unlock()
+	return pe
+}
+
+func (c *responseParts) rule(name string) *structpb.Value {
+	c.mu.RLock()
+	v := c.rules[name]
+	c.mu.RUnlock()
+	if v != nil {
+		return v
+	}
+	v = str(name)
+	c.mu.Lock()
+	if c.rules == nil || len(c.rules) >= maxCachedParts {
+		c.rules = make(map[string]*structpb.Value)
+	}
+	c.rules[name] = v
+	c.mu.Unlock()
+	return v
 }
 
 // appendJSONString appends s as a JSON string (invalid UTF-8 replaced).

@@ -90,6 +90,7 @@ type Server struct {
 	idPrefix string
 	seq      atomic.Uint64
 	certs    certCache
+	parts    responseParts
 
 	mu       sync.Mutex
 	listener net.Listener
