@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/prometheus/client_golang/prometheus"
@@ -253,4 +254,22 @@ func TestBundleFile(t *testing.T) {
 	if _, err := New(testContext(t), Config{FS: os.DirFS(dir), BundleFile: "missing.tar.gz"}); err == nil || errors.Is(err, ErrUndefined) {
 		t.Fatalf("missing bundle: %v", err)
 	}
+}
+
+// TestBundleWithFiles: files are compiled together with the bundle.
+func TestBundleWithFiles(t *testing.T) {
+	files := fstest.MapFS{
+		"helpers.rego": {Data: []byte("package envoy.helpers\n\nis_get if input.attributes.request.http.method == \"GET\"\n")},
+		"extra.json":   {Data: []byte(`{"extra": {"k": "v"}}`)},
+	}
+	src := "package envoy.authz\n\nimport data.envoy.helpers\n\ndefault allow := false\n\nallow if {\n\thelpers.is_get\n\tdata.extra.k == \"v\"\n\tdata.method == \"GET\"\n}\n"
+	e, err := NewFromBundle(testContext(t), bytes.NewReader(makeBundle(t, "r", src, "GET", nil)),
+		Config{FS: files, Files: []string{"helpers.rego", "extra.json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !allows(t, e, "GET") || allows(t, e, "POST") {
+		t.Fatal("bundle + files decide wrongly")
+	}
+
 }
