@@ -56,5 +56,6 @@ func loadRounds(b *testing.B, s *Server, reqs []*authv3.CheckRequest, decode boo
 	b.ReportMetric(float64(subj.P99.Microseconds()), "meshward_p99_µs")
 	b.ReportMetric(float64(base.P99.Microseconds()), "noop_p99_µs")
 	b.ReportMetric(all.P99Ratio(), "ratio_p99")
+	b.ReportMetric(all.CPURatio(), "ratio_cpu_per_check")
 	b.Log("\n" + all.String())
 }

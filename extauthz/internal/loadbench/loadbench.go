@@ -65,6 +65,10 @@ type Stats struct {
 	Throughput float64 // Checks per second
 	P50, P99   time.Duration
 	Errors     int // RPC errors (a deny is not an error)
+	// CPUPerCheck is the process CPU time (user+system, client and both
+	// servers included, so it is comparable between the two) per Check;
+	// zero where the platform does not report it.
+	CPUPerCheck time.Duration
 }
 
 // Result holds every round.
@@ -90,10 +94,11 @@ func Median(rounds []Stats) Stats {
 		errs += r.Errors
 	}
 	return Stats{
-		Throughput: pick(func(s Stats) float64 { return s.Throughput }),
-		P50:        time.Duration(pick(func(s Stats) float64 { return float64(s.P50) })),
-		P99:        time.Duration(pick(func(s Stats) float64 { return float64(s.P99) })),
-		Errors:     errs,
+		Throughput:  pick(func(s Stats) float64 { return s.Throughput }),
+		P50:         time.Duration(pick(func(s Stats) float64 { return float64(s.P50) })),
+		P99:         time.Duration(pick(func(s Stats) float64 { return float64(s.P99) })),
+		Errors:      errs,
+		CPUPerCheck: time.Duration(pick(func(s Stats) float64 { return float64(s.CPUPerCheck) })),
 	}
 }
 
@@ -122,17 +127,24 @@ func (r Result) medianRatio(f func(Stats) float64) float64 {
 	return v[len(v)/2]
 }
 
+// CPURatio is the median of the per-round subject/baseline CPU per Check:
+// the cost of deciding, less sensitive to other load on the machine than
+// throughput.
+func (r Result) CPURatio() float64 {
+	return r.medianRatio(func(s Stats) float64 { return float64(s.CPUPerCheck) })
+}
+
 // String reports every round and the medians.
 func (r Result) String() string {
 	var b strings.Builder
 	for i := range min(len(r.Subject), len(r.Baseline)) {
 		s, n := r.Subject[i], r.Baseline[i]
-		fmt.Fprintf(&b, "round %d: subject %.0f/s p99 %v | no-op %.0f/s p99 %v | ratio %.3f\n",
-			i+1, s.Throughput, s.P99, n.Throughput, n.P99, s.Throughput/n.Throughput)
+		fmt.Fprintf(&b, "round %d: subject %.0f/s p99 %v cpu %v/check | no-op %.0f/s p99 %v cpu %v/check | ratio %.3f\n",
+			i+1, s.Throughput, s.P99, s.CPUPerCheck, n.Throughput, n.P99, n.CPUPerCheck, s.Throughput/n.Throughput)
 	}
 	s, n := Median(r.Subject), Median(r.Baseline)
-	fmt.Fprintf(&b, "median: subject %.0f/s p50 %v p99 %v | no-op %.0f/s p50 %v p99 %v | throughput ratio %.3f, p99 ratio %.3f, errors %d/%d\n",
-		s.Throughput, s.P50, s.P99, n.Throughput, n.P50, n.P99, r.ThroughputRatio(), r.P99Ratio(), s.Errors, n.Errors)
+	fmt.Fprintf(&b, "median: subject %.0f/s p50 %v p99 %v cpu %v/check | no-op %.0f/s p50 %v p99 %v cpu %v/check | throughput ratio %.3f, p99 ratio %.3f, cpu ratio %.3f, errors %d/%d\n",
+		s.Throughput, s.P50, s.P99, s.CPUPerCheck, n.Throughput, n.P50, n.P99, n.CPUPerCheck, r.ThroughputRatio(), r.P99Ratio(), r.CPURatio(), s.Errors, n.Errors)
 	return b.String()
 }
 
@@ -283,6 +295,7 @@ func round(ctx context.Context, call caller, opts Options, n int) (Stats, error)
 	var next atomic.Int64
 	var errs atomic.Int64
 	var wg sync.WaitGroup
+	cpu0 := processCPU()
 	start := time.Now()
 	for range opts.Concurrency {
 		wg.Go(func() {
@@ -302,14 +315,16 @@ func round(ctx context.Context, call caller, opts Options, n int) (Stats, error)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
 	slices.Sort(lat)
 	return Stats{
-		Throughput: float64(n) / elapsed.Seconds(),
-		P50:        lat[n/2],
-		P99:        lat[n*99/100],
-		Errors:     int(errs.Load()),
+		Throughput:  float64(n) / elapsed.Seconds(),
+		P50:         lat[n/2],
+		P99:         lat[n*99/100],
+		Errors:      int(errs.Load()),
+		CPUPerCheck: cpu / time.Duration(n),
 	}, nil
 }
