@@ -133,6 +133,11 @@ func (c *Config) Validate(path, trustDomain string) error {
 		if err := validateIDPattern(id.SPIFFEID, trustDomain); err != nil {
 			add("%s.spiffeID: %v", p, err)
 		}
+		for j, role := range id.Roles {
+			if role == "" || strings.ContainsAny(role, ", \t\r\n") {
+				add("%s.roles[%d]: %q must be non-empty without commas or spaces (roles travel comma-joined in a header)", p, j, role)
+			}
+		}
 	}
 	for name, lv := range c.Levels {
 		if len(lv) < 2 {

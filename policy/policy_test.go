@@ -191,6 +191,7 @@ func TestCompileErrors(t *testing.T) {
 		{"duplicate identity", func(c *policy.Config) { c.Identities = append(c.Identities, c.Identities[0]) }, "listed twice"},
 		{"rego without evaluator", func(c *policy.Config) { c.Rego = &policy.RegoConfig{Files: []string{"p.rego"}} }, "no Rego evaluator"},
 		{"invalid config", func(c *policy.Config) { c.Rules[0].Effect = "maybe" }, "effect"},
+		{"role with a comma", func(c *policy.Config) { c.Identities[0].Roles = []string{"a,b"} }, "without commas"},
 		{"outside trust domain", func(c *policy.Config) { c.Identities[0].SPIFFEID = "spiffe://other/x" }, "trust domain"},
 	}
 	for _, tt := range tests {
