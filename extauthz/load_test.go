@@ -34,12 +34,14 @@ func BenchmarkLoad(b *testing.B) {
 	}
 }
 
+// loadRounds serves both sides with meshward's own gRPC server options.
 func loadRounds(b *testing.B, s *Server, reqs []*authv3.CheckRequest, decode bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var all loadbench.Result
 	for b.Loop() {
-		r, err := loadbench.Run(ctx, loadbench.Options{Subject: s, Requests: reqs, Rounds: 10, PerRound: 4000, Concurrency: 64, DecodeResponses: decode})
+		r, err := loadbench.Run(ctx, loadbench.Options{Subject: s, Requests: reqs, Rounds: 10, PerRound: 4000, Concurrency: 64, DecodeResponses: decode,
+			ServerOptions: ServerOptions(Config{})})
 		if err != nil {
 			b.Fatal(err)
 		}

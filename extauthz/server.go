@@ -162,13 +162,7 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	g := grpc.NewServer(
-		grpc.Creds(creds),
-		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgBytes),
-		grpc.MaxSendMsgSize(s.cfg.MaxSendMsgBytes),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Keepalive.Time, Timeout: s.cfg.Keepalive.Timeout}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Keepalive.MinTime, PermitWithoutStream: true}),
-	)
+	g := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, ServerOptions(s.cfg)...)...)
 	authv3.RegisterAuthorizationServer(g, s)
 	healthpb.RegisterHealthServer(g, s.health)
 	if s.cfg.Reflection {
@@ -239,6 +233,19 @@ func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Log
 		return nil, err
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: t.forClient}, nil
+}
+
+// ServerOptions are the gRPC server options meshward's listener uses
+// besides credentials: message limits and keepalive. Exported so that
+// load benchmarks serve the same way.
+func ServerOptions(cfg Config) []grpc.ServerOption {
+	cfg.SetDefaults()
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive.Time, Timeout: cfg.Keepalive.Timeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.Keepalive.MinTime, PermitWithoutStream: true}),
+	}
 }
 
 // Listen loads the TLS material and binds the configured address (so that
