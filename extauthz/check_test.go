@@ -600,3 +600,19 @@ func TestAppendJSONString(t *testing.T) {
 		})
 	}
 }
+
+func TestCowMapBounded(t *testing.T) {
+	c := cowMap[int, int]{max: 3}
+	for i := range 10 {
+		c.put(i, i*i)
+		if v, ok := c.get(i); !ok || v != i*i {
+			t.Fatalf("get(%d) = %d, %v after put", i, v, ok)
+		}
+		if n := len(*c.m.Load()); n > 3 {
+			t.Fatalf("cache grew to %d entries, max 3", n)
+		}
+	}
+	if _, ok := c.get(0); ok {
+		t.Error("entry 0 survived a reset")
+	}
+}

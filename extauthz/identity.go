@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"net/url"
 	"strings"
-	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -80,8 +79,9 @@ func (s *Server) idFromCert(pemText string) (string, bool) {
 	return id.String(), true
 }
 
-// maxCachedCerts bounds the certificate cache; when full it starts over.
-const maxCachedCerts = 4096
+// maxCachedCerts bounds the certificate cache (copied on each insert, so
+// kept small: one entry per peer certificate); when full it starts over.
+const maxCachedCerts = 1024
 
 type certResult struct {
 	id string
@@ -92,23 +92,14 @@ type certResult struct {
 // by its exact text: Envoy sends the same certificate on every Check of a
 // connection, and parsing it each time would dominate the decision.
 type certCache struct {
-	mu sync.RWMutex
-	m  map[string]certResult
+	m cowMap[string, certResult]
 }
 
 func (c *certCache) lookup(cert string, validate func(string) (string, bool)) (string, bool) {
-	c.mu.RLock()
-	r, hit := c.m[cert]
-	c.mu.RUnlock()
-	if hit {
+	if r, hit := c.m.get(cert); hit {
 		return r.id, r.ok
 	}
 	id, ok := validate(cert)
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxCachedCerts {
-		c.m = make(map[string]certResult)
-	}
-	c.m[cert] = certResult{id: id, ok: ok}
-	c.mu.Unlock()
+	c.m.put(cert, certResult{id: id, ok: ok})
 	return id, ok
 }

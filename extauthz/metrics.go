@@ -1,8 +1,6 @@
 package extauthz
 
 import (
-	"sync"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -20,8 +18,7 @@ type metrics struct {
 	errors    *prometheus.CounterVec
 	authn     *prometheus.CounterVec
 
-	mu    sync.RWMutex
-	cache map[[2]string]prometheus.Counter
+	cache cowMap[[2]string, prometheus.Counter]
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshward_authz_authn_failures_total",
 			Help: "Checks denied 401 because the caller had no or an invalid verified identity, by reason.",
 		}, []string{"reason"}),
-		cache: map[[2]string]prometheus.Counter{},
+		cache: cowMap[[2]string, prometheus.Counter]{max: 1024},
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.decisions, m.duration, m.errors, m.authn} {
@@ -59,14 +56,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // has been seen.
 func (m *metrics) decision(result, reason string) {
 	key := [2]string{result, reason}
-	m.mu.RLock()
-	c, ok := m.cache[key]
-	m.mu.RUnlock()
+	c, ok := m.cache.get(key)
 	if !ok {
 		c = m.decisions.WithLabelValues(result, reason)
-		m.mu.Lock()
-		m.cache[key] = c
-		m.mu.Unlock()
+		m.cache.put(key, c)
 	}
 	c.Inc()
 }

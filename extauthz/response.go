@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -81,8 +80,9 @@ func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) 
 	}
 }
 
-// maxCachedParts bounds each response-part cache; when full it starts over.
-const maxCachedParts = 4096
+// maxCachedParts bounds each response-part cache (copied on each insert:
+// one entry per caller or rule); when full it starts over.
+const maxCachedParts = 1024
 
 // responseParts caches the immutable pieces of allow responses: the
 // verified-identity headers per caller and the metadata values per
@@ -90,9 +90,8 @@ const maxCachedParts = 4096
 // concurrently, so responses share them; nothing mutates them after they
 // are stored (slices are clipped so that appends copy).
 type responseParts struct {
-	mu         sync.RWMutex
-	principals map[string]*principalParts
-	rules      map[string]*structpb.Value
+	principals cowMap[string, *principalParts]
+	rules      cowMap[string, *structpb.Value]
 }
 
 type principalParts struct {
@@ -102,41 +101,25 @@ type principalParts struct {
 }
 
 func (c *responseParts) principal(principal, roles string, names IdentityHeaders) *principalParts {
-	c.mu.RLock()
-	pe := c.principals[principal]
-	c.mu.RUnlock()
-	if pe != nil && pe.roles == roles {
+	if pe, ok := c.principals.get(principal); ok && pe.roles == roles {
 		return pe
 	}
-	pe = &principalParts{roles: roles, value: str(principal)}
+	pe := &principalParts{roles: roles, value: str(principal)}
 	pe.hdrs = append(pe.hdrs, setHeader(names.Principal, principal))
 	if roles != "" {
 		pe.hdrs = append(pe.hdrs, setHeader(names.Roles, roles))
 	}
 	pe.hdrs = slices.Clip(pe.hdrs)
-	c.mu.Lock()
-	if c.principals == nil || len(c.principals) >= maxCachedParts {
-		c.principals = make(map[string]*principalParts)
-	}
-	c.principals[principal] = pe
-	c.mu.Unlock()
+	c.principals.put(principal, pe)
 	return pe
 }
 
 func (c *responseParts) rule(name string) *structpb.Value {
-	c.mu.RLock()
-	v := c.rules[name]
-	c.mu.RUnlock()
-	if v != nil {
+	if v, ok := c.rules.get(name); ok {
 		return v
 	}
-	v = str(name)
-	c.mu.Lock()
-	if c.rules == nil || len(c.rules) >= maxCachedParts {
-		c.rules = make(map[string]*structpb.Value)
-	}
-	c.rules[name] = v
-	c.mu.Unlock()
+	v := str(name)
+	c.rules.put(name, v)
 	return v
 }
 

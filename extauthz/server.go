@@ -128,6 +128,9 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 		cfg: cfg, td: td, decider: d, auditor: opts.Auditor, log: log, m: m,
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
 	}
+	s.certs.m.max = maxCachedCerts
+	s.parts.principals.max = maxCachedParts
+	s.parts.rules.max = maxCachedParts
 	s.identityHeaders = append([]string{"authorization", cfg.Headers.Principal, cfg.Headers.Roles}, cfg.Headers.Remove...)
 	for roles := range 2 {
 		for dry := range 2 {
