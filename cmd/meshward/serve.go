@@ -15,6 +15,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
+	"github.com/meshward/meshward/extauthz/audit"
 )
 
 // component is one service meshward can serve.
@@ -33,6 +34,9 @@ type serveDeps struct {
 	reg    *prometheus.Registry
 	stdout io.Writer
 	admin  *admin.Server
+	// audit receives every decision and security event. It outlives the
+	// components so that decisions made while they drain are recorded.
+	audit *audit.Logger
 }
 
 type serveFlags struct {
@@ -84,7 +88,27 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	checks := map[string]admin.Checker{}
 	adm := admin.New(cfg.Admin.Address, reg, checks, log)
-	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm}
+	auditLog, err := audit.New(cfg.Audit, audit.WithLogger(log), audit.WithRegisterer(reg),
+		audit.WithStdout(stdout), audit.WithReadFile(configFileReader(cfg)))
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	checks["audit"] = auditLog
+	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog}
+
+	// The audit logger runs beside the group, not in it: it is stopped only
+	// after every component has drained, so no decision goes unrecorded.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	auditDone := make(chan struct{})
+	var auditErr error
+	go func() {
+		defer close(auditDone)
+		auditErr = auditLog.Run(auditCtx)
+	}()
+	defer func() {
+		stopAudit()
+		<-auditDone
+	}()
 
 	var tasks []task.Task
 	for _, name := range enabled {
@@ -98,9 +122,19 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if err := adm.Listen(); err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	tasks = append(tasks, task.Task{Name: "admin", Run: adm.Run})
+	tasks = append(tasks, task.Task{Name: "admin", Run: adm.Run}, task.Task{Name: "audit", Run: func(ctx context.Context) error {
+		select {
+		case <-auditDone:
+			if auditErr != nil {
+				return auditErr
+			}
+			return errors.New("audit logger stopped")
+		case <-ctx.Done():
+			return nil
+		}
+	}})
 	log.Info("meshward serving", "version", versionString(), "components", enabled, "config", cfg.Source)
-	err := task.Run(ctx, tasks...)
+	err = task.Run(ctx, tasks...)
 	log.Info("meshward stopped")
 	return err
 }
