@@ -172,7 +172,13 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	if err != nil {
 		return nil, err
 	}
-	mgr, err := secrets.New(d.cfg.Secrets, secrets.WithLogger(d.log), secrets.WithMetrics(sm))
+	sopts := []secrets.Option{secrets.WithLogger(d.log), secrets.WithMetrics(sm)}
+	xopts := []xds.Option{xds.WithLogger(d.log), xds.WithRegisterer(d.reg)}
+	if d.audit != nil {
+		sopts = append(sopts, secrets.WithEventSink(secretsEvents{d.audit}))
+		xopts = append(xopts, xds.WithEventSink(xdsEvents{d.audit}))
+	}
+	mgr, err := secrets.New(d.cfg.Secrets, sopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +198,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	if d.cfg.XDS.Insecure {
 		src = nil
 	}
-	srv, err := xds.New(d.cfg.XDS, mesh, mesh, src, xds.WithLogger(d.log), xds.WithRegisterer(d.reg))
+	srv, err := xds.New(d.cfg.XDS, mesh, mesh, src, xopts...)
 	if err != nil {
 		return nil, err
 	}
