@@ -41,6 +41,10 @@ test-short: ## run the unit tests only (no Vault)
 bench: vault ## run the benchmarks (figures: see docs/performance.md)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
+.PHONY: loadtest
+loadtest: ## xDS load: N simulated Envoys (N=5000; MTLS=1 for mutual TLS) converge, then one change
+	$(GO) run ./xds/internal/loadtest -n $(or $(N),5000) $(if $(MTLS),-mtls)
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	@set -e; for pkg in $$($(GO) list ./...); do \
