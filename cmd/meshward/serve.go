@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,6 +17,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/extauthz/audit"
+	"github.com/meshward/meshward/secrets"
 )
 
 // component is one service meshward can serve.
@@ -88,8 +90,12 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	checks := map[string]admin.Checker{}
 	adm := admin.New(cfg.Admin.Address, reg, checks, log)
-	auditLog, err := audit.New(cfg.Audit, audit.WithLogger(log), audit.WithRegisterer(reg),
-		audit.WithStdout(stdout), audit.WithReadFile(configFileReader(cfg)))
+	aopts := []audit.Option{audit.WithLogger(log), audit.WithRegisterer(reg),
+		audit.WithStdout(stdout), audit.WithReadFile(configFileReader(cfg))}
+	if name := cfg.Audit.Redaction.KeySecret; name != "" {
+		aopts = append(aopts, audit.WithKeySource(secretKeySource(cfg, name, log)))
+	}
+	auditLog, err := audit.New(cfg.Audit, aopts...)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -174,5 +180,24 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	default:
 		return nil, fmt.Errorf("--log-format: %q is not json or text", format)
+	}
+}
+
+// secretKeySource reads the audit redaction key from the secrets source's
+// generic secret name (a Vault KV entry or a local file), once, when the
+// audit logger starts.
+func secretKeySource(cfg *config.Config, name string, log *slog.Logger) audit.KeySource {
+	return func(ctx context.Context) ([]byte, error) {
+		src, err := secrets.New(cfg.Secrets, secrets.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("audit.redaction.keySecret: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		key, err := src.Secret(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("audit.redaction.keySecret %q: %w", name, err)
+		}
+		return key, nil
 	}
 }

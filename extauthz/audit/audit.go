@@ -157,7 +157,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 
 	if l.key == nil && l.keySource == nil {
 		switch r := cfg.Redaction; {
-		case r.KeySecret != nil:
+		case r.KeySecret != "":
 			return nil, errors.New("audit: redaction.keySecret is set but no key source was given")
 		case r.KeyFile != "":
 			k, err := o.readFile(r.KeyFile)

@@ -46,15 +46,10 @@ type Redaction struct {
 	// KeyFile holds the HMAC key (at least 16 bytes, surrounding
 	// whitespace ignored).
 	KeyFile string `yaml:"keyFile"`
-	// KeySecret names a Vault KV secret holding the HMAC key; the program
-	// reads it with WithKeySource.
-	KeySecret *SecretRef `yaml:"keySecret"`
-}
-
-// SecretRef names one field of a Vault KV v2 secret.
-type SecretRef struct {
-	Path  string `yaml:"path"`
-	Field string `yaml:"field"`
+	// KeySecret names a generic secret of the secrets source (an entry of
+	// secrets.vault.kv or secrets.local.secrets) holding the HMAC key; the
+	// program reads it with WithKeySource.
+	KeySecret string `yaml:"keySecret"`
 }
 
 // SinkConfig is one destination of audit records.
@@ -200,16 +195,8 @@ func (c *Config) Validate(path string) error {
 			errs = append(errs, fmt.Errorf("%s.redaction.claims[%d]: empty claim name", path, i))
 		}
 	}
-	if r.KeyFile != "" && r.KeySecret != nil {
+	if r.KeyFile != "" && r.KeySecret != "" {
 		errs = append(errs, fmt.Errorf("%s.redaction: keyFile and keySecret are exclusive", path))
-	}
-	if r.KeySecret != nil {
-		if r.KeySecret.Path == "" {
-			errs = append(errs, fmt.Errorf("%s.redaction.keySecret.path: required", path))
-		}
-		if r.KeySecret.Field == "" {
-			errs = append(errs, fmt.Errorf("%s.redaction.keySecret.field: required", path))
-		}
 	}
 	return errors.Join(errs...)
 }

@@ -142,10 +142,27 @@ func (c *Config) Validate() error {
 		c.Secrets.Validate("secrets"),
 		c.Audit.Validate("audit"),
 	)
+	if name := c.Audit.Redaction.KeySecret; name != "" && !c.hasSecret(name) {
+		errs = append(errs, fmt.Errorf("audit.redaction.keySecret: %q is not a secret of the %s secrets source (secrets.vault.kv or secrets.local.secrets)", name, c.Secrets.Source))
+	}
 	for i, a := range c.Agents {
 		if want := "spiffe://" + c.TrustDomain + "/"; !strings.HasPrefix(a.SPIFFEID, want) {
 			errs = append(errs, fmt.Errorf("agents[%d].spiffeID: %q is not in trust domain %q", i, a.SPIFFEID, c.TrustDomain))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hasSecret reports whether the secrets source serves a generic secret name.
+func (c *Config) hasSecret(name string) bool {
+	if c.Secrets.Source == secrets.SourceVault {
+		for _, kv := range c.Secrets.Vault.KV {
+			if kv.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	_, ok := c.Secrets.Local.Secrets[name]
+	return ok
 }

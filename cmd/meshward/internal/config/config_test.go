@@ -110,6 +110,11 @@ agents:
 			want: []string{"agents[0].peers[0].name: unknown agent \"ghost\"", "agents[1].name: agent \"a\" defined twice",
 				"agents[1].inboundPort", "agents[1].app", "agents[1].spiffeID"},
 		},
+		{
+			name: "audit key secret must be served by the secrets source",
+			yaml: "trustDomain: mesh.local\nsecrets:\n  local:\n    secrets: {api-key: k.txt}\naudit:\n  redaction: {keySecret: audit-key}\n",
+			want: []string{`audit.redaction.keySecret: "audit-key" is not a secret of the local secrets source`},
+		},
 		{name: "type mismatch", yaml: "trustDomain: [a]\n", want: []string{"cannot unmarshal"}},
 		{name: "empty document", yaml: "", want: []string{"empty document"}},
 		{name: "two documents", yaml: "trustDomain: a\n---\ntrustDomain: b\n", want: []string{"more than one YAML document"}},
@@ -151,6 +156,13 @@ func TestParseDefaults(t *testing.T) {
 		if !strings.HasPrefix(a, "127.0.0.1:") {
 			t.Errorf("default address %q is not loopback", a)
 		}
+	}
+}
+
+func TestAuditKeySecretKnown(t *testing.T) {
+	y := "trustDomain: mesh.local\nsecrets:\n  local:\n    secrets: {audit-key: k.txt}\naudit:\n  redaction: {keySecret: audit-key}\n"
+	if _, err := Parse([]byte(y), fstest.MapFS{}, "test.yaml"); err != nil {
+		t.Fatalf("Parse() = %v, want a key secret the local source serves to be accepted", err)
 	}
 }
 
