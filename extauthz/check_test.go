@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -18,8 +19,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshward/meshward/examples/quickstart"
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/policy/schema"
 )
 
 // httpStatus is the HTTP status a CheckResponse gives Envoy (200 on OK).
@@ -524,44 +527,55 @@ func TestMetricsCounted(t *testing.T) {
 	}
 }
 
+// quickstartOptions are the policy steps meshward serves the quickstart
+// with: the real JSON Schema step reading the embedded schema files.
+func quickstartOptions(pol policy.Config) policy.Options {
+	return policy.Options{Dir: quickstart.Files, NewBodyChecker: policy.NewSchemaBodyChecker(pol.Body)}
+}
+
 // TestQuickstartRefload: the reference workload against the quickstart
-// policy as served today.
+// policy with the real schema step, over gRPC.
 func TestQuickstartRefload(t *testing.T) {
 	srvCfg, pol := quickstartPolicy(t)
 	srvCfg.Address = "127.0.0.1:0"
+	s := newServer(t, srvCfg, newStore(t, pol, quickstartOptions(pol)), Options{})
+	ac := authv3.NewAuthorizationClient(dial(t, startServer(t, s), nil))
 	tests := []struct {
-		file   string
-		opts   policy.Options
-		status int
-		code   string
-		skip   string
+		file       string
+		status     int
+		code       string
+		violations []schema.Violation
 	}{
-		// TODO(schema step): once policy/schema is wired into
-		// policy.Options.NewBodyChecker, allow.json must be allowed with the
-		// real schema step; until then the rule naming task.request fails
-		// closed.
-		{file: "allow.json", status: 403, code: policy.ReasonSchemaUnavailable},
-		{file: "allow.json", opts: withAcceptBodies(), status: 200},
+		{file: "allow.json", status: 200},
 		{file: "deny_abac.json", status: 403, code: policy.ReasonMissingRole},
+		{file: "deny_schema.json", status: 400, code: schema.CodeViolation,
+			violations: []schema.Violation{{Path: "/task/priority", Keyword: "maximum", Message: "12 > 9"}}},
 		{file: "allow_get.json", status: 200},
-		{file: "deny_schema.json", skip: "TODO(schema step): deny_schema.json needs the JSON Schema step (priority 12 > maximum 9) -> 400"},
 	}
 	for _, tt := range tests {
-		name := tt.file
-		if tt.opts.NewBodyChecker != nil {
-			name += " declarative path"
-		}
-		t.Run(name, func(t *testing.T) {
-			if tt.skip != "" {
-				t.Skip(tt.skip)
+		t.Run(tt.file, func(t *testing.T) {
+			resp, err := ac.Check(testCtx(t), loadRefRequest(t, tt.file))
+			if err != nil {
+				t.Fatal(err)
 			}
-			s := newServer(t, srvCfg, newStore(t, pol, tt.opts), Options{})
-			resp, _ := s.Check(testCtx(t), loadRefRequest(t, tt.file))
 			if got := httpStatus(t, resp); got != tt.status {
 				t.Fatalf("status %d (%s), want %d", got, resp.GetDeniedResponse().GetBody(), tt.status)
 			}
 			if got := denyCode(t, resp); got != tt.code {
 				t.Errorf("code %q, want %q", got, tt.code)
+			}
+			if tt.status == 200 {
+				return
+			}
+			var b denyBody
+			if err := json.Unmarshal([]byte(resp.GetDeniedResponse().GetBody()), &b); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(b.Violations, tt.violations) {
+				t.Errorf("violations %+v, want %+v", b.Violations, tt.violations)
+			}
+			if b.DecisionID == "" || b.Message == "" {
+				t.Errorf("deny body lacks message or decision_id: %+v", b)
 			}
 		})
 	}

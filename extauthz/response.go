@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/policy/schema"
 )
 
 // Keys of the dynamic metadata meshward sets on every CheckResponse.
@@ -145,9 +146,10 @@ func appendJSONString(b []byte, s string) []byte {
 
 // denyBody is the JSON body of every deny (decoded by tests and clients).
 type denyBody struct {
-	Error      string `json:"error"`
-	Message    string `json:"message"`
-	DecisionID string `json:"decision_id"`
+	Error      string             `json:"error"`
+	Message    string             `json:"message"`
+	Violations []schema.Violation `json:"violations,omitempty"`
+	DecisionID string             `json:"decision_id"`
 }
 
 func grpcCode(httpStatus int) codes.Code {
@@ -181,7 +183,7 @@ func (s *Server) denyResponse(id string, d *policy.Decision) *authv3.CheckRespon
 	if code == "" {
 		code = d.Reason
 	}
-	resp := s.denied(id, status, code, d.Message, meta)
+	resp := s.denied(id, status, code, d.Message, d.Violations, meta)
 	if mu := d.Mutations; mu != nil {
 		dr := resp.GetDeniedResponse()
 		for _, h := range mu.ResponseHeaders {
@@ -202,15 +204,33 @@ func (s *Server) errorResponse(id, reason string) *authv3.CheckResponse {
 		code, msg = ReasonDeadline, "authorization did not finish in time"
 	}
 	meta := map[string]*structpb.Value{MetaDecisionID: str(id), MetaReason: str(reason)}
-	return s.denied(id, s.cfg.StatusOnError, code, msg, meta)
+	return s.denied(id, s.cfg.StatusOnError, code, msg, nil, meta)
 }
 
-func (s *Server) denied(id string, httpStatus int, code, msg string, meta map[string]*structpb.Value) *authv3.CheckResponse {
-	body := make([]byte, 0, 48+len(code)+len(msg)+len(id))
+// denied builds a deny: {"error","message","violations" (schema
+// violations only),"decision_id"}.
+func (s *Server) denied(id string, httpStatus int, code, msg string, vs []schema.Violation, meta map[string]*structpb.Value) *authv3.CheckResponse {
+	body := make([]byte, 0, 48+len(code)+len(msg)+len(id)+64*len(vs))
 	body = append(body, `{"error":`...)
 	body = appendJSONString(body, code)
 	body = append(body, `,"message":`...)
 	body = appendJSONString(body, msg)
+	if len(vs) > 0 {
+		body = append(body, `,"violations":[`...)
+		for i, v := range vs {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, `{"path":`...)
+			body = appendJSONString(body, v.Path)
+			body = append(body, `,"keyword":`...)
+			body = appendJSONString(body, v.Keyword)
+			body = append(body, `,"message":`...)
+			body = appendJSONString(body, v.Message)
+			body = append(body, '}')
+		}
+		body = append(body, ']')
+	}
 	body = append(body, `,"decision_id":`...)
 	body = appendJSONString(body, id)
 	body = append(body, '}')

@@ -31,6 +31,7 @@ import (
 
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/policy/schema"
 )
 
 // Decider decides canonical requests; policy.Store is one. Decide must
@@ -467,7 +468,7 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 		Rule:           d.Rule,
 		Reason:         d.Reason,
 		DryRun:         d.DryRun,
-		Violations:     d.Violations,
+		Violations:     violationPaths(d.Violations),
 		PolicyRevision: d.Revision,
 		Latency:        latency,
 	}
@@ -484,6 +485,19 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 		rec.Decision, rec.Status = resultDeny, d.Status
 	}
 	return rec
+}
+
+// violationPaths keeps only where the body failed: audit records never
+// carry the messages, which may quote values.
+func violationPaths(vs []schema.Violation) []string {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Path
+	}
+	return out
 }
 
 func splitRoles(s string) []string {

@@ -22,6 +22,9 @@ type Config struct {
 	Rules []Rule `yaml:"rules"`
 	// Schemas are the JSON Schemas rules validate message bodies against.
 	Schemas []SchemaConfig `yaml:"schemas"`
+	// Body bounds how the bodies of schema routes are read and how their
+	// violations are reported.
+	Body BodyLimits `yaml:"body"`
 	// Rego optionally adds OPA policies evaluated on the same input
 	// document as opa-envoy-plugin.
 	Rego *RegoConfig `yaml:"rego"`
@@ -108,6 +111,7 @@ func (c *Config) SetDefaults() {
 			c.Rules[i].Match.Methods[j] = strings.ToUpper(m)
 		}
 	}
+	c.Body.SetDefaults()
 	if c.Rego != nil {
 		c.Rego.SetDefaults()
 	}
@@ -164,6 +168,7 @@ func (c *Config) Validate(path, trustDomain string) error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, c.Body.Validate(path+".body"))
 	names := map[string]bool{}
 	for i, r := range c.Rules {
 		p := fmt.Sprintf("%s.rules[%d]", path, i)

@@ -2,6 +2,8 @@ package policy
 
 import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/meshward/meshward/policy/schema"
 )
 
 // Input is the canonical request every policy step decides on. extauthz
@@ -31,6 +33,13 @@ type Input struct {
 	// Request is the original CheckRequest, for steps (Rego) that need the
 	// whole document. Read-only.
 	Request *authv3.CheckRequest
+	// ParsedBody is Body decoded by the schema step's strict decoder
+	// (map[string]any, []any, json.Number, string, bool or nil), set when
+	// HasParsedBody is. The body is parsed once per request: the schema
+	// step fills these and the Rego step reuses them as
+	// input.parsed_body.
+	ParsedBody    any
+	HasParsedBody bool
 }
 
 // Decision is the outcome of a policy evaluation.
@@ -63,9 +72,10 @@ type Decision struct {
 	// evaluation error): always a deny, answered with status_on_error and
 	// counted as an error, never shown to the client.
 	Err error
-	// Violations are JSON pointers into the body that failed its schema
-	// (never values), filled by the body step.
-	Violations []string
+	// Violations are where the body failed its schema (JSON pointers,
+	// keywords and messages that never quote sensitive values), filled by
+	// the body step. Audit records keep only their paths.
+	Violations []schema.Violation
 	// Mutations are response changes asked for by Rego; nil otherwise.
 	Mutations *Mutations
 }

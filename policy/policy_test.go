@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/policy/schema"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -270,7 +271,7 @@ func TestBodyStep(t *testing.T) {
 	}{
 		{name: "no schema step fails closed", in: planner, status: 403, reason: policy.ReasonSchemaUnavailable},
 		{name: "valid body allows", body: &fakeBody{res: policy.BodyResult{OK: true}}, in: planner, allow: true, status: 200, reason: policy.ReasonAllowed, wantCalls: 1},
-		{name: "invalid body denies with its status", body: &fakeBody{res: policy.BodyResult{Status: 400, Code: "schema_violation", Message: "/task/priority: maximum", Violations: []string{"/task/priority"}}},
+		{name: "invalid body denies with its status", body: &fakeBody{res: policy.BodyResult{Status: 400, Code: "schema_violation", Message: "/task/priority: maximum", Violations: []schema.Violation{{Path: "/task/priority", Keyword: "maximum", Message: "12 > 9"}}}},
 			in: planner, status: 400, reason: "schema_violation", wantCalls: 1},
 		{name: "body step error is an internal error", body: &fakeBody{res: policy.BodyResult{Err: errors.New("boom")}}, in: planner, status: 403, reason: policy.ReasonEvalError, err: true, wantCalls: 1},
 		{name: "body not checked when the rule denies", body: &fakeBody{res: policy.BodyResult{OK: true}}, in: viewer, status: 403, reason: policy.ReasonMissingRole},

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+
+	"github.com/meshward/meshward/policy/schema"
 )
 
 // BodyChecker is the integration point of the JSON Schema step: every
@@ -30,8 +32,8 @@ type BodyResult struct {
 	Status  int
 	Code    string
 	Message string
-	// Violations are JSON pointers into the body (never values).
-	Violations []string
+	// Violations say where the body failed its schema.
+	Violations []schema.Violation
 	// Err is an internal failure: deny with status_on_error.
 	Err error
 }

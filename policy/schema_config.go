@@ -199,7 +199,7 @@ func (c *schemaChecker) CheckBody(r *Rule, in *Input) BodyResult {
 	if p := body.CheckHeaders(body.HeadersFrom(func(n string) string { return in.Headers[n] })); p != nil {
 		return BodyResult{Status: p.Status, Code: p.Code, Message: p.Message}
 	}
-	doc, err := body.Decode(in.Body, c.lim)
+	doc, err := c.decode(in)
 	if err != nil {
 		var e *body.Error
 		if !errors.As(err, &e) {
@@ -229,12 +229,25 @@ func (c *schemaChecker) CheckBody(r *Rule, in *Input) BodyResult {
 	return BodyResult{OK: true}
 }
 
+// decode parses in.Body once per request: a later step (another rule's
+// check, Rego) reuses in.ParsedBody.
+func (c *schemaChecker) decode(in *Input) (any, error) {
+	if in.HasParsedBody {
+		return in.ParsedBody, nil
+	}
+	doc, err := body.Decode(in.Body, c.lim)
+	if err != nil {
+		return nil, err
+	}
+	in.ParsedBody, in.HasParsedBody = doc, true
+	return doc, nil
+}
+
 func violationResult(msg string, vs []schema.Violation) BodyResult {
-	res := BodyResult{Status: 400, Code: schema.CodeViolation, Violations: make([]string, len(vs))}
+	res := BodyResult{Status: 400, Code: schema.CodeViolation, Violations: vs}
 	var b strings.Builder
 	b.WriteString(msg)
 	for i, v := range vs {
-		res.Violations[i] = v.Path
 		sep := "; "
 		if i == 0 {
 			sep = ": "

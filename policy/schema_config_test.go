@@ -107,8 +107,18 @@ func TestSchemaStep(t *testing.T) {
 				t.Fatalf("Decide = allow %v status %d code %q err %v (%s); want status %d code %q",
 					d.Allow, d.Status, d.Code, d.Err, d.Message, tt.status, tt.code)
 			}
-			if !reflect.DeepEqual(d.Violations, tt.violations) {
-				t.Errorf("violations %q, want %q", d.Violations, tt.violations)
+			var paths []string
+			for _, v := range d.Violations {
+				paths = append(paths, v.Path)
+				if v.Keyword == "" || v.Message == "" {
+					t.Errorf("violation %+v lacks keyword or message", v)
+				}
+			}
+			if !reflect.DeepEqual(paths, tt.violations) {
+				t.Errorf("violation paths %q, want %q", paths, tt.violations)
+			}
+			if tt.status == 200 && !tt.in.HasParsedBody {
+				t.Error("an accepted body was not kept as Input.ParsedBody for the next step")
 			}
 			if !strings.Contains(d.Message, tt.message) {
 				t.Errorf("message %q does not say %q", d.Message, tt.message)

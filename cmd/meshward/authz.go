@@ -16,12 +16,13 @@ import (
 	"github.com/meshward/meshward/policy"
 )
 
-// policyOptions are the optional policy steps wired into every revision.
-// Integration points: NewBodyChecker (JSON Schema step; without it rules
-// naming a schema deny with 403 schema_unavailable) and NewRego (Rego
-// step; without it mode rego/both does not compile).
+// policyOptions are the policy steps wired into every revision: the JSON
+// Schema step (with the limits of authz.body) and the Rego step.
 func policyOptions(cfg *config.Config) policy.Options {
-	return policy.Options{Dir: cfg.Dir}
+	return policy.Options{
+		Dir:            cfg.Dir,
+		NewBodyChecker: policy.NewSchemaBodyChecker(cfg.Authz.Policy.Body),
+	}
 }
 
 // compilePolicy builds the policy revision cfg describes.

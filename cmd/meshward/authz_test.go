@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 func viewerPost() *authv3.CheckRequest {
@@ -24,8 +26,8 @@ func viewerPost() *authv3.CheckRequest {
 	}}
 }
 
-// TestServeAuthzReload serves the quickstart's authz component, then edits
-// the config file: a valid change is picked up without a restart, a broken
+// TestServeAuthzReload serves the quickstart's authz component, checks the
+// reference workload (allow / 403 / 400 / allow), then edits the config file: a valid change is picked up without a restart, a broken
 // one is refused while the last good revision keeps deciding.
 func TestServeAuthzReload(t *testing.T) {
 	path := testConfig(t)
@@ -66,6 +68,38 @@ func TestServeAuthzReload(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	ac := authv3.NewAuthorizationClient(conn)
+	// The reference workload through the served quickstart: rules, the
+	// real schema step, and the deny body's structured violations.
+	for _, c := range []struct {
+		file   string
+		status int
+		want   string
+	}{
+		{"allow.json", 200, ""},
+		{"deny_abac.json", 403, `"error":"missing_role"`},
+		{"deny_schema.json", 400, `"violations":[{"path":"/task/priority","keyword":"maximum","message":"12 > 9"}]`},
+		{"allow_get.json", 200, ""},
+	} {
+		raw, err := os.ReadFile(filepath.Join(refload, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &authv3.CheckRequest{}
+		if err := protojson.Unmarshal(raw, req); err != nil {
+			t.Fatal(err)
+		}
+		r, err := ac.Check(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: Check: %v", c.file, err)
+		}
+		status := 200
+		if dr := r.GetDeniedResponse(); dr != nil {
+			status = int(dr.GetStatus().GetCode())
+		}
+		if status != c.status || !strings.Contains(r.GetDeniedResponse().GetBody(), c.want) {
+			t.Errorf("%s: status %d body %s; want %d with %s", c.file, status, r.GetDeniedResponse().GetBody(), c.status, c.want)
+		}
+	}
 	allowed := func() bool {
 		t.Helper()
 		r, err := ac.Check(ctx, viewerPost())
@@ -100,5 +134,28 @@ func TestServeAuthzReload(t *testing.T) {
 	lw.waitFor(t, "policy reload failed; keeping the current revision", "error")
 	if !allowed() {
 		t.Fatal("a broken config replaced the last good revision")
+	}
+}
+
+// TestValidateCompilesUnusedSchemas: `meshward validate` refuses a broken
+// schema even when no rule names it yet.
+func TestValidateCompilesUnusedSchemas(t *testing.T) {
+	path := testConfig(t)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No rule names a schema: the revision itself compiles none.
+	noRule := strings.Replace(string(orig), "      schema: task.request\n", "", 1)
+	broken := strings.Replace(noRule, "  schemas:\n", "  schemas:\n    - name: unused\n      inline: {type: 12}\n", 1)
+	if noRule == string(orig) || broken == noRule {
+		t.Fatal("test setup: could not add a schema")
+	}
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, "validate", "--config", path)
+	if code != 1 || !strings.Contains(errs, "unused") {
+		t.Errorf("validate = exit %d, stderr %q; want 1 naming the schema", code, errs)
 	}
 }

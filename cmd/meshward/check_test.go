@@ -21,10 +21,8 @@ func TestCheckCommand(t *testing.T) {
 		wantOut  []string
 		wantErr  []string
 	}{
-		// TODO(schema step): allow.json must exit 0 once policy/schema is
-		// wired into policyOptions; until then the schema rule fails closed.
-		{name: "allow.json fails closed without the schema step", args: []string{"check", "--request", filepath.Join(refload, "allow.json")},
-			wantCode: 2, wantOut: []string{`"deniedResponse"`, "schema_unavailable"}},
+		{name: "allow.json is allowed by the schema step", args: []string{"check", "--request", filepath.Join(refload, "allow.json")},
+			wantOut: []string{`"okResponse"`, "spiffe://mesh.local/ns/default/sa/planner", "create-task"}},
 		{name: "deny_abac.json is denied 403", args: []string{"check", "--request", filepath.Join(refload, "deny_abac.json")},
 			wantCode: 2, wantOut: []string{`"code": "Forbidden"`, "missing_role", "admin, operator"}},
 		{name: "allow_get.json is allowed", args: []string{"check", "--request", filepath.Join(refload, "allow_get.json")},
@@ -33,7 +31,8 @@ func TestCheckCommand(t *testing.T) {
 			wantOut: []string{`"okResponse"`}},
 		{name: "explain lists every rule", args: []string{"check", "--explain", "--request", filepath.Join(refload, "deny_abac.json")},
 			wantCode: 2, wantErr: []string{"create-task: matched, failed", "caller has none of the roles", "list-tasks: skipped: method POST not in GET"}},
-		// TODO(schema step): deny_schema.json must be denied 400 by the schema step.
+		{name: "deny_schema.json is denied 400 with its violation", args: []string{"check", "--request", filepath.Join(refload, "deny_schema.json")},
+			wantCode: 2, wantOut: []string{`"code": "BadRequest"`, "schema_violation", `\"path\":\"/task/priority\"`, `\"keyword\":\"maximum\"`, `\"message\":\"12 > 9\"`}},
 		{name: "request required", args: []string{"check"}, wantCode: 1, wantErr: []string{"--request is required"}},
 		{name: "missing request file", args: []string{"check", "--request", "nope.json"}, wantCode: 1, wantErr: []string{"no such file"}},
 		{name: "malformed request", args: []string{"check", "--request", bad}, wantCode: 1, wantErr: []string{"bad.json"}},

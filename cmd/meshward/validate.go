@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/secrets"
 )
 
@@ -42,6 +43,11 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func compileAll(cfg *config.Config) error {
 	if _, err := compilePolicy(cfg); err != nil {
 		return err
+	}
+	// Schemas no rule names yet are compiled too, so that a broken one is
+	// caught before a rule starts using it.
+	if _, _, err := policy.CompileSchemas(&cfg.Authz.Policy, cfg.Dir, cfg.Authz.Policy.Body); err != nil {
+		return fmt.Errorf("authz.schemas: %w", err)
 	}
 	return nil
 }
