@@ -13,6 +13,11 @@ type Config struct {
 	// Insecure serves xDS without mTLS node authentication. Local demos
 	// only: any process that reaches the port gets any node's secrets.
 	Insecure bool `yaml:"insecure"`
+	// AuthzAddress is the ext_authz address the agents' Envoys dial
+	// (host:port). Default: authz.address, which is right when Envoys reach
+	// meshward where it listens; set it when they reach it through a
+	// Service name or load balancer, or when ext_authz runs elsewhere.
+	AuthzAddress string `yaml:"authzAddress"`
 }
 
 // DefaultAddress is where the xDS server listens by default.
@@ -30,6 +35,13 @@ func (c *Config) Validate(path string) error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
 		errs = append(errs, fmt.Errorf("%s.address: %v", path, err))
+	}
+	if c.AuthzAddress != "" {
+		if _, port, err := net.SplitHostPort(c.AuthzAddress); err != nil {
+			errs = append(errs, fmt.Errorf("%s.authzAddress: %v", path, err))
+		} else if port == "0" {
+			errs = append(errs, fmt.Errorf("%s.authzAddress: port 0 cannot be dialled", path))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -39,22 +39,27 @@ type meshModel struct {
 }
 
 // errNoAuthzAddress: the ext_authz address Envoys must dial is not known.
-var errNoAuthzAddress = errors.New("authz.address has port 0: the address Envoys must dial for ext_authz is unknown, so no node configuration is served")
+var errNoAuthzAddress = errors.New("authz.address has port 0 and xds.authzAddress is not set: the address Envoys must dial for ext_authz is unknown, so no node configuration is served")
 
 func translateMesh(cfg *config.Config) (*meshModel, error) {
 	ids := make(map[string]string, len(cfg.Agents))
 	for _, a := range cfg.Agents {
 		ids[a.Name] = a.SPIFFEID
 	}
-	// Envoys dial the ext_authz listen address. An ephemeral port (tests)
-	// cannot be told to them: serve, but refuse every node (fail closed).
-	if _, port, err := net.SplitHostPort(cfg.Authz.Server.Address); err == nil && port == "0" {
+	// Envoys dial xds.authzAddress, by default the ext_authz listen
+	// address. An ephemeral port cannot be told to them: serve, but refuse
+	// every node (fail closed).
+	authzAddr := cfg.XDS.AuthzAddress
+	if authzAddr == "" {
+		authzAddr = cfg.Authz.Server.Address
+	}
+	if _, port, err := net.SplitHostPort(authzAddr); err == nil && port == "0" {
 		return &meshModel{ids: ids, err: errNoAuthzAddress}, nil
 	}
 	m := envoy.Mesh{
 		TrustDomain: cfg.TrustDomain,
 		Agents:      cfg.Agents,
-		Authz:       envoy.Authz{Address: cfg.Authz.Server.Address, Plaintext: cfg.Authz.Server.Plaintext},
+		Authz:       envoy.Authz{Address: authzAddr, Plaintext: cfg.Authz.Server.Plaintext},
 	}
 	nodes, err := envoy.Translate(m)
 	if err != nil {
