@@ -65,13 +65,7 @@ func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) 
 		HeadersToRemove: s.remove[rolesSet][drySet],
 	}
 	if mu := d.Mutations; mu != nil {
-		for _, h := range mu.RequestHeaders {
-			ok.Headers = append(ok.Headers, setHeader(h.Name, h.Value))
-		}
-		ok.HeadersToRemove = append(append([]string(nil), ok.HeadersToRemove...), mu.RemoveRequestHeaders...)
-		for _, h := range mu.ResponseHeaders {
-			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, setHeader(h.Name, h.Value))
-		}
+		s.applyMutations(ok, mu)
 		mergeMeta(meta, mu.DynamicMetadata)
 	}
 	return &authv3.CheckResponse{
@@ -79,6 +73,42 @@ func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) 
 		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		DynamicMetadata: &structpb.Struct{Fields: meta},
 	}
+}
+
+// applyMutations adds a Rego allow's changes to ok. Headers are set with
+// OVERWRITE_IF_EXISTS_OR_ADD, as opa-envoy-plugin's (append unset, which
+// Envoy reads as false: add, or override an existing header; a name listed
+// twice keeps the last value). Rego may neither set nor remove the
+// verified-identity headers (principal, roles, dry-run): those entries are
+// dropped.
+func (s *Server) applyMutations(ok *authv3.OkHttpResponse, mu *policy.Mutations) {
+	for _, h := range mu.RequestHeaders {
+		if !s.isVerifiedHeader(h.Name) {
+			ok.Headers = append(ok.Headers, setHeader(h.Name, h.Value))
+		}
+	}
+	if len(mu.RemoveRequestHeaders) > 0 {
+		rm := append([]string(nil), ok.HeadersToRemove...)
+		for _, n := range mu.RemoveRequestHeaders {
+			if !s.isVerifiedHeader(n) {
+				rm = append(rm, n)
+			}
+		}
+		ok.HeadersToRemove = rm
+	}
+	for _, h := range mu.ResponseHeaders {
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, setHeader(h.Name, h.Value))
+	}
+	for _, q := range mu.QueryParametersToSet {
+		ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: q.Name, Value: q.Value})
+	}
+	ok.QueryParametersToRemove = mu.QueryParametersToRemove
+}
+
+// isVerifiedHeader reports the headers only meshward's verified identity sets.
+func (s *Server) isVerifiedHeader(name string) bool {
+	n := strings.ToLower(name)
+	return n == s.cfg.Headers.Principal || n == s.cfg.Headers.Roles || n == DryRunHeader
 }
 
 // maxCachedParts bounds each response-part cache (copied on each insert:
@@ -189,7 +219,7 @@ func (s *Server) denyResponse(id string, d *policy.Decision) *authv3.CheckRespon
 		for _, h := range mu.ResponseHeaders {
 			dr.Headers = append(dr.Headers, setHeader(h.Name, h.Value))
 		}
-		if mu.Body != "" {
+		if mu.HasBody {
 			dr.Body = mu.Body
 		}
 		mergeMeta(meta, mu.DynamicMetadata)

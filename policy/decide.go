@@ -22,13 +22,21 @@ func (r *Revision) Decide(ctx context.Context, in *Input) Decision {
 		d.Roles = id.rolesJoined
 	}
 	if r.mode == ModeRego {
-		return r.decideRego(ctx, in, d)
+		return r.decideRego(ctx, in, id, d)
 	}
 	r.decideRules(in, id, &d)
 	if d.Allow && r.mode == ModeBoth {
-		return r.decideRego(ctx, in, d)
+		return r.decideRego(ctx, in, id, d)
 	}
 	return d
+}
+
+func caller(id *identity, rule string) Caller {
+	c := Caller{Rule: rule}
+	if id != nil {
+		c.Roles, c.Attributes = id.roles, id.attrs
+	}
+	return c
 }
 
 // candidates is the result of one pass over the rules matching a request:
@@ -147,8 +155,8 @@ func (r *Revision) checkBody(ru *rule, in *Input, d *Decision) {
 	}
 }
 
-func (r *Revision) decideRego(ctx context.Context, in *Input, d Decision) Decision {
-	res, err := r.rego.Eval(ctx, in)
+func (r *Revision) decideRego(ctx context.Context, in *Input, id *identity, d Decision) Decision {
+	res, err := r.rego.Eval(ctx, in, caller(id, d.Rule))
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -178,7 +186,7 @@ func (r *Revision) decideRego(ctx context.Context, in *Input, d Decision) Decisi
 		msg = "denied by Rego policy"
 	}
 	deny(&d, status, code, d.Rule, msg)
-	d.Reason, d.DryRun = ReasonRegoDenied, false
+	d.DryRun = false
 	return d
 }
 

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"strings"
 )
 
@@ -78,4 +79,39 @@ func (ru *rule) describePath() string {
 	default:
 		return "template " + ru.path
 	}
+}
+
+// RegoStep is the Rego step's part of an explanation.
+type RegoStep struct {
+	// Mode is the revision's mode (rules, rego or both).
+	Mode string `json:"mode"`
+	// Allow, Status and Code are the Rego verdict (Status 0: the policy's
+	// default).
+	Allow  bool   `json:"allow"`
+	Status int    `json:"status,omitempty"`
+	Code   string `json:"code,omitempty"`
+	// Mutations are the changes the decision asks for.
+	Mutations *Mutations `json:"mutations,omitempty"`
+	// Err is the evaluation error (undefined decision, invalid decision,
+	// evaluation error): a deny with status_on_error.
+	Err string `json:"error,omitempty"`
+}
+
+// ExplainRego evaluates the Rego step alone on in, as Decide would call
+// it (in mode both, with the rule the rules step allowed by). ok is false
+// when the revision has no Rego step.
+func (r *Revision) ExplainRego(ctx context.Context, in *Input) (st RegoStep, ok bool) {
+	if r.rego == nil {
+		return RegoStep{Mode: r.mode}, false
+	}
+	id := r.lookup(in.Principal)
+	var d Decision
+	if r.mode == ModeBoth {
+		r.decideRules(in, id, &d)
+	}
+	res, err := r.rego.Eval(ctx, in, caller(id, d.Rule))
+	if err != nil {
+		return RegoStep{Mode: r.mode, Err: err.Error()}, true
+	}
+	return RegoStep{Mode: r.mode, Allow: res.Allow, Status: res.Status, Code: res.Code, Mutations: res.Mutations}, true
 }

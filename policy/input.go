@@ -95,8 +95,13 @@ type Mutations struct {
 	// ResponseHeaders are sent to the client (deny) or added to the
 	// response (allow).
 	ResponseHeaders []Header
-	// Body replaces the deny body when not empty.
-	Body string
+	// QueryParametersToSet and QueryParametersToRemove change the
+	// upstream request's query on allow.
+	QueryParametersToSet    []Header
+	QueryParametersToRemove []string
+	// Body replaces the deny body when HasBody is set.
+	Body    string
+	HasBody bool
 	// DynamicMetadata is merged into the CheckResponse's dynamic_metadata.
 	DynamicMetadata map[string]any
 }

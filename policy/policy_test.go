@@ -243,7 +243,7 @@ type fakeRego struct {
 	err error
 }
 
-func (f fakeRego) Eval(ctx context.Context, in *policy.Input) (policy.RegoResult, error) {
+func (f fakeRego) Eval(ctx context.Context, in *policy.Input, c policy.Caller) (policy.RegoResult, error) {
 	return f.res, f.err
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,12 +22,13 @@ type RegoConfig struct {
 	// Bundle is an OPA bundle file (.tar.gz), relative to the
 	// configuration file (or absolute). It may be combined with Files.
 	Bundle string `yaml:"bundle"`
-	// BundleURL is an HTTP(S) URL of an OPA bundle, polled every
-	// PollInterval with ETag / If-None-Match. Exclusive with Bundle.
-	BundleURL string `yaml:"bundleURL"`
-	// PollInterval between bundle fetches. Default 60s, minimum 1s.
+	// BundleURL and PollInterval are refused by Validate: meshward does
+	// not fetch bundles over HTTP yet (fetch the bundle beside the
+	// configuration and name it in Bundle; SIGHUP or a file change
+	// reloads it). They are kept so that the refusal says so.
+	BundleURL    string        `yaml:"bundleURL"`
 	PollInterval time.Duration `yaml:"pollInterval"`
-	// Verification requires bundles (file or URL) to be signed.
+	// Verification requires the bundle file to be signed.
 	Verification *RegoVerification `yaml:"verification"`
 	// Query is the decision to evaluate. Default data.envoy.authz.allow;
 	// the path style envoy/authz/allow is accepted too.
@@ -73,9 +73,6 @@ type RegoVerification struct {
 // DefaultRegoQuery is opa-envoy-plugin's default decision.
 const DefaultRegoQuery = opa.DefaultQuery
 
-// DefaultRegoPollInterval is how often a bundle URL is polled by default.
-const DefaultRegoPollInterval = time.Minute
-
 var regoAlgorithms = map[string]bool{
 	"RS256": true, "RS384": true, "RS512": true, "PS256": true, "PS384": true, "PS512": true,
 	"ES256": true, "ES384": true, "ES512": true, "HS256": true, "HS384": true, "HS512": true,
@@ -86,9 +83,6 @@ func (r *RegoConfig) SetDefaults() {
 	if r.Query == "" {
 		r.Query = DefaultRegoQuery
 	}
-	if r.BundleURL != "" && r.PollInterval == 0 {
-		r.PollInterval = DefaultRegoPollInterval
-	}
 	if r.Verification != nil && r.Verification.Algorithm == "" {
 		r.Verification.Algorithm = "RS256"
 	}
@@ -98,35 +92,22 @@ func (r *RegoConfig) SetDefaults() {
 func (r *RegoConfig) Validate(path string) error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if len(r.Files) == 0 && r.Bundle == "" && r.BundleURL == "" {
-		add("%s: set files, bundle or bundleURL", path)
+	if len(r.Files) == 0 && r.Bundle == "" {
+		add("%s: set files or bundle", path)
 	}
 	for i, f := range r.Files {
 		if strings.TrimSpace(f) == "" {
 			add("%s.files[%d]: empty path", path, i)
 		}
 	}
-	if r.Bundle != "" && r.BundleURL != "" {
-		add("%s: bundle and bundleURL are exclusive", path)
-	}
 	if r.Bundle != "" && !strings.HasSuffix(r.Bundle, ".tar.gz") {
 		add("%s.bundle: %q is not a .tar.gz bundle", path, r.Bundle)
 	}
 	if r.BundleURL != "" {
-		u, err := url.Parse(r.BundleURL)
-		switch {
-		case err != nil:
-			add("%s.bundleURL: %v", path, err)
-		case u.Scheme != "http" && u.Scheme != "https":
-			add("%s.bundleURL: scheme must be http or https, not %q", path, u.Scheme)
-		case u.Host == "":
-			add("%s.bundleURL: no host", path)
-		}
-		if r.PollInterval < time.Second {
-			add("%s.pollInterval: %v is below the minimum of 1s", path, r.PollInterval)
-		}
-	} else if r.PollInterval != 0 {
-		add("%s.pollInterval: only applies with bundleURL", path)
+		add("%s.bundleURL: not supported: meshward does not fetch bundles over HTTP; download the bundle and name it in bundle (reloaded on change or SIGHUP)", path)
+	}
+	if r.PollInterval != 0 {
+		add("%s.pollInterval: not supported (there is no bundleURL polling)", path)
 	}
 	if _, err := opa.ParseQuery(r.Query); err != nil {
 		add("%s.query: %v", path, err)
@@ -153,8 +134,8 @@ func (r *RegoConfig) Validate(path string) error {
 	}
 	if v := r.Verification; v != nil {
 		p := path + ".verification"
-		if r.Bundle == "" && r.BundleURL == "" {
-			add("%s: only applies with bundle or bundleURL", p)
+		if r.Bundle == "" {
+			add("%s: only applies with bundle", p)
 		}
 		if v.KeyFile == "" {
 			add("%s.keyFile: required", p)
@@ -168,8 +149,7 @@ func (r *RegoConfig) Validate(path string) error {
 
 // OPAConfig returns the opa package's configuration for r, resolving
 // relative file names in dir (nil: the working directory) and reading the
-// verification key. The bundle URL and poll interval are not part of it:
-// give them to opa.NewPoller.
+// verification key.
 func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
 	cfg := opa.Config{
 		FS:             dir,

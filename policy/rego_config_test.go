@@ -15,17 +15,14 @@ func TestRegoConfigValidate(t *testing.T) {
 	}{
 		{name: "files", cfg: RegoConfig{Files: []string{"policy.rego"}}},
 		{name: "bundle file", cfg: RegoConfig{Bundle: "b.tar.gz"}},
-		{name: "bundle url", cfg: RegoConfig{BundleURL: "https://bundles.example/authz.tar.gz"}},
+		{name: "bundle url refused", cfg: RegoConfig{BundleURL: "https://bundles.example/authz.tar.gz"},
+			want: []string{"authz.rego.bundleURL: not supported", "authz.rego: set files or bundle"}},
 		{name: "path query", cfg: RegoConfig{Files: []string{"p"}, Query: "envoy/authz/allow"}},
-		{name: "signed url", cfg: RegoConfig{BundleURL: "https://b.example/x", Verification: &RegoVerification{KeyFile: "k.pem"}}},
-		{name: "nothing", cfg: RegoConfig{}, want: []string{"authz.rego: set files, bundle or bundleURL"}},
+		{name: "signed bundle", cfg: RegoConfig{Bundle: "b.tar.gz", Verification: &RegoVerification{KeyFile: "k.pem"}}},
+		{name: "nothing", cfg: RegoConfig{}, want: []string{"authz.rego: set files or bundle"}},
 		{name: "empty file", cfg: RegoConfig{Files: []string{" "}}, want: []string{"authz.rego.files[0]: empty path"}},
-		{name: "both bundles", cfg: RegoConfig{Bundle: "a.tar.gz", BundleURL: "https://x/y"}, want: []string{"bundle and bundleURL are exclusive"}},
 		{name: "not a tarball", cfg: RegoConfig{Bundle: "a.zip"}, want: []string{"authz.rego.bundle:"}},
-		{name: "bad scheme", cfg: RegoConfig{BundleURL: "file:///etc/x"}, want: []string{"authz.rego.bundleURL: scheme"}},
-		{name: "no host", cfg: RegoConfig{BundleURL: "https:///x"}, want: []string{"authz.rego.bundleURL: no host"}},
-		{name: "fast poll", cfg: RegoConfig{BundleURL: "https://x/y", PollInterval: time.Millisecond}, want: []string{"authz.rego.pollInterval"}},
-		{name: "poll without url", cfg: RegoConfig{Files: []string{"p"}, PollInterval: time.Minute}, want: []string{"authz.rego.pollInterval: only applies"}},
+		{name: "poll interval refused", cfg: RegoConfig{Files: []string{"p"}, PollInterval: time.Minute}, want: []string{"authz.rego.pollInterval: not supported"}},
 		{name: "bad query", cfg: RegoConfig{Files: []string{"p"}, Query: "data"}, want: []string{"authz.rego.query"}},
 		{name: "negative size", cfg: RegoConfig{Files: []string{"p"}, MaxBundleBytes: -1}, want: []string{"authz.rego.maxBundleBytes"}},
 		{name: "decision cache", cfg: RegoConfig{Files: []string{"p"}, DecisionCache: &RegoDecisionCache{Inputs: []string{"parsed_path", "input.attributes.source.principal"}, TTL: time.Second}}},
@@ -64,9 +61,9 @@ func TestRegoConfigValidate(t *testing.T) {
 }
 
 func TestRegoConfigDefaults(t *testing.T) {
-	c := RegoConfig{BundleURL: "https://x/y", Verification: &RegoVerification{KeyFile: "k"}}
+	c := RegoConfig{Bundle: "b.tar.gz", Verification: &RegoVerification{KeyFile: "k"}}
 	c.SetDefaults()
-	if c.Query != "data.envoy.authz.allow" || c.PollInterval != time.Minute || c.Verification.Algorithm != "RS256" {
+	if c.Query != "data.envoy.authz.allow" || c.Verification.Algorithm != "RS256" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }

@@ -39,9 +39,21 @@ type BodyResult struct {
 }
 
 // RegoEvaluator is the integration point of the Rego step, used when
-// Config.Mode is "rego" or "both".
+// Config.Mode is "rego" or "both". NewOPARego is meshward's.
 type RegoEvaluator interface {
-	Eval(ctx context.Context, in *Input) (RegoResult, error)
+	// Eval decides in for the caller c. An error is a deny with
+	// status_on_error, counted as an error.
+	Eval(ctx context.Context, in *Input, c Caller) (RegoResult, error)
+}
+
+// Caller is what the identity and rules steps know of the caller, given
+// to Rego as input.meshward.
+type Caller struct {
+	// Roles and Attributes of the caller's identity entry (nil when none).
+	Roles      []string
+	Attributes map[string]string
+	// Rule is the declarative rule that allowed, in mode "both".
+	Rule string
 }
 
 // RegoResult is a Rego decision in opa-envoy-plugin's shape. An undefined

@@ -22,6 +22,7 @@ func policyOptions(cfg *config.Config) policy.Options {
 	return policy.Options{
 		Dir:            cfg.Dir,
 		NewBodyChecker: policy.NewSchemaBodyChecker(cfg.Authz.Policy.Body),
+		NewRego:        policy.NewOPARego,
 	}
 }
 
@@ -126,6 +127,9 @@ func watchedFiles(cfg *config.Config, path string) []string {
 			if st, err := os.Stat(abs(f)); err == nil && !st.IsDir() {
 				files = append(files, abs(f))
 			}
+		}
+		if r.Bundle != "" {
+			files = append(files, abs(r.Bundle))
 		}
 	}
 	return files

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,7 +62,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("check: %w", err)
 	}
 	if *explain {
-		writeExplain(stderr, srv, rev, req)
+		writeExplain(ctx, stderr, srv, rev, req)
 	}
 	raw, err = protojson.Marshal(resp)
 	if err != nil {
@@ -81,7 +82,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func writeExplain(w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) {
+func writeExplain(ctx context.Context, w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) {
 	in, d, ok := srv.Input(req)
 	fmt.Fprintf(w, "policy revision %s\n", rev.ID())
 	if !ok {
@@ -102,5 +103,26 @@ func writeExplain(w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *
 			dry = " (dry-run)"
 		}
 		fmt.Fprintf(w, "  %-5s %s%s: %s: %s\n", st.Effect, st.Rule, dry, verdict, st.Why)
+	}
+	rs, ok := rev.ExplainRego(ctx, in)
+	if !ok {
+		return
+	}
+	switch {
+	case rs.Err != "":
+		fmt.Fprintf(w, "rego (mode %s): error, denied with statusOnError: %s\n", rs.Mode, rs.Err)
+	case rs.Allow:
+		fmt.Fprintf(w, "rego (mode %s): allow\n", rs.Mode)
+	default:
+		status := rs.Status
+		if status == 0 {
+			status = 403
+		}
+		fmt.Fprintf(w, "rego (mode %s): deny %d %s\n", rs.Mode, status, cmp.Or(rs.Code, policy.ReasonRegoDenied))
+	}
+	if mu := rs.Mutations; mu != nil {
+		if b, err := json.Marshal(mu); err == nil {
+			fmt.Fprintf(w, "  rego mutations: %s\n", b)
+		}
 	}
 }

@@ -56,3 +56,45 @@ func TestCheckCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckExplainRego: with a rego section (mode both by default), the
+// reference Rego policy decides beside the rules and --explain shows it.
+func TestCheckExplainRego(t *testing.T) {
+	path := testConfig(t)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regoDir, err := filepath.Abs(filepath.Join("..", "..", "policy", "opa", "testdata", "refload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRego := strings.Replace(string(orig), "\nxds:", "\n  rego:\n    files: ["+filepath.Join(regoDir, "policy.rego")+", "+filepath.Join(regoDir, "data.json")+"]\n\nxds:", 1)
+	if withRego == string(orig) {
+		t.Fatal("test setup: could not add a rego section")
+	}
+	if err := os.WriteFile(path, []byte(withRego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		file     string
+		wantCode int
+		wantErr  string
+	}{
+		{"allow.json", 0, "rego (mode both): allow"},
+		{"deny_abac.json", 2, "rego (mode both): deny 403 rego_denied"},
+		{"deny_schema.json", 2, "rego (mode both): deny 403 rego_denied"},
+		{"allow_get.json", 0, "rego (mode both): allow"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			code, out, errs := runCmd(t, "check", "--explain", "--config", path, "--request", filepath.Join(refload, tt.file))
+			if code != tt.wantCode || !strings.Contains(errs, tt.wantErr) {
+				t.Errorf("exit %d, stderr:\n%s\nstdout:\n%s\nwant exit %d and %q", code, errs, out, tt.wantCode, tt.wantErr)
+			}
+		})
+	}
+	if code, _, errs := runCmd(t, "validate", "--config", path); code != 0 {
+		t.Errorf("validate: exit %d: %s", code, errs)
+	}
+}
