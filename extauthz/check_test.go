@@ -498,10 +498,10 @@ func TestAuditRecords(t *testing.T) {
 	}
 	r := a.recs[0]
 	if r.Kind != audit.KindDecision || r.Decision != "allow" || r.Status != 200 || r.Principal != spiffe("viewer") || r.Path != "/v1/tasks" ||
-		r.Query != "" || r.RequestID != "r1" || r.Rule != "list-tasks" || r.DecisionID == "" || r.PolicyRevision == "" || !slices.Equal(r.Roles, []string{"viewer"}) {
+		r.Query != "secret=1" || r.RequestID != "r1" || r.Headers["x-request-id"] != "r1" || r.Headers[":path"] != "" || r.Latency <= 0 || r.Rule != "list-tasks" || r.DecisionID == "" || r.PolicyRevision == "" || !slices.Equal(r.Roles, []string{"viewer"}) {
 		t.Errorf("allow record = %+v", r)
 	}
-	if r := a.recs[1]; r.Decision != "deny" || r.Status != 403 || r.Reason != policy.ReasonMissingRole {
+	if r := a.recs[1]; r.Kind != audit.KindAuthzDenial || r.Decision != "deny" || r.Status != 403 || r.Reason != policy.ReasonMissingRole {
 		t.Errorf("deny record = %+v", r)
 	}
 }

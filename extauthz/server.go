@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -420,7 +421,7 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision) *authv
 		s.log.Warn("ext_authz check failed; denying", "decision_id", id, "reason", reason, "error", d.Err)
 		if s.auditor != nil && reason != ReasonAudit {
 			rec := s.record(id, in, d, 0)
-			rec.Decision, rec.Reason, rec.Status = resultError, reason, s.cfg.StatusOnError
+			rec.Kind, rec.Decision, rec.Reason, rec.Status = audit.KindDecision, resultError, reason, s.cfg.StatusOnError
 			if err := s.auditor.Audit(rec); err != nil {
 				s.log.Error("audit of a failed check failed", "decision_id", id, "error", err)
 			}
@@ -456,6 +457,12 @@ func errorReason(d *policy.Decision) string {
 	}
 }
 
+// record is the audit record of one Check. Its kind says what happened:
+// KindAuthnFailure for a request refused for its identity (401),
+// KindAuthzDenial for any other deny (by policy, or a malformed request
+// refused before policy), KindDecision for allows (dry-run included) and
+// internal errors. Headers, claims, query and parsed body are given in
+// full: the audit logger redacts or drops them as configured.
 func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency time.Duration) *audit.Record {
 	rec := &audit.Record{
 		Kind:           audit.KindDecision,
@@ -465,12 +472,22 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 		Method:         in.Method,
 		Host:           in.Host,
 		Path:           in.Path,
+		Query:          in.RawQuery,
 		Rule:           d.Rule,
 		Reason:         d.Reason,
 		DryRun:         d.DryRun,
 		Violations:     violationPaths(d.Violations),
 		PolicyRevision: d.Revision,
 		Latency:        latency,
+		Headers:        auditHeaders(in.Headers),
+		Claims:         in.Claims,
+	}
+	if rec.PolicyRevision == "" {
+		// Refused before policy: the revision that was serving.
+		rec.PolicyRevision = s.decider.RevisionID()
+	}
+	if in.HasParsedBody {
+		rec.Body = in.ParsedBody
 	}
 	if sub, ok := in.Claims["sub"].(string); ok {
 		rec.Subject = sub
@@ -481,10 +498,28 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 	switch {
 	case d.Allow:
 		rec.Decision, rec.Status = resultAllow, http.StatusOK
+	case d.Status == http.StatusUnauthorized:
+		rec.Kind, rec.Decision, rec.Status = audit.KindAuthnFailure, resultDeny, d.Status
 	default:
-		rec.Decision, rec.Status = resultDeny, d.Status
+		rec.Kind, rec.Decision, rec.Status = audit.KindAuthzDenial, resultDeny, d.Status
 	}
 	return rec
+}
+
+// auditHeaders copies the request headers without the pseudo-headers:
+// method, host and path are recorded on their own, and :path would carry
+// the query the logger drops unless includeQuery is set.
+func auditHeaders(h map[string]string) map[string]string {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if !strings.HasPrefix(k, ":") {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // violationPaths keeps only where the body failed: audit records never

@@ -13,6 +13,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/extauthz"
+	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
 )
 
@@ -64,10 +65,11 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	if err := store.Reload(ctx, func() (*policy.Revision, error) { return compilePolicy(d.cfg) }); err != nil {
 		return nil, err
 	}
-	// The audit logger (extauthz/audit) plugs in as Options.Auditor.
-	srv, err := extauthz.New(d.cfg.Authz.Server, d.cfg.TrustDomain, store, extauthz.Options{
-		Logger: d.log, Registry: d.reg, ReadFile: configFileReader(d.cfg),
-	})
+	opts := extauthz.Options{Logger: d.log, Registry: d.reg, ReadFile: configFileReader(d.cfg)}
+	if d.audit != nil {
+		opts.Auditor = d.audit // every decision is recorded; failClosed denies when it cannot be
+	}
+	srv, err := extauthz.New(d.cfg.Authz.Server, d.cfg.TrustDomain, store, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -84,12 +86,17 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 			err = fmt.Errorf("trustDomain changed from %q to %q: restart to apply", d.cfg.TrustDomain, cfg.TrustDomain)
 		}
 		// Reload logs and counts failures itself; the old revision stays.
-		_ = store.Reload(ctx, func() (*policy.Revision, error) {
+		rerr := store.Reload(ctx, func() (*policy.Revision, error) {
 			if err != nil {
 				return nil, err
 			}
 			return compilePolicy(cfg)
 		})
+		if rerr != nil && d.audit != nil {
+			// The event is best effort: a full queue is counted by the logger.
+			_ = d.audit.Event(audit.KindPolicyReload, "policy reload failed; keeping the current revision",
+				map[string]string{"error": rerr.Error(), "serving": store.RevisionID()})
+		}
 	}
 	watch := func(ctx context.Context) error {
 		sig := make(chan os.Signal, 1)

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,9 +41,10 @@ func TestServeAuthzReload(t *testing.T) {
 	defer cancel()
 	pr, pw := io.Pipe()
 	lw := newLogWatcher(pr)
+	var auditOut lockedBuffer // the quickstart's audit sink is stdout
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--components", "authz"}, io.Discard, pw)
+		done <- run(ctx, []string{"serve", "--config", path, "--components", "authz"}, &auditOut, pw)
 	}()
 	defer func() {
 		cancel()
@@ -135,6 +138,35 @@ func TestServeAuthzReload(t *testing.T) {
 	if !allowed() {
 		t.Fatal("a broken config replaced the last good revision")
 	}
+
+	// The audit stream has the reload failure and the decisions, each
+	// kind as its outcome says.
+	for _, kind := range []string{`"kind":"policy_reload_failure"`, `"kind":"decision"`, `"kind":"authz_denial"`, `"/task/priority"`} {
+		for !strings.Contains(auditOut.String(), kind) {
+			if ctx.Err() != nil {
+				t.Fatalf("audit stream lacks %s:\n%s", kind, auditOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestValidateCompilesUnusedSchemas: `meshward validate` refuses a broken
