@@ -58,6 +58,10 @@ type Options struct {
 	Registry prometheus.Registerer
 	// Auditor records every decision; nil records nothing.
 	Auditor Auditor
+	// AuditHeaders are the request headers copied into audit records (by
+	// name, case-insensitive), e.g. those audit.redaction.headers digests;
+	// no other header, and no pseudo-header, is recorded. Default none.
+	AuditHeaders []string
 	// ReadFile reads the TLS files; default os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
 }
@@ -78,9 +82,11 @@ type Server struct {
 	td      spiffeid.TrustDomain
 	decider Decider
 	auditor Auditor
-	log     *slog.Logger
-	m       *metrics
-	health  *health.Server
+	// auditHeaders are lowercase names of the headers audit records copy.
+	auditHeaders []string
+	log          *slog.Logger
+	m            *metrics
+	health       *health.Server
 	// readFile reads TLS files.
 	readFile func(string) ([]byte, error)
 
@@ -129,6 +135,11 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 	s := &Server{
 		cfg: cfg, td: td, decider: d, auditor: opts.Auditor, log: log, m: m,
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
+	}
+	for _, h := range opts.AuditHeaders {
+		if !strings.HasPrefix(h, ":") { // :path would carry the query audit drops
+			s.auditHeaders = append(s.auditHeaders, strings.ToLower(h))
+		}
 	}
 	s.certs.m.max = maxCachedCerts
 	s.parts.principals.max = maxCachedParts
@@ -479,7 +490,7 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 		Violations:     violationPaths(d.Violations),
 		PolicyRevision: d.Revision,
 		Latency:        latency,
-		Headers:        auditHeaders(in.Headers),
+		Headers:        s.selectHeaders(in.Headers),
 		Claims:         in.Claims,
 	}
 	if rec.PolicyRevision == "" {
@@ -506,17 +517,15 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 	return rec
 }
 
-// auditHeaders copies the request headers without the pseudo-headers:
-// method, host and path are recorded on their own, and :path would carry
-// the query the logger drops unless includeQuery is set.
-func auditHeaders(h map[string]string) map[string]string {
-	if len(h) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(h))
-	for k, v := range h {
-		if !strings.HasPrefix(k, ":") {
-			out[k] = v
+// selectHeaders copies the configured audit headers present in h.
+func (s *Server) selectHeaders(h map[string]string) map[string]string {
+	var out map[string]string
+	for _, name := range s.auditHeaders {
+		if v, ok := h[name]; ok {
+			if out == nil {
+				out = make(map[string]string, len(s.auditHeaders))
+			}
+			out[name] = v
 		}
 	}
 	return out

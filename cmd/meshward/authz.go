@@ -68,6 +68,8 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	opts := extauthz.Options{Logger: d.log, Registry: d.reg, ReadFile: configFileReader(d.cfg)}
 	if d.audit != nil {
 		opts.Auditor = d.audit // every decision is recorded; failClosed denies when it cannot be
+		// Only the headers the audit section digests are recorded.
+		opts.AuditHeaders = d.cfg.Audit.Redaction.Headers
 	}
 	srv, err := extauthz.New(d.cfg.Authz.Server, d.cfg.TrustDomain, store, opts)
 	if err != nil {
