@@ -36,10 +36,16 @@ func BenchmarkDecision(b *testing.B) {
 		})
 	}
 	withSchema := newServer(b, srvCfg, newStore(b, pol, quickstartOptions(pol)), Options{})
-	for _, name := range []string{"allow.json", "deny_schema.json"} {
-		req := loadRefRequest(b, name)
-		b.Run("schema/"+name, func(b *testing.B) {
-			s := withSchema
+	rego, dir := refloadRego()
+	regoCfg := policy.Config{Identities: pol.Identities, Rego: rego, Mode: policy.ModeRego}
+	withRego := newServer(b, srvCfg, newStore(b, regoCfg, policy.Options{Dir: dir, NewRego: policy.NewOPARego}), Options{})
+	for _, c := range []struct {
+		step, file string
+		s          *Server
+	}{{"schema", "allow.json", withSchema}, {"schema", "deny_schema.json", withSchema}, {"rego", "allow.json", withRego}} {
+		req := loadRefRequest(b, c.file)
+		b.Run(c.step+"/"+c.file, func(b *testing.B) {
+			s := c.s
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
