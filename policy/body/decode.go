@@ -141,7 +141,8 @@ func Decode(data []byte, lim Limits) (any, error) {
 	d := decoder{data: data, s: string(data), maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, kvs: make([]kv, 0, 16)}
 	d.skipWS()
 	if d.pos >= len(d.s) {
-		return nil, d.fail(KindSyntax, "empty body, want a JSON value")
+		d.fail(KindSyntax, "empty body, want a JSON value")
+		return nil, d.err
 	}
 	v, ok := d.value()
 	if !ok {
@@ -149,7 +150,8 @@ func Decode(data []byte, lim Limits) (any, error) {
 	}
 	d.skipWS()
 	if d.pos < len(d.s) {
-		return nil, d.fail(KindSyntax, "data after the JSON value")
+		d.fail(KindSyntax, "data after the JSON value")
+		return nil, d.err
 	}
 	return v, nil
 }
@@ -193,12 +195,14 @@ func newError(data []byte, off int, k Kind, msg string) *Error {
 	return &Error{Kind: k, Offset: off, Line: line, Column: col, Msg: msg}
 }
 
-func (d *decoder) failAt(off int, k Kind, msg string) *Error {
+// failAt records the error at byte offset off in d.err; the caller then
+// returns false (or d.err) to stop decoding.
+func (d *decoder) failAt(off int, k Kind, msg string) {
 	d.err = newError(d.data, off, k, msg)
-	return d.err
 }
 
-func (d *decoder) fail(k Kind, msg string) *Error { return d.failAt(d.pos, k, msg) }
+// fail records the error at the current position in d.err.
+func (d *decoder) fail(k Kind, msg string) { d.failAt(d.pos, k, msg) }
 
 func (d *decoder) skipWS() {
 	for d.pos < len(d.s) {

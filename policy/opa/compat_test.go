@@ -111,7 +111,7 @@ func TestDecisions(t *testing.T) {
 			e := engineFor(t, tc.policy)
 			r, err := e.Eval(testContext(t), &Input{Check: get})
 			if tc.err != nil {
-				if tc.err == errEval {
+				if errors.Is(tc.err, errEval) {
 					if err == nil || errors.Is(err, ErrUndefined) || errors.Is(err, ErrInvalidDecision) {
 						t.Fatalf("err = %v, want an evaluation error", err)
 					}

@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opa: bundle: %w", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read-only
 		rb, err := readBundle(f, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("opa: bundle %s: %w", cfg.BundleFile, err)

@@ -1,6 +1,7 @@
 package opa
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -49,7 +50,6 @@ type Meshward struct {
 
 // Keys of the input document.
 var (
-	keyAttributes    = ast.StringTerm("attributes")
 	keyVersion       = ast.StringTerm("version")
 	keyParsedPath    = ast.StringTerm("parsed_path")
 	keyParsedQuery   = ast.StringTerm("parsed_query")
@@ -242,7 +242,7 @@ func parseMultipart(ct, payload string) (ast.Value, error) {
 	mr := multipart.NewReader(strings.NewReader(payload), boundary)
 	for {
 		p, err := mr.NextPart()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -116,7 +116,7 @@ func (p *Poller) poll(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("opa: bundle fetch: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	switch resp.StatusCode {
 	case http.StatusNotModified:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))

@@ -34,7 +34,8 @@ var ErrNoTests = errors.New("no tests found")
 // RunTests runs the Rego unit tests (rules named test_*, todo_test_* are
 // skipped) in paths, like `opa test`: policies, data (.json, .yaml) and
 // tests are loaded together. It prints one line per test to w and a
-// summary. The error is nil only when every test passed.
+// summary. The error is nil only when every test passed and the report
+// was written.
 func RunTests(ctx context.Context, w io.Writer, paths []string, opts TestOptions) (TestSummary, error) {
 	var sum TestSummary
 	v := ast.RegoV1
@@ -59,11 +60,21 @@ func RunTests(ctx context.Context, w io.Writer, paths []string, opts TestOptions
 	if opts.Run != "" {
 		r = r.Filter(opts.Run)
 	}
-	ch, err := r.Run(ctx, modules)
+	ch, err := r.SetModules(modules).RunTests(ctx, nil)
 	if err != nil {
 		return sum, fmt.Errorf("run: %w", err)
 	}
+	// Every result is read even when w fails, so that the runner's
+	// goroutine ends; the first write error is returned.
+	var werr error
+	write := func(s string) {
+		if werr == nil {
+			_, werr = io.WriteString(w, s)
+		}
+	}
+	var b strings.Builder
 	for res := range ch {
+		b.Reset()
 		loc := ""
 		if res.Location != nil {
 			loc = fmt.Sprintf("%s:%d: ", res.Location.File, res.Location.Row)
@@ -72,43 +83,50 @@ func RunTests(ctx context.Context, w io.Writer, paths []string, opts TestOptions
 		switch {
 		case res.Skip:
 			sum.Skipped++
-			fmt.Fprintf(w, "SKIP  %s%s\n", loc, name)
+			fmt.Fprintf(&b, "SKIP  %s%s\n", loc, name)
 		case res.Error != nil:
 			sum.Errored++
-			fmt.Fprintf(w, "ERROR %s%s: %v\n", loc, name, res.Error)
+			fmt.Fprintf(&b, "ERROR %s%s: %v\n", loc, name, res.Error)
 		case res.Fail:
 			sum.Failed++
-			fmt.Fprintf(w, "FAIL  %s%s (%v)\n", loc, name, res.Duration.Round(time.Microsecond))
+			fmt.Fprintf(&b, "FAIL  %s%s (%v)\n", loc, name, res.Duration.Round(time.Microsecond))
 		default:
 			sum.Passed++
-			fmt.Fprintf(w, "PASS  %s%s (%v)\n", loc, name, res.Duration.Round(time.Microsecond))
+			fmt.Fprintf(&b, "PASS  %s%s (%v)\n", loc, name, res.Duration.Round(time.Microsecond))
 		}
 		if !res.Pass() && len(res.Output) > 0 {
 			for line := range strings.SplitSeq(strings.TrimRight(string(res.Output), "\n"), "\n") {
-				fmt.Fprintf(w, "      | %s\n", line)
+				fmt.Fprintf(&b, "      | %s\n", line)
 			}
 		}
+		write(b.String())
 	}
 	total := sum.Passed + sum.Failed + sum.Errored + sum.Skipped
-	fmt.Fprintf(w, "--------------------------------------------------------------------------------\n")
-	fmt.Fprintf(w, "PASS: %d/%d", sum.Passed, total)
+	b.Reset()
+	b.WriteString("--------------------------------------------------------------------------------\n")
+	fmt.Fprintf(&b, "PASS: %d/%d", sum.Passed, total)
 	if sum.Failed > 0 {
-		fmt.Fprintf(w, "  FAIL: %d/%d", sum.Failed, total)
+		fmt.Fprintf(&b, "  FAIL: %d/%d", sum.Failed, total)
 	}
 	if sum.Errored > 0 {
-		fmt.Fprintf(w, "  ERROR: %d/%d", sum.Errored, total)
+		fmt.Fprintf(&b, "  ERROR: %d/%d", sum.Errored, total)
 	}
 	if sum.Skipped > 0 {
-		fmt.Fprintf(w, "  SKIPPED: %d/%d", sum.Skipped, total)
+		fmt.Fprintf(&b, "  SKIPPED: %d/%d", sum.Skipped, total)
 	}
-	fmt.Fprintln(w)
+	b.WriteString("\n")
+	write(b.String())
+	var testErr error
 	switch {
 	case total == 0:
-		return sum, ErrNoTests
+		testErr = ErrNoTests
 	case sum.Failed+sum.Errored > 0:
-		return sum, fmt.Errorf("%d of %d tests failed", sum.Failed+sum.Errored, total)
+		testErr = fmt.Errorf("%d of %d tests failed", sum.Failed+sum.Errored, total)
 	}
-	return sum, nil
+	if werr != nil {
+		return sum, errors.Join(fmt.Errorf("write report: %w", werr), testErr)
+	}
+	return sum, testErr
 }
 
 // testFilter loads, inside folders, only policy and data files.

@@ -2,6 +2,7 @@ package opa
 
 import (
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,8 @@ func TestRunTests(t *testing.T) {
 		want  TestSummary
 		err   error // nil: success; errAny: some error
 		lines []string
+		// failWrite: the report's writer fails every write.
+		failWrite bool
 	}{
 		{name: "passing", dir: "pass", want: TestSummary{Passed: 2},
 			lines: []string{"PASS  ", "authz_test.rego:5: data.envoy.authz_test.test_get_allowed", "PASS: 2/2"}},
@@ -23,14 +26,20 @@ func TestRunTests(t *testing.T) {
 		{name: "filtered", dir: "fail", run: "get", want: TestSummary{Passed: 1}},
 		{name: "no tests", dir: "pass", run: "nothing", err: ErrNoTests},
 		{name: "missing dir", dir: "missing", err: errAny},
+		{name: "report not written", dir: "pass", failWrite: true, want: TestSummary{Passed: 2}, err: errWrite},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out strings.Builder
-			sum, err := RunTests(testContext(t), &out, []string{filepath.Join("testdata", "regotests", tc.dir)}, TestOptions{Run: tc.run})
+			var w io.Writer = &out
+			if tc.failWrite {
+				w = failingWriter{}
+			}
+			sum, err := RunTests(testContext(t), w, []string{filepath.Join("testdata", "regotests", tc.dir)}, TestOptions{Run: tc.run})
+			anyErr := errors.Is(tc.err, errAny)
 			switch {
 			case tc.err == nil && err != nil:
 				t.Fatalf("err = %v\n%s", err, out.String())
-			case tc.err == errAny && err == nil, tc.err != nil && tc.err != errAny && !errors.Is(err, tc.err):
+			case anyErr && err == nil, tc.err != nil && !anyErr && !errors.Is(err, tc.err):
 				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
 			if sum != tc.want {
@@ -45,4 +54,11 @@ func TestRunTests(t *testing.T) {
 	}
 }
 
-var errAny = errors.New("any error")
+var (
+	errAny   = errors.New("any error")
+	errWrite = errors.New("write failed")
+)
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errWrite }

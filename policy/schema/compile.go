@@ -259,7 +259,7 @@ func compileError(src Source, loc string, doc any, err error) *CompileError {
 		ce.Pointer = findRef(doc, loc, lue.URL)
 	case errors.As(err, &rxe):
 		ce.Pointer = fragment(rxe.URL)
-		ce.Err = fmt.Errorf("invalid regular expression %q: %v", rxe.Regex, rxe.Err)
+		ce.Err = fmt.Errorf("invalid regular expression %q: %w", rxe.Regex, rxe.Err)
 	case errors.As(err, &ane):
 		ce.Pointer = findRef(doc, loc, ane.Reference)
 		ce.Err = fmt.Errorf("$ref %s: anchor not found", ane.Reference)
@@ -292,7 +292,7 @@ func metaschemaViolation(sve *jsonschema.SchemaValidationError, doc any) (string
 	base := fragment(sve.URL)
 	var ve *jsonschema.ValidationError
 	if !errors.As(sve.Err, &ve) {
-		return base, fmt.Errorf("not a valid schema: %v", sve.Err)
+		return base, fmt.Errorf("not a valid schema: %w", sve.Err)
 	}
 	leaf := ve
 	for len(leaf.Causes) > 0 {
@@ -384,7 +384,7 @@ func localLoader(local map[string]fs.FS) jsonschema.URLLoader {
 			}
 			data, err := fs.ReadFile(local[p], name)
 			if err != nil {
-				return nil, fmt.Errorf("%w (local folder for %s: %v)", ErrRemoteRef, p, err)
+				return nil, fmt.Errorf("%w (local folder for %s: %w)", ErrRemoteRef, p, err)
 			}
 			if len(data) > maxSchemaBytes {
 				return nil, fmt.Errorf("%s: larger than %d bytes", name, maxSchemaBytes)
