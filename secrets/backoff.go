@@ -27,7 +27,7 @@ func backoffDelay(minimum, maximum time.Duration, attempt int) time.Duration {
 		d *= 2
 	}
 	d = min(d, maximum)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // G404: retry jitter, not a secret
 }
 
 // renewAt is when a certificate received at issued and expiring at

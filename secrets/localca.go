@@ -129,8 +129,11 @@ func loadOrCreateRoot(dir string, now time.Time) (*x509.Certificate, *ecdsa.Priv
 		return nil, nil, keyErr
 	}
 	certs, err := parseCertsPEM(certPEM)
-	if err != nil || len(certs) != 1 {
-		return nil, nil, fmt.Errorf("%s: want exactly one certificate (%v)", certPath, err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: want exactly one certificate (%w)", certPath, err)
+	}
+	if len(certs) != 1 {
+		return nil, nil, fmt.Errorf("%s: want exactly one certificate, found %d", certPath, len(certs))
 	}
 	signer, err := parseKeyPEM(keyPEM)
 	if err != nil {
@@ -189,17 +192,17 @@ func writePrivate(path string, data []byte) error {
 	if err != nil {
 		return fmtErr("write "+path, err)
 	}
-	defer os.Remove(f.Name())
+	defer func() { _ = os.Remove(f.Name()) }() // fails harmlessly once renamed
 	if err := f.Chmod(0o600); err != nil {
-		f.Close()
+		_ = f.Close() // the error above is the one to report
 		return fmtErr("write "+path, err)
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmtErr("write "+path, err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmtErr("write "+path, err)
 	}
 	if err := f.Close(); err != nil {

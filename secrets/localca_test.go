@@ -35,7 +35,7 @@ func TestLocalCAIssue(t *testing.T) {
 	if k, ok := s.Key.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
 		t.Fatalf("key %T, want ECDSA P-256", s.Key)
 	}
-	if got := leaf.NotAfter.Sub(time.Now()); got < 59*time.Minute || got > time.Hour {
+	if got := time.Until(leaf.NotAfter); got < 59*time.Minute || got > time.Hour {
 		t.Fatalf("leaf expires in %v, want the 1h default", got)
 	}
 	if len(leaf.URIs) != 1 || len(leaf.DNSNames) != 0 || len(leaf.IPAddresses) != 0 || len(leaf.EmailAddresses) != 0 {

@@ -386,7 +386,7 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		return
 	}
 	e.svid, e.issued, e.failures, e.lastErr = s, now, 0, nil
-	e.due = renewAt(now, s.NotAfter, rand.Float64())
+	e.due = renewAt(now, s.NotAfter, rand.Float64()) //nolint:gosec // G404: renewal-time jitter, not a secret
 	select {
 	case <-e.first:
 	default:

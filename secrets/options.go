@@ -20,7 +20,7 @@ const (
 	EventVaultRenewal  = "secrets.vault_renewal_failed"
 	EventIssuance      = "secrets.issuance_failed"
 	EventCertRejected  = "secrets.certificate_rejected"
-	EventSecretDeleted = "secrets.kv_secret_deleted"
+	EventSecretDeleted = "secrets.kv_secret_deleted" //nolint:gosec // G101: an event kind name, not a credential
 )
 
 // Log field names.

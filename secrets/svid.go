@@ -170,7 +170,7 @@ func parseKeyPEM(data []byte) (crypto.Signer, error) {
 func ValidateID(id string) error {
 	u, err := url.Parse(id)
 	if err != nil {
-		return fmt.Errorf("%w %q: %v", ErrInvalidID, id, err)
+		return fmt.Errorf("%w %q: %w", ErrInvalidID, id, err)
 	}
 	switch {
 	case u.Scheme != "spiffe":
@@ -236,7 +236,7 @@ func (s *SVID) Check(id string, now time.Time) error {
 		}
 		if i+1 < len(s.Chain) {
 			if err := c.CheckSignatureFrom(s.Chain[i+1]); err != nil {
-				return fmt.Errorf("%w: chain[%d] not signed by chain[%d]: %v", ErrRejected, i, i+1, err)
+				return fmt.Errorf("%w: chain[%d] not signed by chain[%d]: %w", ErrRejected, i, i+1, err)
 			}
 		}
 	}
@@ -254,7 +254,7 @@ func (s *SVID) Verify(b *Bundle, now time.Time) error {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrRejected, err)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	return nil
 }
@@ -287,7 +287,7 @@ func (b *Bundle) VerifyPeer(chain []*x509.Certificate, now time.Time) (string, e
 		Roots: b.Pool(), Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrRejected, err)
+		return "", fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	return id, nil
 }

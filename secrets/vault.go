@@ -339,7 +339,10 @@ func (v *Vault) watch(ctx context.Context, a *vault.Secret) bool {
 	defer func() {
 		w.Stop()
 		if !finished {
-			<-w.DoneCh() // wait for Start to return: no goroutine outlives watch
+			// Wait for Start to return: no goroutine outlives watch.
+			if err := <-w.DoneCh(); err != nil {
+				v.o.log.Debug("vault token renewal ended while stopping", logErr, err)
+			}
 		}
 	}()
 	for {
@@ -437,12 +440,15 @@ func parseIssued(s *vault.Secret, id string) (*SVID, error) {
 	certPEM, _ := s.Data["certificate"].(string)
 	keyPEM, _ := s.Data["private_key"].(string)
 	leaves, err := parseCertsPEM([]byte(certPEM))
-	if err != nil || len(leaves) != 1 {
-		return nil, fmt.Errorf("%w: certificate: want one PEM certificate (%v)", ErrRejected, err)
+	if err != nil {
+		return nil, fmt.Errorf("%w: certificate: want one PEM certificate (%w)", ErrRejected, err)
+	}
+	if len(leaves) != 1 {
+		return nil, fmt.Errorf("%w: certificate: want one PEM certificate, found %d", ErrRejected, len(leaves))
 	}
 	key, err := parseKeyPEM([]byte(keyPEM))
 	if err != nil {
-		return nil, fmt.Errorf("%w: private_key: %v", ErrRejected, err)
+		return nil, fmt.Errorf("%w: private_key: %w", ErrRejected, err)
 	}
 	var caPEMs []string
 	if chain, ok := s.Data["ca_chain"].([]any); ok && len(chain) > 0 {
@@ -457,7 +463,7 @@ func parseIssued(s *vault.Secret, id string) (*SVID, error) {
 	for _, p := range caPEMs {
 		certs, err := parseCertsPEM([]byte(p))
 		if err != nil {
-			return nil, fmt.Errorf("%w: ca_chain: %v", ErrRejected, err)
+			return nil, fmt.Errorf("%w: ca_chain: %w", ErrRejected, err)
 		}
 		for _, c := range certs {
 			if isSelfSigned(c) || slices.ContainsFunc(chain, c.Equal) {

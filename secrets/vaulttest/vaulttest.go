@@ -51,7 +51,7 @@ func Binary(t testing.TB) string {
 		}
 		t.Fatalf("%s is not set: run `make vault` (or `make test`, which builds it) to build the Vault dev server", EnvBinary)
 	}
-	if _, err := os.Stat(bin); err != nil {
+	if _, err := os.Stat(bin); err != nil { //nolint:gosec // G703: the test runner names the binary to run; no untrusted input
 		t.Fatalf("%s=%s: %v: run `make vault` to build the Vault dev server", EnvBinary, bin, err)
 	}
 	return bin
@@ -67,7 +67,9 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("vaulttest: free port: %v", err)
 	}
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatalf("vaulttest: free port: %v", err)
+	}
 	tok := make([]byte, 16)
 	_, _ = rand.Read(tok)
 	s := &Server{
@@ -86,7 +88,7 @@ func (s *Server) start() {
 	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(s.bin, "server", "-dev",
+	cmd := exec.Command(s.bin, "server", "-dev", //nolint:gosec // G204: s.bin is the Vault binary the test runner chose (MESHWARD_VAULT_BIN)
 		"-dev-root-token-id="+s.Token,
 		"-dev-listen-address=127.0.0.1:"+s.port,
 		"-dev-no-store-token",
@@ -116,16 +118,17 @@ func waitHealthy(addr string, done <-chan struct{}, timeout time.Duration) error
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/v1/sys/health", nil)
 		resp, err := c.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // only the status is read
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+			err = fmt.Errorf("status %s", resp.Status)
 		}
 		select {
 		case <-done:
 			return fmt.Errorf("vault exited before it was healthy")
 		case <-ctx.Done():
-			return fmt.Errorf("vault not healthy at %s after %v (last error: %v)", addr, timeout, err)
+			return fmt.Errorf("vault not healthy at %s after %v (last error: %w)", addr, timeout, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
