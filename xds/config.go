@@ -34,11 +34,11 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate(path string) error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
-		errs = append(errs, fmt.Errorf("%s.address: %v", path, err))
+		errs = append(errs, fmt.Errorf("%s.address: %w", path, err))
 	}
 	if c.AuthzAddress != "" {
 		if _, port, err := net.SplitHostPort(c.AuthzAddress); err != nil {
-			errs = append(errs, fmt.Errorf("%s.authzAddress: %v", path, err))
+			errs = append(errs, fmt.Errorf("%s.authzAddress: %w", path, err))
 		} else if port == "0" {
 			errs = append(errs, fmt.Errorf("%s.authzAddress: port 0 cannot be dialled", path))
 		}

@@ -166,7 +166,6 @@ func (s *Server) Run(ctx context.Context) error {
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.SharedWriteBuffer(true),
 		grpc.MaxRecvMsgSize(4 << 20),
 		// Envoy opens one ADS stream per connection; a few more allow a
 		// hot restart. Bounds what one authenticated client can hold open.
@@ -193,7 +192,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		s.serving.Store(false)
 		gs.Stop()
-		<-errCh
+		if err := <-errCh; err != nil { // Serve returns nil once Stop was called
+			s.log.Debug("xds: serve ended with an error while stopping", logError, err)
+		}
 		return nil
 	case err := <-errCh:
 		s.serving.Store(false)

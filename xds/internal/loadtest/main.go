@@ -24,6 +24,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -136,19 +137,29 @@ func runServer(ctx context.Context, f flags) error {
 	runCtx, stopServer := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Run(runCtx) }()
-	defer func() { stopServer(); <-served }()
+	defer func() {
+		stopServer()
+		if err := <-served; err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest: xds server:", err)
+		}
+	}()
 
 	rssBefore := rss("self")
 	fmt.Printf("nodes=%d transport=%s clients=%s GOMAXPROCS=%d\n", f.n, map[bool]string{true: "mTLS", false: "plaintext"}[f.mtls],
 		map[bool]string{true: "in-process", false: "child process"}[f.inproc], runtime.GOMAXPROCS(0))
 
 	start := time.Now()
+	// clientsDone carries the clients' result to waitAll (an early end is
+	// an error); clientsExited tells the deferred stop that they are gone,
+	// whether or not waitAll took the result.
 	clientsDone := make(chan error, 1)
+	clientsExited := make(chan struct{})
 	childPID := ""
 	if f.inproc {
 		cctx, stopClients := context.WithCancel(ctx)
-		defer func() { stopClients(); <-clientsDone }()
+		defer func() { stopClients(); <-clientsExited }()
 		go func() {
+			defer close(clientsExited)
 			clientsDone <- runClients(cctx, flags{addr: srv.Addr().String(), n: f.n, dialPar: f.dialPar}, insecure.NewCredentials(), ca, false)
 		}()
 	} else {
@@ -159,7 +170,7 @@ func runServer(ctx context.Context, f flags) error {
 			if err != nil {
 				return err
 			}
-			defer os.RemoveAll(dir)
+			defer func() { _ = os.RemoveAll(dir) }()
 			data, err := ca.MarshalPEM()
 			if err != nil {
 				return err
@@ -174,7 +185,7 @@ func runServer(ctx context.Context, f flags) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, exe, args...)
+		cmd := exec.CommandContext(ctx, exe, args...) //nolint:gosec // G204: re-executes this very binary (os.Executable) as the clients
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		stdin, err := cmd.StdinPipe() // closing it stops the child
 		if err != nil {
@@ -184,8 +195,8 @@ func runServer(ctx context.Context, f flags) error {
 			return err
 		}
 		childPID = strconv.Itoa(cmd.Process.Pid)
-		go func() { clientsDone <- cmd.Wait() }()
-		defer func() { _ = stdin.Close(); <-clientsDone }()
+		go func() { defer close(clientsExited); clientsDone <- cmd.Wait() }()
+		defer func() { _ = stdin.Close(); <-clientsExited }()
 	}
 
 	// 1. Convergence: every node ACKed the current version of every type.
@@ -285,7 +296,10 @@ func waitAll(ctx context.Context, srv *xds.Server, n int, clientsDone <-chan err
 		case <-ctx.Done():
 			return fmt.Errorf("%d of %d nodes: %w", last, n, ctx.Err())
 		case err := <-clientsDone:
-			return fmt.Errorf("clients ended early: %v", err)
+			if err == nil {
+				return errors.New("clients ended early")
+			}
+			return fmt.Errorf("clients ended early: %w", err)
 		case <-tick.C:
 		}
 	}
