@@ -33,8 +33,8 @@ const (
 	hcmFilterName     = "envoy.filters.network.http_connection_manager"
 	extAuthzName      = "envoy.filters.http.ext_authz"
 	routerName        = "envoy.filters.http.router"
-	credInjectorName  = "envoy.filters.http.credential_injector"
-	genericCredName   = "envoy.http.injected_credentials.generic"
+	credInjectorName  = "envoy.filters.http.credential_injector"  //nolint:gosec // G101: an Envoy extension name, not a credential
+	genericCredName   = "envoy.http.injected_credentials.generic" //nolint:gosec // G101: an Envoy extension name, not a credential
 	tlsTransportName  = "envoy.transport_sockets.tls"
 	httpProtocolOpts  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	credFilterPrefix  = credInjectorName + "."

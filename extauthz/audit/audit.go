@@ -280,7 +280,9 @@ func (l *Logger) SecurityEvent(kind, message string, attrs ...slog.Attr) {
 		d = make(map[string]string, len(attrs))
 		flattenAttrs(d, "", attrs)
 	}
-	l.Audit(&Record{Kind: kind, Message: message, Detail: d})
+	// The record is non-nil, so every error is a loss Audit has counted;
+	// the reporter of a security event has nothing else to do with it.
+	_ = l.Audit(&Record{Kind: kind, Message: message, Detail: d})
 }
 
 func flattenAttrs(d map[string]string, prefix string, attrs []slog.Attr) {
@@ -370,7 +372,7 @@ func (l *Logger) start(ctx context.Context) error {
 		if err != nil {
 			st.errors.Inc()
 			for _, o := range l.sinks[:i] {
-				o.s.close()
+				_ = o.s.close() // nothing written yet; the open error is the one to report
 			}
 			return fmt.Errorf("audit: open sink %s: %w", st.s.name(), err)
 		}

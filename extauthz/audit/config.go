@@ -187,7 +187,7 @@ func (c *Config) Validate(path string) error {
 	}
 	for i, bp := range r.BodyPaths {
 		if _, err := parsePointer(bp); err != nil {
-			errs = append(errs, fmt.Errorf("%s.redaction.bodyPaths[%d]: %v", path, i, err))
+			errs = append(errs, fmt.Errorf("%s.redaction.bodyPaths[%d]: %w", path, i, err))
 		}
 	}
 	for i, cl := range r.Claims {

@@ -23,7 +23,7 @@ func TestAppendRecordMatchesEncodingJSON(t *testing.T) {
 			DecisionID: evil, RequestID: "r", Principal: "p", Subject: "s", Roles: []string{evil, ""}, Method: "m", Host: "h",
 			Path: "/" + evil, Query: "q", Rule: "r", Decision: "deny", Reason: "why", Status: 403, DryRun: true,
 			Violations: []string{"/a", "/b"}, PolicyRevision: "r1", Latency: -5, Headers: map[string]string{evil: evil, "b": "", "a": "x"},
-			Claims: map[string]any{"n": 1.5, "tiny": 1e-7, "big": 1e21, "neg": -0.0, "int": 3, "i64": int64(-4), "b": true, "nil": nil,
+			Claims: map[string]any{"n": 1.5, "tiny": 1e-7, "big": 1e21, "neg": math.Copysign(0, -1), "int": 3, "i64": int64(-4), "b": true, "nil": nil,
 				"arr": []any{"x", 2.0, []any{}}, "strs": []string{"a"}, "m": map[string]any{evil: evil}, "other": map[string]int{"z": 1, "a": 2}},
 			Body: []any{map[string]any{}}, Node: "n", Type: "t", Message: evil, Detail: map[string]string{"k": evil}}},
 		{name: "typed nil body", rec: Record{Kind: "k", Body: map[string]any(nil)}},

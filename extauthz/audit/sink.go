@@ -98,7 +98,7 @@ func (s *fileSink) open() (int64, error) {
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close() // the Stat error is the one to report
 		return 0, err
 	}
 	s.f, s.regular, s.size = f, fi.Mode().IsRegular(), fi.Size()
@@ -107,13 +107,13 @@ func (s *fileSink) open() (int64, error) {
 	}
 	if fi.Mode().Perm() != 0o600 {
 		if err := f.Chmod(0o600); err != nil {
-			s.close()
+			_ = s.close() // the Chmod error is the one to report
 			return 0, err
 		}
 	}
 	torn, err := s.repairTail()
 	if err != nil {
-		s.close()
+		_ = s.close()
 		return 0, fmt.Errorf("repair torn last line: %w", err)
 	}
 	if err := s.prune(); err != nil {
@@ -183,7 +183,7 @@ func (s *fileSink) write(p []byte) error {
 			// stays in the middle of the file and the retry does not
 			// duplicate records.
 			if terr := s.f.Truncate(s.size); terr != nil {
-				s.close()
+				_ = s.close() // reopened by the next write; the errors below are the ones to report
 				return errors.Join(err, fmt.Errorf("take back a partial write: %w", terr))
 			}
 		}

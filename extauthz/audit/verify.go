@@ -237,7 +237,7 @@ func VerifyFiles(paths ...string) (*Summary, error) {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
 		err = v.add(f, p)
-		f.Close()
+		_ = f.Close() // read-only
 		if err != nil {
 			return nil, err
 		}
