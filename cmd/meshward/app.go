@@ -71,7 +71,7 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(&b, "  %-10s %s\n", n, cmds[n].summary)
 	}
 	b.WriteString("\nRun 'meshward <command> -h' for a command's flags.\n")
-	io.WriteString(w, b.String())
+	_, _ = io.WriteString(w, b.String()) // usage goes to stderr: nothing to do if that fails
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting.
@@ -103,12 +103,12 @@ func exitCode(err error, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.code != 2 {
-			fmt.Fprintf(stderr, "meshward: %v\n", ee.err)
+			_, _ = fmt.Fprintf(stderr, "meshward: %v\n", ee.err) // the exit code still reports the failure
 		}
 		return ee.code
 	}
 	if !errors.Is(err, errUsage) {
-		fmt.Fprintf(stderr, "meshward: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "meshward: %v\n", err)
 	}
 	return 1
 }

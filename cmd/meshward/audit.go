@@ -22,7 +22,7 @@ process, seq has no gap. FILEs are read as one log in the order given
 // runAudit dispatches `meshward audit <subcommand>`.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		io.WriteString(stderr, auditUsage)
+		_, _ = io.WriteString(stderr, auditUsage)
 		if len(args) == 0 {
 			return errUsage
 		}
@@ -32,7 +32,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "verify":
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
 	default:
-		io.WriteString(stderr, auditUsage)
+		_, _ = io.WriteString(stderr, auditUsage)
 		return fmt.Errorf("audit: unknown subcommand %q", args[0])
 	}
 }
@@ -41,7 +41,7 @@ func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("audit verify", stderr)
 	rotated := fs.Bool("rotated", false, "verify each FILE's rotated files (FILE.<time>), oldest first, before FILE")
 	fs.Usage = func() {
-		io.WriteString(stderr, auditUsage+"\nFlags:\n")
+		_, _ = io.WriteString(stderr, auditUsage+"\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

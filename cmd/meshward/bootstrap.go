@@ -84,7 +84,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if opts.Insecure {
-		fmt.Fprintf(stderr, "meshward: warning: xds.insecure is set: this Envoy fetches its configuration and secrets over plaintext xDS without authenticating; local demos only\n")
+		_, _ = fmt.Fprintf(stderr, "meshward: warning: xds.insecure is set: this Envoy fetches its configuration and secrets over plaintext xDS without authenticating; local demos only\n")
 	}
 	if f.out != "" {
 		if err := writeBootstrapDir(ctx, cfg, agent, opts, y); err != nil {
@@ -179,13 +179,13 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
+	defer func() { _ = os.Remove(tmp.Name()) }() // no-op after the rename
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the error above is the one to report
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return err
 	}
 	if err := tmp.Close(); err != nil {

@@ -147,7 +147,6 @@ func testConfig(t *testing.T) string {
 type logWatcher struct {
 	mu    sync.Mutex
 	lines []map[string]any
-	w     *io.PipeWriter
 }
 
 func newLogWatcher(r io.Reader) *logWatcher {

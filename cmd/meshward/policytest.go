@@ -14,10 +14,10 @@ import (
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "test" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stderr, "Usage: meshward policy test [flags] DIR...")
+			_, _ = fmt.Fprintln(stderr, "Usage: meshward policy test [flags] DIR...")
 			return nil
 		}
-		fmt.Fprintln(stderr, "Usage: meshward policy test [flags] DIR...")
+		_, _ = fmt.Fprintln(stderr, "Usage: meshward policy test [flags] DIR...")
 		return errUsage
 	}
 	return runPolicyTest(ctx, args[1:], stdout, stderr)
@@ -28,7 +28,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("policy test", stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: meshward policy test [flags] DIR...\n\nRuns the Rego unit tests (rules named test_*) in DIR with its policies and data, like `opa test`.\n\nFlags:")
+		_, _ = fmt.Fprintln(stderr, "Usage: meshward policy test [flags] DIR...\n\nRuns the Rego unit tests (rules named test_*) in DIR with its policies and data, like `opa test`.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	runRE := fs.String("run", "", "run only tests whose name matches this regular expression")

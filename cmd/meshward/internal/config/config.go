@@ -72,7 +72,7 @@ func Parse(data []byte, dir fs.FS, source string) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: %s: empty document", ErrInvalid, source)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, source, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, source, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -83,7 +83,7 @@ func Parse(data []byte, dir fs.FS, source string) (*Config, error) {
 	}
 	c := &Config{Dir: dir, Source: source}
 	if err := root.Decode(c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, source, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, source, err)
 	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
@@ -132,7 +132,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("trustDomain: %q must be a lowercase DNS-like name", c.TrustDomain))
 	}
 	if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
-		errs = append(errs, fmt.Errorf("admin.address: %v", err))
+		errs = append(errs, fmt.Errorf("admin.address: %w", err))
 	}
 	errs = append(errs,
 		c.Authz.Server.Validate("authz"),

@@ -60,7 +60,7 @@ func TestParseErrors(t *testing.T) {
 		},
 		{
 			name: "every unknown key reported",
-			yaml: minimal + "colour: blue\nadmin:\n  adress: x\n",
+			yaml: minimal + "colour: blue\nadmin:\n  adress: x\n", //nolint:misspell // the misspelt key is what this case tests
 			want: []string{"colour: unknown field", "admin.adress: unknown field"},
 		},
 		{
@@ -160,7 +160,7 @@ func TestParseDefaults(t *testing.T) {
 }
 
 func TestAuditKeySecretKnown(t *testing.T) {
-	y := "trustDomain: mesh.local\nsecrets:\n  local:\n    secrets: {audit-key: k.txt}\naudit:\n  redaction: {keySecret: audit-key}\n"
+	y := "trustDomain: mesh.local\nauthz:\n  plaintext: true\nsecrets:\n  local:\n    secrets: {audit-key: k.txt}\naudit:\n  redaction: {keySecret: audit-key}\n"
 	if _, err := Parse([]byte(y), fstest.MapFS{}, "test.yaml"); err != nil {
 		t.Fatalf("Parse() = %v, want a key secret the local source serves to be accepted", err)
 	}
