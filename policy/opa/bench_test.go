@@ -2,6 +2,7 @@ package opa
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -106,4 +107,39 @@ func BenchmarkEvalRatio(b *testing.B) {
 	b.ReportMetric(float64(fast.Microseconds())/float64(b.N), "fast-µs/op")
 	b.ReportMetric(float64(naive.Microseconds())/float64(b.N), "naive-µs/op")
 	b.ReportMetric(float64(naive)/float64(fast), "naive/fast")
+}
+
+// BenchmarkEvalFreshGoroutine runs each decision on a new goroutine, as
+// gRPC runs each Check, so that stack growth during evaluation is counted
+// (the other benchmarks reuse one goroutine whose stack has grown already):
+// stack=reserved is the serving path, stack=grow-on-demand without
+// growStack.
+func BenchmarkEvalFreshGoroutine(b *testing.B) {
+	e := refloadEngine(b)
+	req := loadCheck(b, filepath.Join("testdata", "refload", "allow.json"))
+	ctx := context.Background()
+	b.Cleanup(func() { reserveEvalStack = true })
+	for _, reserve := range []bool{true, false} {
+		name := "stack=reserved"
+		if !reserve {
+			name = "stack=grow-on-demand"
+		}
+		b.Run(name, func(b *testing.B) {
+			reserveEvalStack = reserve
+			b.ReportAllocs()
+			done := make(chan error)
+			for b.Loop() {
+				go func() {
+					r, err := e.Eval(ctx, &Input{Check: req})
+					if err == nil && !r.Allowed {
+						err = errors.New("denied")
+					}
+					done <- err
+				}()
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

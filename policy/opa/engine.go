@@ -380,6 +380,7 @@ func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error
 }
 
 func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
+	growStack()
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalInterQueryBuiltinValueCache(e.values))
 	if err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
