@@ -101,7 +101,7 @@ func (s *Server) canonicalize(req *authv3.CheckRequest, in *policy.Input) *rejec
 	case len(h.RawBody) > 0:
 		in.Body = h.RawBody
 	case h.Body != "":
-		in.Body = []byte(h.Body)
+		in.Body, in.BodyText = []byte(h.Body), h.Body
 	}
 	in.BodyTruncated = in.Headers[partialBodyHeader] == "true"
 

@@ -23,6 +23,10 @@ type Input struct {
 	Headers map[string]string
 	// Body is the request body Envoy sent (from body or raw_body).
 	Body []byte
+	// BodyText, when not empty, is the same body as a string (Envoy's
+	// body field): the schema step decodes it instead of Body, so the
+	// parsed body shares its bytes rather than copying them again.
+	BodyText string
 	// BodyTruncated is set when Envoy sent only part of the body
 	// (x-envoy-auth-partial-body: true).
 	BodyTruncated bool

@@ -142,8 +142,8 @@ func CompileSchemas(cfg *Config, dir fs.FS, lim BodyLimits) (*schema.Set, []byte
 				continue
 			}
 			src.Origin, src.Data = s.File, data
-			fmt.Fprintf(h, "%q %q %d\n", s.Name, s.File, len(data))
-			h.Write(data)
+			_, _ = fmt.Fprintf(h, "%q %q %d\n", s.Name, s.File, len(data))
+			_, _ = h.Write(data)
 		} else {
 			src.Origin, src.Doc = fmt.Sprintf("authz.schemas[%d].inline", i), s.Inline
 		}
@@ -152,7 +152,7 @@ func CompileSchemas(cfg *Config, dir fs.FS, lim BodyLimits) (*schema.Set, []byte
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
 	}
-	fmt.Fprintf(h, "%+v\n", lim)
+	_, _ = fmt.Fprintf(h, "%+v\n", lim)
 	set, err := schema.Compile(srcs, schema.Options{MaxViolations: lim.MaxViolations, Sensitive: lim.Sensitive})
 	if err != nil {
 		return nil, nil, err
@@ -235,7 +235,13 @@ func (c *schemaChecker) decode(in *Input) (any, error) {
 	if in.HasParsedBody {
 		return in.ParsedBody, nil
 	}
-	doc, err := body.Decode(in.Body, c.lim)
+	var doc any
+	var err error
+	if in.BodyText != "" {
+		doc, err = body.DecodeString(in.BodyText, c.lim)
+	} else {
+		doc, err = body.Decode(in.Body, c.lim)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -245,14 +251,24 @@ func (c *schemaChecker) decode(in *Input) (any, error) {
 
 func violationResult(msg string, vs []schema.Violation) BodyResult {
 	res := BodyResult{Status: 400, Code: schema.CodeViolation, Violations: vs}
+	n := len(msg)
+	for _, v := range vs {
+		n += len(v.Path) + len(v.Keyword) + len(v.Message) + 6
+	}
 	var b strings.Builder
+	b.Grow(n)
 	b.WriteString(msg)
 	for i, v := range vs {
 		sep := "; "
 		if i == 0 {
 			sep = ": "
 		}
-		fmt.Fprintf(&b, "%s%s %s: %s", sep, cmp.Or(v.Path, "/"), v.Keyword, v.Message)
+		b.WriteString(sep)
+		b.WriteString(cmp.Or(v.Path, "/"))
+		b.WriteByte(' ')
+		b.WriteString(v.Keyword)
+		b.WriteString(": ")
+		b.WriteString(v.Message)
 	}
 	res.Message = b.String()
 	return res

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -138,7 +139,48 @@ func Decode(data []byte, lim Limits) (any, error) {
 		return nil, newError(data, lim.MaxBytes, KindTooLarge,
 			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(data), lim.MaxBytes))
 	}
-	d := decoder{data: data, s: string(data), maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, kvs: make([]kv, 0, 16)}
+	return decode(string(data), lim)
+}
+
+// DecodeString is Decode for a body held as a string (Envoy's `body`
+// field): the result's strings and numbers are slices of s itself, so
+// the body is not copied.
+func DecodeString(s string, lim Limits) (any, error) {
+	lim = lim.withDefaults()
+	if len(s) > lim.MaxBytes {
+		return nil, newError(s, lim.MaxBytes, KindTooLarge,
+			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(s), lim.MaxBytes))
+	}
+	return decode(s, lim)
+}
+
+// scratch is a decoder's reusable stacks, pooled across requests so a
+// decode allocates only the values it returns.
+type scratch struct {
+	kvs  []kv
+	vals []any
+	buf  []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{kvs: make([]kv, 0, 16), vals: make([]any, 0, 16)} }}
+
+// maxPooledScratch bounds the stacks kept in the pool (in elements or
+// bytes), so one huge body does not pin its scratch memory.
+const maxPooledScratch = 4096
+
+// decode parses s (at most lim.MaxBytes long, lim with defaults).
+func decode(s string, lim Limits) (any, error) {
+	sc := scratchPool.Get().(*scratch)
+	d := decoder{s: s, maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, kvs: sc.kvs[:0], vals: sc.vals[:0], buf: sc.buf[:0]}
+	defer func() {
+		// The object and array stacks are cleared as each value
+		// completes (or fails); the string scratch holds body bytes.
+		clear(d.buf[:cap(d.buf)])
+		if cap(d.kvs) <= maxPooledScratch && cap(d.vals) <= maxPooledScratch && cap(d.buf) <= maxPooledScratch {
+			sc.kvs, sc.vals, sc.buf = d.kvs[:0], d.vals[:0], d.buf[:0]
+			scratchPool.Put(sc)
+		}
+	}()
 	d.skipWS()
 	if d.pos >= len(d.s) {
 		d.fail(KindSyntax, "empty body, want a JSON value")
@@ -168,8 +210,7 @@ type kv struct {
 const foldMapMin = 16
 
 type decoder struct {
-	data     []byte
-	s        string // one copy of data: every string and number is a slice of it
+	s        string // the body: every string and number is a slice of it
 	pos      int
 	depth    int
 	maxDepth int
@@ -181,11 +222,11 @@ type decoder struct {
 	err                   *Error
 }
 
-func newError(data []byte, off int, k Kind, msg string) *Error {
+func newError[T ~string | ~[]byte](data T, off int, k Kind, msg string) *Error {
 	off = min(max(off, 0), len(data))
 	line, col := 1, 1
-	for _, c := range data[:off] {
-		if c == '\n' {
+	for i := range off {
+		if data[i] == '\n' {
 			line++
 			col = 1
 		} else {
@@ -198,7 +239,7 @@ func newError(data []byte, off int, k Kind, msg string) *Error {
 // failAt records the error at byte offset off in d.err; the caller then
 // returns false (or d.err) to stop decoding.
 func (d *decoder) failAt(off int, k Kind, msg string) {
-	d.err = newError(d.data, off, k, msg)
+	d.err = newError(d.s, off, k, msg)
 }
 
 // fail records the error at the current position in d.err.

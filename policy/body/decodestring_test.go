@@ -1,0 +1,90 @@
+package body
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestDecodeStringMatchesDecode: DecodeString accepts and rejects exactly
+// what Decode does, with the same value or error, also when decodes that
+// failed half-way (and left pooled scratch behind) come first.
+func TestDecodeStringMatchesDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		lim  Limits
+	}{
+		{name: "object", in: `{"a":1,"b":[true,null,"x"],"c":{"d":-0.5e+3}}`},
+		{name: "escapes", in: `{"k":"a\"b\\c\u00e9\ud83d\ude00"}`},
+		{name: "many keys", in: `{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"r":18}`},
+		{name: "duplicate key deep", in: `{"a":{"b":[{"c":1,"c":2}]}}`},
+		{name: "case variant key", in: `{"role":"user","Role":"admin"}`},
+		{name: "invalid utf8 after escape", in: "{\"k\":\"\\n\xff\"}"},
+		{name: "lone surrogate", in: `["\ud800"]`},
+		{name: "too deep", in: `[[[[1]]]]`, lim: Limits{MaxDepth: 3}},
+		{name: "too large", in: "[1,\n2]", lim: Limits{MaxBytes: 4}},
+		{name: "too many values", in: `[1,2,3]`, lim: Limits{MaxValues: 3}},
+		{name: "trailing data", in: `{} {}`},
+		{name: "empty", in: ` `},
+		{name: "valid after failures", in: `{"z":{"y":["x",{"w":"v"}]}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, wantErr := Decode([]byte(tt.in), tt.lim)
+			got, err := DecodeString(tt.in, tt.lim)
+			if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(err, wantErr) {
+				t.Fatalf("DecodeString(%q) = %#v, %v; Decode = %#v, %v", tt.in, got, err, want, wantErr)
+			}
+		})
+	}
+}
+
+// TestDecodeLargeScratchNotPooled: a body whose scratch outgrows the pool
+// bound still decodes, and the next decode is unaffected.
+func TestDecodeLargeScratchNotPooled(t *testing.T) {
+	big := "[" + strings.Repeat("1,", 2*maxPooledScratch) + "1]"
+	v, err := DecodeString(big, Limits{MaxValues: 3 * maxPooledScratch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(v.([]any)); n != 2*maxPooledScratch+1 {
+		t.Fatalf("got %d elements", n)
+	}
+	if v, err := DecodeString(`[2]`, Limits{}); err != nil || !reflect.DeepEqual(v, []any{json.Number("2")}) {
+		t.Fatalf("after a large body: %#v, %v", v, err)
+	}
+}
+
+func FuzzDecodeString(f *testing.F) {
+	for _, s := range []string{`{"role":"user","Role":"admin"}`, `{"a":[1,2,{"b":null}]}`, "\"\xff\"", `{"a":"\u0041"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		lim := Limits{MaxDepth: 32}
+		want, wantErr := Decode([]byte(s), lim)
+		got, err := DecodeString(s, lim)
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(err, wantErr) {
+			t.Fatalf("DecodeString(%q) = %#v, %v; Decode = %#v, %v", s, got, err, want, wantErr)
+		}
+	})
+}
+
+// BenchmarkDecodeString decodes the task.request body held as a string,
+// as extauthz passes Envoy's body field.
+func BenchmarkDecodeString(b *testing.B) {
+	data, err := os.ReadFile("testdata/task.request.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := string(data)
+	b.SetBytes(int64(len(s)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeString(s, Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
