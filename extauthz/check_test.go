@@ -68,10 +68,6 @@ func withHost(h string) func(*authv3.CheckRequest) {
 	return func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Host = h }
 }
 
-func withMethod(m string) func(*authv3.CheckRequest) {
-	return func(r *authv3.CheckRequest) { r.Attributes.Request.Http.Method = m }
-}
-
 func withPeer(principal, cert string) func(*authv3.CheckRequest) {
 	return func(r *authv3.CheckRequest) {
 		r.Attributes.Source = &authv3.AttributeContext_Peer{Principal: principal, Certificate: cert}
@@ -290,7 +286,7 @@ func TestAllowResponse(t *testing.T) {
 	}
 	set := map[string]string{}
 	for _, h := range ok.GetHeaders() {
-		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || h.GetAppend() != nil {
+		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || h.GetAppend() != nil { //nolint:staticcheck // asserts the deprecated append field stays unset
 			t.Errorf("header %s: append action %v, want OVERWRITE_IF_EXISTS_OR_ADD", h.GetHeader().GetKey(), h.GetAppendAction())
 		}
 		set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()

@@ -265,9 +265,9 @@ func (s *Server) denied(id string, httpStatus int, code, msg string, vs []schema
 	body = appendJSONString(body, id)
 	body = append(body, '}')
 	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(grpcCode(httpStatus)), Message: code},
+		Status: &status.Status{Code: int32(grpcCode(httpStatus)), Message: code}, //nolint:gosec // a gRPC code is 0-16
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(httpStatus)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(httpStatus)}, //nolint:gosec // a validated HTTP status, 100-999
 			Headers: []*corev3.HeaderValueOption{setHeader("content-type", "application/json")},
 			Body:    string(body),
 		}},

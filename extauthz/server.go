@@ -347,7 +347,9 @@ func (s *Server) Run(ctx context.Context) error {
 				g.Stop()
 				<-stopped
 			}
-			<-served
+			if err := <-served; err != nil {
+				s.log.Debug("ext_authz server ended", "error", err)
+			}
 			return nil
 		}
 	}

@@ -163,8 +163,8 @@ func hashPath(h hash.Hash, dir fs.FS, name string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%q %d\n", path, len(data))
-		h.Write(data)
+		_, _ = fmt.Fprintf(h, "%q %d\n", path, len(data))
+		_, _ = h.Write(data)
 		return nil
 	})
 }

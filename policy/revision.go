@@ -285,7 +285,7 @@ type digester interface{ Digest() string }
 
 func writeDigest(h interface{ Write([]byte) (int, error) }, v any) {
 	if d, ok := v.(digester); ok {
-		h.Write([]byte(d.Digest()))
+		_, _ = h.Write([]byte(d.Digest()))
 	}
 }
 

@@ -44,7 +44,7 @@ func Watch(ctx context.Context, opts WatchOptions, reload func(context.Context))
 		if err != nil {
 			return fmt.Errorf("watch policy files: %w", err)
 		}
-		defer w.Close()
+		defer func() { _ = w.Close() }()
 		dirs := map[string]bool{}
 		for _, f := range opts.Files {
 			abs, err := filepath.Abs(f)

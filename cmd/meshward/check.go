@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -62,7 +63,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("check: %w", err)
 	}
 	if *explain {
-		writeExplain(ctx, stderr, srv, rev, req)
+		if err := writeExplain(ctx, stderr, srv, rev, req); err != nil {
+			return err
+		}
 	}
 	raw, err = protojson.Marshal(resp)
 	if err != nil {
@@ -82,7 +85,15 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func writeExplain(ctx context.Context, w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) {
+func writeExplain(ctx context.Context, w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) error {
+	var b strings.Builder
+	explain(ctx, &b, srv, rev, req)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// explain writes why each rule and the Rego step decided as they did.
+func explain(ctx context.Context, w *strings.Builder, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) {
 	in, d, ok := srv.Input(req)
 	fmt.Fprintf(w, "policy revision %s\n", rev.ID())
 	if !ok {

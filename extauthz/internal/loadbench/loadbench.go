@@ -277,7 +277,7 @@ func serve(srv authv3.AuthorizationServer, opts Options) (caller, func(), error)
 		return nil, nil, fmt.Errorf("loadbench: %w", err)
 	}
 	stop := func() {
-		conn.Close()
+		_ = conn.Close()
 		g.Stop()
 		<-done
 	}
