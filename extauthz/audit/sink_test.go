@@ -232,7 +232,8 @@ func TestVerify(t *testing.T) {
 	}
 	good := line(7, "a", "allow", "p1", "") + line(8, "a", "deny", "p2", "missing_role") +
 		line(1, "b", "deny", "p2", "missing_role") + line(9, "a", "deny", "p3", "schema") +
-		`{"kind":"xds_nack","time":"2026-01-01T00:00:00Z","seq":2,"process":"b","reason":"bad_listener"}` + "\n"
+		`{"kind":"xds_nack","time":"2026-01-01T00:00:00Z","seq":2,"process":"b","reason":"bad_listener"}` + "\n" +
+		`{"kind":"authn_failure","time":"2026-01-01T00:00:00Z","seq":3,"process":"b","decision":"deny","reason":"no_identity"}` + "\n"
 	tests := []struct {
 		name     string
 		in       string
@@ -267,7 +268,8 @@ func TestVerify(t *testing.T) {
 		})
 	}
 	s, _ := Verify(strings.NewReader(good))
-	if s.Records != 5 || s.Processes != 2 || s.Decisions["deny"] != 3 || s.Kinds[KindXDSNack] != 1 {
+	// The authn_failure record is a decision too: denies of every kind count.
+	if s.Records != 6 || s.Processes != 2 || s.Decisions["deny"] != 4 || s.Kinds[KindXDSNack] != 1 {
 		t.Errorf("summary %+v", s)
 	}
 	if len(s.TopDenied) == 0 || s.TopDenied[0] != (Count{"p2", 2}) || s.TopReasons[0] != (Count{"missing_role", 2}) {

@@ -34,7 +34,7 @@ type Summary struct {
 	Records   int            // lines that are valid records
 	Processes int            // distinct process nonces (runs)
 	Kinds     map[string]int // records by kind
-	Decisions map[string]int // decision records by result (allow, deny, error)
+	Decisions map[string]int // records of a decision (kinds decision, authz_denial, authn_failure) by result (allow, deny, error)
 	// TopDenied are the principals with the most deny or error decisions.
 	TopDenied []Count
 	// TopReasons are the most frequent reason codes of all records.
@@ -170,7 +170,7 @@ func (v *verifier) record(line []byte, name string, n int) {
 	}
 	v.s.Records++
 	v.s.Kinds[l.Kind]++
-	if l.Kind == KindDecision && l.Decision != "" {
+	if l.Decision != "" {
 		v.s.Decisions[l.Decision]++
 	}
 	if l.Decision == "deny" || l.Decision == "error" {
