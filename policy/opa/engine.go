@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	ast "github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -77,6 +78,8 @@ type Engine struct {
 	revision string
 	modules  []string
 	pq       rego.PreparedEvalQuery
+	// partial is set when pq is the partially evaluated query.
+	partial bool
 	// values caches what builtins compute from constant arguments across
 	// evaluations (compiled JSON schemas of json.match_schema, like the
 	// OPA server does); it lives and dies with the revision.
@@ -259,7 +262,75 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		return nil, fmt.Errorf("opa: compile: %w", err)
 	}
 	e.pq = pq
+	if !partialEval {
+		return e, nil
+	}
+	if ppq, ok := preparePartial(ctx, opts); ok {
+		e.pq, e.partial = ppq, true
+	}
 	return e, nil
+}
+
+// partialEval turns the partial evaluation at load on; tests turn it off
+// to check that both ways decide alike.
+var partialEval = true
+
+// maxPartialExprs bounds the output of the partial evaluation
+// (expressions over all rules): a policy that joins large data sets can
+// partially evaluate to a cross product, slower to compile and evaluate
+// than the original. A variable so that tests can exercise the fallback.
+var maxPartialExprs = 20000
+
+// Bounds of the partial evaluation done at load.
+const (
+	// partialTimeout bounds the partial evaluation of one revision.
+	partialTimeout = 5 * time.Second
+	// partialNamespace is where OPA puts the partially evaluated rules;
+	// no hand-written policy uses this package.
+	partialNamespace = "__meshward_partial__"
+)
+
+// preparePartial prepares the decision the way OPA's high-throughput
+// paths do (rego.PartialResult, then PrepareForEval): the query is
+// partially evaluated once per revision with the input unknown, so that
+// data look-ups, rules that depend only on data, and rule bodies that
+// cannot match any data are resolved ahead of time, and each Check
+// evaluates only the residual conditions on the input. The decision is the
+// same by construction (OPA's partial evaluation); when it cannot be done
+// within the bounds above, ok is false and the plain prepared query serves.
+func preparePartial(ctx context.Context, opts []func(*rego.Rego)) (rego.PreparedEvalQuery, bool) {
+	ctx, cancel := context.WithTimeout(ctx, partialTimeout)
+	defer cancel()
+	with := func(extra ...func(*rego.Rego)) []func(*rego.Rego) {
+		return append(append([]func(*rego.Rego){}, opts...), extra...)
+	}
+	unknowns := rego.Unknowns([]string{"input"})
+	pqs, err := rego.New(with(unknowns, rego.PartialNamespace(partialNamespace))...).Partial(ctx)
+	if err != nil || partialExprs(pqs) > maxPartialExprs {
+		return rego.PreparedEvalQuery{}, false
+	}
+	pr, err := rego.New(with(unknowns, rego.PartialNamespace(partialNamespace))...).PartialResult(ctx)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, false
+	}
+	pq, err := pr.Rego(rego.StoreReadAST(true)).PrepareForEval(ctx)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, false
+	}
+	return pq, true
+}
+
+func partialExprs(pqs *rego.PartialQueries) int {
+	n := 0
+	for _, q := range pqs.Queries {
+		n += len(q)
+	}
+	for _, m := range pqs.Support {
+		for _, r := range m.Rules {
+			n += len(r.Body) + 1
+		}
+	}
+	return n
 }
 
 // loadFiles loads cfg.Files: relative ones through cfg.FS, absolute ones
@@ -350,11 +421,12 @@ func mergeDocs(a, b map[string]any, path string) (map[string]any, error) {
 // query and validates the decision. Any error means deny; see the package
 // documentation for how to answer each.
 func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
+	growStack() // first, while the stack is shallow (see stack.go)
 	input, err := BuildInput(in)
 	if err != nil {
 		return nil, err
 	}
-	return e.EvalValue(ctx, input)
+	return e.evalValue(ctx, input)
 }
 
 // EvalValue evaluates the prepared query on an input document built by
@@ -362,6 +434,11 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
 // the decision cache on, a cached Result (Cached set) may be returned;
 // Results are shared and must not be modified.
 func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error) {
+	growStack()
+	return e.evalValue(ctx, input)
+}
+
+func (e *Engine) evalValue(ctx context.Context, input ast.Value) (*Result, error) {
 	if e.decisions == nil {
 		return e.eval(ctx, input)
 	}
@@ -380,7 +457,6 @@ func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error
 }
 
 func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
-	growStack()
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalInterQueryBuiltinValueCache(e.values))
 	if err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
