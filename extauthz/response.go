@@ -161,16 +161,21 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	const hexDigits = "0123456789abcdef"
 	b = append(b, '"')
+	start := 0 // s[start:i] needs no escaping and is appended in one go
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		start = i + 1
+		if c < 0x20 {
 			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			b = append(b, c)
+		} else {
+			b = append(b, '\\', c)
 		}
 	}
+	b = append(b, s[start:]...)
 	return append(b, '"')
 }
 
@@ -240,7 +245,11 @@ func (s *Server) errorResponse(id, reason string) *authv3.CheckResponse {
 // denied builds a deny: {"error","message","violations" (schema
 // violations only),"decision_id"}.
 func (s *Server) denied(id string, httpStatus int, code, msg string, vs []schema.Violation, meta map[string]*structpb.Value) *authv3.CheckResponse {
-	body := make([]byte, 0, 48+len(code)+len(msg)+len(id)+64*len(vs))
+	n := 64 + len(code) + len(msg) + len(id)
+	for _, v := range vs {
+		n += 40 + len(v.Path) + len(v.Keyword) + len(v.Message)
+	}
+	body := make([]byte, 0, n)
 	body = append(body, `{"error":`...)
 	body = appendJSONString(body, code)
 	body = append(body, `,"message":`...)
