@@ -634,7 +634,30 @@ func (d *decoder) number() (any, bool) {
 		return nil, false
 	}
 	d.pos = i
+	if n := i - start; n <= 2 && s[start] != '-' && (n == 1 || s[start] != '0') {
+		if v := s[start:i]; n == 1 || (v[1] >= '0' && v[1] <= '9') {
+			return smallNumbers[atoi2(v)], true
+		}
+	}
 	return json.Number(s[start:i]), true
+}
+
+// smallNumbers holds json.Number("0") to json.Number("99") already boxed:
+// small integers are the commonest numbers in messages (priorities,
+// counts), and returning a shared immutable value saves an allocation.
+var smallNumbers = func() (t [100]any) {
+	for i := range t {
+		t[i] = json.Number(strconv.Itoa(i))
+	}
+	return t
+}()
+
+// atoi2 converts one or two decimal digits.
+func atoi2(v string) int {
+	if len(v) == 1 {
+		return int(v[0] - '0')
+	}
+	return int(v[0]-'0')*10 + int(v[1]-'0')
 }
 
 func digits(s string, i int) int {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -86,5 +87,26 @@ func BenchmarkDecodeString(b *testing.B) {
 		if _, err := DecodeString(s, Limits{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDecodeNumbersKeepText: every number decodes to its exact text,
+// whether or not it is one of the shared small integers.
+func TestDecodeNumbersKeepText(t *testing.T) {
+	var nums []string
+	for i := range 120 {
+		nums = append(nums, strconv.Itoa(i))
+	}
+	nums = append(nums, "-0", "-5", "-42", "0.5", "1.0", "1e2", "9E1", "99.5", "12345678901234567890123")
+	for _, n := range nums {
+		t.Run(n, func(t *testing.T) {
+			v, err := DecodeString(`{"n":`+n+`}`, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := v.(map[string]any)["n"]; got != json.Number(n) {
+				t.Fatalf("got %#v, want json.Number(%q)", got, n)
+			}
+		})
 	}
 }
