@@ -64,11 +64,18 @@ var (
 	)
 )
 
-// BuildInput returns the input document a policy sees for in, built as an
-// ast.Value directly from the protobuf message (no JSON round trip). The
-// document equals opa-envoy-plugin's for v3 (plus input.meshward when set).
-// Errors wrap [ErrInput].
+// BuildInput returns the input document a policy sees for in, built
+// directly from the protobuf message (no JSON round trip) as a lazy object
+// whose parts become ast values when a policy reads them (see native.go).
+// The document equals opa-envoy-plugin's for v3 (plus input.meshward when
+// set). Errors wrap [ErrInput].
 func BuildInput(in *Input) (ast.Value, error) {
+	return buildLazyInput(in)
+}
+
+// buildEagerInput builds the same document as ast values throughout; the
+// tests check that the lazy document converts to exactly this.
+func buildEagerInput(in *Input) (ast.Value, error) {
 	if in == nil || in.Check == nil {
 		return nil, fmt.Errorf("build input: %w: no check request", ErrInput)
 	}

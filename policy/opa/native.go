@@ -1,0 +1,332 @@
+package opa
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	ast "github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// The input document is served as an ast.LazyObject over plain Go values
+// (map[string]any, []any, string, json.Number, bool, nil): OPA converts
+// to ast only the parts a policy reads (input.attributes.source.principal
+// converts three small objects, not the headers, addresses and body), and
+// a Go map costs a fraction of an ast object to build. Anything that needs
+// the whole document (comparison, hashing, printing) converts all of it,
+// to exactly the value the eager build gives (TestLazyInputMatchesEager).
+// The Go values are only read, never modified, by OPA and this package.
+
+// buildLazyInput is BuildInput's document as a lazy object.
+func buildLazyInput(in *Input) (ast.Value, error) {
+	if in == nil || in.Check == nil {
+		return nil, fmt.Errorf("build input: %w: no check request", ErrInput)
+	}
+	httpReq := in.Check.GetAttributes().GetRequest().GetHttp()
+	if httpReq == nil {
+		return nil, fmt.Errorf("build input: %w: missing attributes.request.http", ErrInput)
+	}
+	doc, err := protoToNative(in.Check.ProtoReflect())
+	if err != nil {
+		return nil, fmt.Errorf("build input: %w: %w", ErrInput, err)
+	}
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("build input: %w: check request is not an object", ErrInput)
+	}
+	obj["version"] = map[string]any{"ext_authz": "v3", "encoding": "protojson"}
+
+	u, err := url.Parse(httpReq.GetPath())
+	if err != nil {
+		return nil, fmt.Errorf("build input: %w: path: %w", ErrInput, err)
+	}
+	segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	path := make([]any, len(segs))
+	for i, s := range segs {
+		path[i] = s
+	}
+	obj["parsed_path"] = path
+	query := map[string]any{}
+	if u.RawQuery != "" {
+		for k, vs := range u.Query() {
+			query[k] = stringsToNative(vs)
+		}
+	}
+	obj["parsed_query"] = query
+
+	headers := httpReq.GetHeaders()
+	if len(headers) == 0 && httpReq.GetHeaderMap() != nil {
+		headers = headerMapToMap(httpReq.GetHeaderMap())
+	}
+	body, truncated, err := parsedBodyNative(in, headers, httpReq.GetBody(), httpReq.GetRawBody())
+	if err != nil {
+		return nil, fmt.Errorf("build input: %w: body: %w", ErrInput, err)
+	}
+	obj["parsed_body"] = body
+	obj["truncated_body"] = truncated
+
+	if in.Meshward != nil {
+		mv, err := in.Meshward.native()
+		if err != nil {
+			return nil, fmt.Errorf("build input: %w: meshward: %w", ErrInput, err)
+		}
+		obj["meshward"] = mv
+	}
+	return ast.LazyObject(obj), nil
+}
+
+// parsedBodyNative is parsedBody's value as plain Go values.
+func parsedBodyNative(in *Input, headers map[string]string, body string, rawBody []byte) (any, bool, error) {
+	ct, ok := headers["content-type"]
+	if !ok {
+		return nil, false, nil
+	}
+	var kind int
+	switch {
+	case strings.Contains(ct, "application/json"):
+		kind = bodyJSON
+	case strings.Contains(ct, "application/grpc"):
+		return nil, false, nil // see parsedBody
+	case strings.Contains(ct, "application/x-www-form-urlencoded"):
+		kind = bodyForm
+	case strings.Contains(ct, "multipart/form-data"):
+		kind = bodyMultipart
+	default:
+		return nil, false, nil
+	}
+	payload := body
+	if payload == "" {
+		if len(rawBody) == 0 {
+			return nil, false, nil
+		}
+		payload = string(rawBody)
+	}
+	if cl, ok := headers["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return nil, false, fmt.Errorf("content-length: %w", err)
+		}
+		if n != -1 && n > int64(len(payload)) {
+			return nil, true, nil
+		}
+	}
+	if in.HasParsedBody {
+		v, err := toNative(in.ParsedBody)
+		return v, false, err
+	}
+	switch kind {
+	case bodyJSON:
+		var x any
+		if err := util.UnmarshalJSON([]byte(payload), &x); err != nil {
+			return nil, false, err
+		}
+		v, err := toNative(x)
+		return v, false, err
+	case bodyForm:
+		vals, err := url.ParseQuery(payload)
+		if err != nil {
+			return nil, false, err
+		}
+		v, err := toNative(map[string][]string(vals))
+		return v, false, err
+	default:
+		v, err := parseMultipart(ct, payload)
+		if err != nil {
+			return nil, false, err
+		}
+		return astToNative(v)
+	}
+}
+
+func astToNative(v ast.Value) (any, bool, error) {
+	x, err := ast.JSON(v)
+	if err != nil {
+		return nil, false, err
+	}
+	n, err := toNative(x)
+	return n, false, err
+}
+
+func stringsToNative(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func (m *Meshward) native() (any, error) {
+	roles := stringsToNative(m.Roles)
+	attrs := make(map[string]any, len(m.Attributes))
+	for k, v := range m.Attributes {
+		attrs[k] = v
+	}
+	claims := any(map[string]any{})
+	if m.Claims != nil {
+		var err error
+		if claims, err = toNative(m.Claims); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{
+		"principal": m.Principal, "roles": roles, "attributes": attrs, "claims": claims, "rule": m.Rule,
+	}, nil
+}
+
+// isNative reports whether x holds only the plain values a lazy object
+// converts exactly like goToValue (no float64, typed maps or ast values).
+func isNative(x any) bool {
+	switch x := x.(type) {
+	case nil, bool, string, json.Number:
+		return true
+	case map[string]any:
+		for _, v := range x {
+			if !isNative(v) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		for _, v := range x {
+			if !isNative(v) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// toNative returns x as plain values, converting (copying) only when x
+// holds something else; the result converts to the same ast value as
+// goToValue(x).
+func toNative(x any) (any, error) {
+	if isNative(x) {
+		return x, nil
+	}
+	v, err := goToValue(x)
+	if err != nil {
+		return nil, err
+	}
+	return ast.JSON(v)
+}
+
+// protoToNative is protoToValue's document as plain Go values.
+func protoToNative(m protoreflect.Message) (any, error) {
+	switch m.Descriptor().FullName() {
+	case "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue":
+		v, err := protoToValue(m) // rare in a CheckRequest (metadata): same rules
+		if err != nil {
+			return nil, err
+		}
+		return ast.JSON(v)
+	case "google.protobuf.Timestamp":
+		if t, ok := m.Interface().(*timestamppb.Timestamp); ok {
+			v, err := timestampToValue(t)
+			if err != nil {
+				return nil, err
+			}
+			return string(v.(ast.String)), nil
+		}
+	}
+	if m.Descriptor().FullName().Parent() == "google.protobuf" {
+		v, err := protojsonValue(m)
+		if err != nil {
+			return nil, err
+		}
+		return ast.JSON(v)
+	}
+	n := m.Descriptor().Fields().Len()
+	obj := make(map[string]any, min(n, 8))
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		var val any
+		switch {
+		case fd.IsList():
+			l := v.List()
+			out := make([]any, l.Len())
+			for i := range l.Len() {
+				if out[i], err = singularToNative(fd, l.Get(i)); err != nil {
+					break
+				}
+			}
+			val = out
+		case fd.IsMap():
+			val, err = mapFieldToNative(fd, v.Map())
+		default:
+			val, err = singularToNative(fd, v)
+		}
+		if err != nil {
+			err = fmt.Errorf("%s: %w", fd.JSONName(), err)
+			return false
+		}
+		obj[fd.JSONName()] = val
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func mapFieldToNative(fd protoreflect.FieldDescriptor, m protoreflect.Map) (any, error) {
+	obj := make(map[string]any, m.Len())
+	vd := fd.MapValue()
+	stringKeys := fd.MapKey().Kind() == protoreflect.StringKind
+	var err error
+	m.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+		key := k.String() // bool and integer keys print as protojson does
+		if stringKeys && !utf8.ValidString(key) {
+			err = errors.New("map key contains invalid UTF-8")
+			return false
+		}
+		var val any
+		if val, err = singularToNative(vd, v); err != nil {
+			return false
+		}
+		obj[key] = val
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value) (any, error) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		s := v.String()
+		if !utf8.ValidString(s) {
+			return nil, errors.New("string field contains invalid UTF-8")
+		}
+		return s, nil
+	case protoreflect.BoolKind:
+		return v.Bool(), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return protoToNative(v.Message())
+	case protoreflect.BytesKind:
+		return base64.StdEncoding.EncodeToString(v.Bytes()), nil
+	}
+	val, err := singularToValue(fd, v)
+	if err != nil {
+		return nil, err
+	}
+	switch val := val.(type) {
+	case ast.String:
+		return string(val), nil
+	case ast.Number:
+		return json.Number(val), nil
+	case ast.Null:
+		return nil, nil
+	}
+	return ast.JSON(val)
+}

@@ -1,0 +1,98 @@
+package opa
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	ast "github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// TestLazyInputMatchesEager: the lazy input document converts to exactly
+// the ast value the eager build gives, whole and read path by path.
+func TestLazyInputMatchesEager(t *testing.T) {
+	var rich authv3.CheckRequest
+	if err := protojson.Unmarshal([]byte(richRequest), &rich); err != nil {
+		t.Fatal(err)
+	}
+	form := map[string]string{"content-type": "application/x-www-form-urlencoded"}
+	jsonCT := map[string]string{"content-type": "application/json"}
+	cases := map[string]*Input{
+		"rich":      {Check: &rich},
+		"minimal":   {Check: checkRequest("GET", "/", nil, "")},
+		"query":     {Check: checkRequest("GET", "/a%20b/x?a=1&a=2&b=", nil, "")},
+		"truncated": {Check: checkRequest("POST", "/a", map[string]string{"content-type": "application/json", "content-length": "99"}, "{")},
+		"json body": {Check: checkRequest("POST", "/t", jsonCT, `{"n": 1.50, "big": 12345678901234567890, "l": [true, null, "s", {"x": -0.0}]}`)},
+		"form body": {Check: checkRequest("POST", "/f", form, "a=1&a=2&b=x+y")},
+		"multipart body": {Check: checkRequest("POST", "/m", map[string]string{"content-type": "multipart/form-data; boundary=XX"},
+			"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--XX\r\nContent-Disposition: form-data; name=\"j\"\r\nContent-Type: application/json\r\n\r\n{\"k\": 2.5}\r\n--XX--\r\n")},
+		"shared native body": {Check: checkRequest("POST", "/t", jsonCT, "{}"), HasParsedBody: true,
+			ParsedBody: map[string]any{"n": json.Number("3"), "l": []any{"a", nil, false}}},
+		"shared float body": {Check: checkRequest("POST", "/t", jsonCT, "{}"), HasParsedBody: true,
+			ParsedBody: map[string]any{"f": 1e-7, "i": 3.0, "m": map[string][]string{"a": {"b"}}}},
+		"shared form body": {Check: checkRequest("POST", "/f", form, "a=1"), HasParsedBody: true,
+			ParsedBody: map[string][]string{"a": {"1"}}},
+		"meshward": {Check: checkRequest("GET", "/", nil, ""), Meshward: &Meshward{
+			Principal: "spiffe://mesh.local/ns/default/sa/planner", Roles: []string{"operator", "viewer"},
+			Attributes: map[string]string{"b": "2", "a": "1"}, Claims: map[string]any{"amr": []any{"pwd"}, "exp": 1.7e9},
+			Rule: "r",
+		}},
+		"meshward without claims": {Check: checkRequest("GET", "/", nil, ""), Meshward: &Meshward{Principal: "p"}},
+	}
+	for _, f := range []string{"allow.json", "deny_abac.json", "deny_schema.json", "allow_get.json"} {
+		cases[f] = &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", f))}
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			eager, err := buildEagerInput(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Path by path first, on a fresh lazy document, then whole.
+			lazy, err := buildLazyInput(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			comparePaths(t, eager.(ast.Object), lazy.(ast.Object), nil)
+			whole, err := buildLazyInput(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ast.Compare(whole, eager) != 0 || whole.Hash() != eager.Hash() || whole.String() != eager.String() {
+				t.Fatalf("lazy document differs\nlazy  %v\neager %v", whole, eager)
+			}
+		})
+	}
+}
+
+// comparePaths reads every key of want through got's Get and Find, as
+// evaluation does, and compares the values.
+func comparePaths(t *testing.T, want, got ast.Object, path ast.Ref) {
+	t.Helper()
+	if want.Len() != got.Len() {
+		t.Fatalf("%v: %d keys, want %d", path, got.Len(), want.Len())
+	}
+	for _, k := range want.Keys() {
+		p := append(append(ast.Ref{}, path...), k)
+		w, g := want.Get(k), got.Get(k)
+		if g == nil {
+			t.Fatalf("%v missing", p)
+		}
+		if wo, ok := w.Value.(ast.Object); ok {
+			go2, ok := g.Value.(ast.Object)
+			if !ok {
+				t.Fatalf("%v = %v, want an object", p, g)
+			}
+			comparePaths(t, wo, go2, p)
+			continue
+		}
+		if ast.Compare(w.Value, g.Value) != 0 {
+			t.Fatalf("%v = %v, want %v", p, g, w)
+		}
+		if f, err := got.Find(ast.Ref{k}); err != nil || ast.Compare(f, w.Value) != 0 {
+			t.Fatalf("Find %v = %v, %v; want %v", p, f, err, w)
+		}
+	}
+}
