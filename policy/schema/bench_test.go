@@ -80,3 +80,20 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSelect picks the schema by discriminator, as a rule with
+// schemaBy does before validating.
+func BenchmarkSelect(b *testing.B) {
+	_, msg := benchSet(b)
+	doc, err := body.Decode(msg, body.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sel := Selector{Field: "type", Schemas: map[string]string{"task.request": "task.request", "task.cancel": "task.cancel"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if n, err := sel.Select(doc); err != nil || n != "task.request" {
+			b.Fatal(n, err)
+		}
+	}
+}

@@ -36,9 +36,8 @@ func (e *SelectError) Unwrap() error { return ErrNoSchema }
 // doc that is not an object, lacks the field, has a non-string value there
 // or a value not in the map gets a *SelectError (wrapping ErrNoSchema).
 func (sel Selector) Select(doc any) (string, error) {
-	path := "/" + escapeToken(sel.Field)
 	fail := func(msg string) (string, error) {
-		return "", &SelectError{Violation{Path: path, Keyword: "discriminator", Message: msg}}
+		return "", &SelectError{Violation{Path: "/" + escapeToken(sel.Field), Keyword: "discriminator", Message: msg}}
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
