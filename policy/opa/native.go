@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	ast "github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -237,6 +238,9 @@ func protoToNative(m protoreflect.Message) (any, error) {
 			return string(v.(ast.String)), nil
 		}
 	}
+	if h, ok := m.Interface().(*authv3.AttributeContext_HttpRequest); ok && httpRequestTyped {
+		return httpRequestToNative(h)
+	}
 	if m.Descriptor().FullName().Parent() == "google.protobuf" {
 		v, err := protojsonValue(m)
 		if err != nil {
@@ -329,4 +333,70 @@ func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value) (an
 		return nil, nil
 	}
 	return ast.JSON(val)
+}
+
+// httpRequestTyped: the typed conversion is used only while the generated message has exactly
+// these fields (a newer go-control-plane with more falls back to the
+// reflective walk, which handles every field).
+var httpRequestTyped = func() bool {
+	fields := (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields()
+	if fields.Len() != 13 {
+		return false
+	}
+	for n := protoreflect.FieldNumber(1); n <= 13; n++ {
+		if fields.ByNumber(n) == nil {
+			return false
+		}
+	}
+	return true
+}()
+
+// httpRequestToNative converts the request's HTTP attributes, the largest
+// and busiest part of a CheckRequest, without reflection: protojson's
+// rules for these fields (proto3 scalars omitted when zero, int64 as a
+// string, bytes as base64, header_map as a message).
+func httpRequestToNative(h *authv3.AttributeContext_HttpRequest) (any, error) {
+	obj := make(map[string]any, 8)
+	for _, f := range [...]struct {
+		name, v string
+	}{
+		{"id", h.GetId()}, {"method", h.GetMethod()}, {"path", h.GetPath()}, {"host", h.GetHost()},
+		{"scheme", h.GetScheme()}, {"query", h.GetQuery()}, {"fragment", h.GetFragment()},
+		{"protocol", h.GetProtocol()}, {"body", h.GetBody()},
+	} {
+		if f.v == "" {
+			continue
+		}
+		if !utf8.ValidString(f.v) {
+			return nil, fmt.Errorf("%s: string field contains invalid UTF-8", f.name)
+		}
+		obj[f.name] = f.v
+	}
+	if hs := h.GetHeaders(); len(hs) > 0 {
+		m := make(map[string]any, len(hs))
+		for k, v := range hs {
+			if !utf8.ValidString(k) {
+				return nil, errors.New("headers: map key contains invalid UTF-8")
+			}
+			if !utf8.ValidString(v) {
+				return nil, errors.New("headers: string field contains invalid UTF-8")
+			}
+			m[k] = v
+		}
+		obj["headers"] = m
+	}
+	if hm := h.GetHeaderMap(); hm != nil {
+		v, err := protoToNative(hm.ProtoReflect())
+		if err != nil {
+			return nil, fmt.Errorf("headerMap: %w", err)
+		}
+		obj["headerMap"] = v
+	}
+	if n := h.GetSize(); n != 0 {
+		obj["size"] = strconv.FormatInt(n, 10)
+	}
+	if b := h.GetRawBody(); len(b) > 0 {
+		obj["rawBody"] = base64.StdEncoding.EncodeToString(b)
+	}
+	return obj, nil
 }
