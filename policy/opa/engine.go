@@ -79,8 +79,9 @@ type Engine struct {
 	revision string
 	modules  []string
 	pq       rego.PreparedEvalQuery
-	// partial is set when pq is the partially evaluated query.
-	partial bool
+	// prepared says how pq was prepared: preparedPlain, preparedDeduped
+	// or preparedPartialResult.
+	prepared string
 	// values caches what builtins compute from constant arguments across
 	// evaluations (compiled JSON schemas of json.match_schema, like the
 	// OPA server does); it lives and dies with the revision.
@@ -248,7 +249,6 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		return nil, errors.New("opa: no policy modules loaded")
 	}
 	opts := []func(*rego.Rego){
-		rego.Query(query),
 		rego.SetRegoVersion(regoVersion(cfg)),
 		rego.Store(inmem.NewFromObjectWithOpts(docs, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))),
 		rego.StoreReadAST(true),
@@ -258,16 +258,17 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		opts = append(opts, rego.ParsedModule(m))
 	}
 	sort.Strings(e.modules)
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	pq, err := rego.New(append(opts, rego.Query(query))...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("opa: compile: %w", err)
 	}
 	e.pq = pq
+	e.prepared = preparedPlain
 	if !partialEval {
 		return e, nil
 	}
-	if ppq, ok := preparePartial(ctx, opts); ok {
-		e.pq, e.partial = ppq, true
+	if ppq, how, ok := preparePartial(ctx, query, opts); ok {
+		e.pq, e.prepared = ppq, how
 	}
 	return e, nil
 }
@@ -292,33 +293,119 @@ const (
 )
 
 // preparePartial prepares the decision the way OPA's high-throughput
-// paths do (rego.PartialResult, then PrepareForEval): the query is
-// partially evaluated once per revision with the input unknown, so that
-// data look-ups, rules that depend only on data, and rule bodies that
-// cannot match any data are resolved ahead of time, and each Check
-// evaluates only the residual conditions on the input. The decision is the
-// same by construction (OPA's partial evaluation); when it cannot be done
-// within the bounds above, ok is false and the plain prepared query serves.
-func preparePartial(ctx context.Context, opts []func(*rego.Rego)) (rego.PreparedEvalQuery, bool) {
+// paths do: the query is partially evaluated once per revision with the
+// input unknown, so that data look-ups, rules that depend only on data,
+// and rule bodies that cannot match any data are resolved ahead of time,
+// and each Check evaluates only the residual conditions on the input. The
+// decision is the same by construction (OPA's partial evaluation). When
+// the result is a single reference to the generated rules (the usual
+// case), conditions that partial evaluation repeats within a rule body are
+// dropped before compiling them (see dedupeBody); otherwise OPA's own
+// rego.PartialResult is used. When neither can be done within the bounds
+// above, ok is false and the plain prepared query serves.
+func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) (rego.PreparedEvalQuery, string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, partialTimeout)
 	defer cancel()
 	with := func(extra ...func(*rego.Rego)) []func(*rego.Rego) {
 		return append(append([]func(*rego.Rego){}, opts...), extra...)
 	}
 	unknowns := rego.Unknowns([]string{"input"})
-	pqs, err := rego.New(with(unknowns, rego.PartialNamespace(partialNamespace))...).Partial(ctx)
+	ns := rego.PartialNamespace(partialNamespace)
+	pqs, err := rego.New(with(rego.Query(query), unknowns, ns)...).Partial(ctx)
 	if err != nil || partialExprs(pqs) > maxPartialExprs {
-		return rego.PreparedEvalQuery{}, false
+		return rego.PreparedEvalQuery{}, "", false
 	}
-	pr, err := rego.New(with(unknowns, rego.PartialNamespace(partialNamespace))...).PartialResult(ctx)
+	if ref, ok := singleRef(pqs); ok {
+		extra := []func(*rego.Rego){rego.Query(ref.String())}
+		for _, m := range pqs.Support {
+			for _, r := range m.Rules {
+				for ; r != nil; r = r.Else {
+					r.Body = dedupeBody(r.Body)
+				}
+			}
+			extra = append(extra, rego.ParsedModule(m))
+		}
+		if pq, err := rego.New(with(extra...)...).PrepareForEval(ctx); err == nil {
+			return pq, preparedDeduped, true
+		}
+	}
+	pr, err := rego.New(with(rego.Query(query), unknowns, ns)...).PartialResult(ctx)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, false
+		return rego.PreparedEvalQuery{}, "", false
 	}
 	pq, err := pr.Rego(rego.StoreReadAST(true)).PrepareForEval(ctx)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, false
+		return rego.PreparedEvalQuery{}, "", false
 	}
-	return pq, true
+	return pq, preparedPartialResult, true
+}
+
+// How an Engine's query was prepared.
+const (
+	preparedPlain         = "plain"
+	preparedDeduped       = "partial+dedupe"
+	preparedPartialResult = "partial"
+)
+
+// singleRef returns the partially evaluated query when it is one
+// reference into the generated rules, data.<partialNamespace>....
+func singleRef(pqs *rego.PartialQueries) (ast.Ref, bool) {
+	if len(pqs.Queries) != 1 || len(pqs.Queries[0]) != 1 {
+		return nil, false
+	}
+	e := pqs.Queries[0][0]
+	t, ok := e.Terms.(*ast.Term)
+	if !ok || e.Negated || len(e.With) > 0 {
+		return nil, false
+	}
+	ref, ok := t.Value.(ast.Ref)
+	prefix := ast.Ref{ast.DefaultRootDocument, ast.StringTerm(partialNamespace)}
+	if !ok || !ref.IsGround() || !ref.HasPrefix(prefix) {
+		return nil, false
+	}
+	return ref, true
+}
+
+// dedupeBody drops the repeats of an equality (a = b) in a rule body:
+// partial evaluation inlines each rule it expands, so a body often tests
+// the same input value against the same constant several times. Unifying
+// the same two terms again binds nothing new and cannot fail where the
+// first succeeded, so the body means the same without the repeats. Only
+// plain equalities are dropped: not negated, no `with`, no function calls
+// or comprehensions inside (which could have effects or be expensive in a
+// way that is not a pure test).
+func dedupeBody(body ast.Body) ast.Body {
+	seen := map[string]bool{}
+	out := make(ast.Body, 0, len(body))
+	for _, e := range body {
+		if pureEquality(e) {
+			k := e.String()
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+		}
+		e.Index = len(out)
+		out = append(out, e)
+	}
+	return out
+}
+
+func pureEquality(e *ast.Expr) bool {
+	if !e.IsEquality() || e.Negated || len(e.With) > 0 {
+		return false
+	}
+	pure := true
+	for _, t := range e.Operands() {
+		ast.WalkTerms(t, func(x *ast.Term) bool {
+			switch x.Value.(type) {
+			case ast.Call, *ast.ArrayComprehension, *ast.SetComprehension, *ast.ObjectComprehension:
+				pure = false
+			}
+			return !pure
+		})
+	}
+	return pure
 }
 
 func partialExprs(pqs *rego.PartialQueries) int {

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	ast "github.com/open-policy-agent/opa/v1/ast"
 )
 
 // withoutPartialEval runs a test with the plain prepared query, so that
@@ -38,13 +40,13 @@ func TestPlainQueryCompatibility(t *testing.T) {
 // to the plain query.
 func TestPartialEval(t *testing.T) {
 	partial := refloadEngine(t)
-	if !partial.partial {
-		t.Fatal("reference policy not partially evaluated")
+	if partial.prepared != preparedDeduped {
+		t.Fatalf("reference policy prepared %q, want %q", partial.prepared, preparedDeduped)
 	}
 	var plain *Engine
 	withoutPartialEval(t, func(t *testing.T) { plain = refloadEngine(t) })
-	if plain.partial {
-		t.Fatal("plain engine is partially evaluated")
+	if plain.prepared != preparedPlain {
+		t.Fatalf("plain engine prepared %q", plain.prepared)
 	}
 	for _, f := range []string{"allow.json", "allow_get.json", "deny_abac.json", "deny_schema.json"} {
 		t.Run(f, func(t *testing.T) {
@@ -67,12 +69,52 @@ func TestPartialEval(t *testing.T) {
 		maxPartialExprs = 1
 		t.Cleanup(func() { maxPartialExprs = saved })
 		e := refloadEngine(t)
-		if e.partial {
-			t.Fatal("partial evaluation over the bound kept")
+		if e.prepared != preparedPlain {
+			t.Fatalf("partial evaluation over the bound kept (%q)", e.prepared)
 		}
 		r, err := e.Eval(testContext(t), &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", "allow.json"))})
 		if err != nil || !r.Allowed {
 			t.Fatalf("Eval = %+v, %v", r, err)
 		}
 	})
+}
+
+// TestPartialResultPath: a decision partial evaluation reduces to a
+// constant is served through OPA's PartialResult.
+func TestPartialResultPath(t *testing.T) {
+	e := engineFor(t, "allow := true")
+	if e.prepared != preparedPartialResult {
+		t.Fatalf("prepared %q, want %q", e.prepared, preparedPartialResult)
+	}
+	r, err := e.Eval(testContext(t), &Input{Check: checkRequest("GET", "/", nil, "")})
+	if err != nil || !r.Allowed {
+		t.Fatalf("Eval = %+v, %v", r, err)
+	}
+}
+
+func TestDedupeBody(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"repeated equalities", `"GET" = input.m; x = input.p[1]; "GET" = input.m; x = input.p[1]; true`, `"GET" = input.m; x = input.p[1]; true`},
+		{"different equalities kept", `"GET" = input.m; "POST" = input.m`, `"GET" = input.m; "POST" = input.m`},
+		{"negations kept", `not input.a = 1; not input.a = 1`, `not input.a = 1; not input.a = 1`},
+		{"with kept", `input.a = 1 with input.b as 2; input.a = 1 with input.b as 2`, `input.a = 1 with input.b as 2; input.a = 1 with input.b as 2`},
+		{"calls kept", `x = count(input.a); x = count(input.a)`, `x = count(input.a); x = count(input.a)`},
+		{"comprehensions kept", `x = [y | y = input.a[_]]; x = [y | y = input.a[_]]`, `x = [y | y = input.a[_]]; x = [y | y = input.a[_]]`},
+		{"other expressions kept", `input.a > 1; input.a > 1`, `input.a > 1; input.a > 1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := dedupeBody(ast.MustParseBody(tc.body))
+			want := ast.MustParseBody(tc.want)
+			if !got.Equal(want) {
+				t.Fatalf("dedupeBody = %v, want %v", got, want)
+			}
+			for i, e := range got {
+				if e.Index != i {
+					t.Fatalf("expression %d has index %d", i, e.Index)
+				}
+			}
+		})
+	}
 }
