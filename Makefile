@@ -38,7 +38,7 @@ test-short: ## run the unit tests only (no Vault)
 	$(GO) test -short ./...
 
 .PHONY: bench
-bench: vault ## run the benchmarks (figures: see docs/performance.md)
+bench: vault ## run the benchmarks (figures and targets: docs/performance.md)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
 .PHONY: loadtest
