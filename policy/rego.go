@@ -36,6 +36,9 @@ func NewOPARego(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
 	if cfg.Rego == nil {
 		return nil, errors.New("no rego section")
 	}
+	if cfg.Rego.BundleURL != "" {
+		return nil, errors.New("rego: a bundleURL is served from a bundle poller's engine (NewOPARegoEngine), not loaded per revision")
+	}
 	oc, err := cfg.Rego.OPAConfig(dir)
 	if err != nil {
 		return nil, err
@@ -51,6 +54,28 @@ func NewOPARego(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
 		return nil, err
 	}
 	return &opaRego{e: e, digest: digest}, nil
+}
+
+// NewOPARegoEngine is the Options.NewRego that serves e, an engine built
+// elsewhere (the current engine of an [opa.Poller] fetching
+// cfg.Rego.BundleURL), instead of loading cfg.Rego per revision. digest
+// identifies e's content (the fetched bundle's digest) in the revision ID,
+// next to the content of the other files cfg.Rego names. A nil e (no
+// bundle fetched yet) is an error: there is no revision to serve.
+func NewOPARegoEngine(e *opa.Engine, digest string) func(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
+	return func(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
+		if e == nil {
+			return nil, errors.New("rego: no bundle fetched yet")
+		}
+		if cfg.Rego == nil {
+			return nil, errors.New("no rego section")
+		}
+		files, err := regoDigest(cfg.Rego, dir)
+		if err != nil {
+			return nil, err
+		}
+		return &opaRego{e: e, digest: files + " bundle " + digest}, nil
+	}
 }
 
 // opaRego adapts an *opa.Engine to RegoEvaluator.

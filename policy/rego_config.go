@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,13 +24,14 @@ type RegoConfig struct {
 	// Bundle is an OPA bundle file (.tar.gz), relative to the
 	// configuration file (or absolute). It may be combined with Files.
 	Bundle string `yaml:"bundle"`
-	// BundleURL and PollInterval are refused by Validate: meshward does
-	// not fetch bundles over HTTP yet (fetch the bundle beside the
-	// configuration and name it in Bundle; SIGHUP or a file change
-	// reloads it). They are kept so that the refusal says so.
-	BundleURL    string        `yaml:"bundleURL"`
+	// BundleURL is an OPA bundle served over HTTPS (plain HTTP only to a
+	// loopback host), polled every PollInterval with ETag /
+	// If-None-Match. Exclusive with Bundle; it may be combined with
+	// Files, compiled together with every fetched bundle.
+	BundleURL string `yaml:"bundleURL"`
+	// PollInterval between fetches of BundleURL. Default 60s, minimum 1s.
 	PollInterval time.Duration `yaml:"pollInterval"`
-	// Verification requires the bundle file to be signed.
+	// Verification requires the bundle (file or URL) to be signed.
 	Verification *RegoVerification `yaml:"verification"`
 	// Query is the decision to evaluate. Default data.envoy.authz.allow;
 	// the path style envoy/authz/allow is accepted too.
@@ -70,6 +73,10 @@ type RegoVerification struct {
 	Exclude []string `yaml:"exclude"`
 }
 
+// DefaultRegoPollInterval is the default interval between fetches of a
+// Rego bundle URL.
+const DefaultRegoPollInterval = 60 * time.Second
+
 // DefaultRegoQuery is opa-envoy-plugin's default decision.
 const DefaultRegoQuery = opa.DefaultQuery
 
@@ -83,6 +90,9 @@ func (r *RegoConfig) SetDefaults() {
 	if r.Query == "" {
 		r.Query = DefaultRegoQuery
 	}
+	if r.BundleURL != "" && r.PollInterval == 0 {
+		r.PollInterval = DefaultRegoPollInterval
+	}
 	if r.Verification != nil && r.Verification.Algorithm == "" {
 		r.Verification.Algorithm = "RS256"
 	}
@@ -92,8 +102,8 @@ func (r *RegoConfig) SetDefaults() {
 func (r *RegoConfig) Validate(path string) error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if len(r.Files) == 0 && r.Bundle == "" {
-		add("%s: set files or bundle", path)
+	if len(r.Files) == 0 && r.Bundle == "" && r.BundleURL == "" {
+		add("%s: set files, bundle or bundleURL", path)
 	}
 	for i, f := range r.Files {
 		if strings.TrimSpace(f) == "" {
@@ -104,10 +114,18 @@ func (r *RegoConfig) Validate(path string) error {
 		add("%s.bundle: %q is not a .tar.gz bundle", path, r.Bundle)
 	}
 	if r.BundleURL != "" {
-		add("%s.bundleURL: not supported: meshward does not fetch bundles over HTTP; download the bundle and name it in bundle (reloaded on change or SIGHUP)", path)
+		if err := checkBundleURL(r.BundleURL); err != nil {
+			add("%s.bundleURL: %v", path, err)
+		}
+		if r.Bundle != "" {
+			add("%s.bundleURL: set bundle or bundleURL, not both", path)
+		}
 	}
-	if r.PollInterval != 0 {
-		add("%s.pollInterval: not supported (there is no bundleURL polling)", path)
+	switch {
+	case r.PollInterval != 0 && r.BundleURL == "":
+		add("%s.pollInterval: only applies with bundleURL", path)
+	case r.PollInterval < 0 || (r.BundleURL != "" && r.PollInterval < time.Second):
+		add("%s.pollInterval: must be at least 1s, not %v", path, r.PollInterval)
 	}
 	if _, err := opa.ParseQuery(r.Query); err != nil {
 		add("%s.query: %v", path, err)
@@ -134,8 +152,8 @@ func (r *RegoConfig) Validate(path string) error {
 	}
 	if v := r.Verification; v != nil {
 		p := path + ".verification"
-		if r.Bundle == "" {
-			add("%s: only applies with bundle", p)
+		if r.Bundle == "" && r.BundleURL == "" {
+			add("%s: only applies with bundle or bundleURL", p)
 		}
 		if v.KeyFile == "" {
 			add("%s.keyFile: required", p)
@@ -172,6 +190,30 @@ func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// checkBundleURL accepts https URLs, and http ones only to a loopback host
+// (a bundle is the policy: it must not travel in clear over a network).
+func checkBundleURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("%q has no host", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("%q: http only to a loopback host; use https", raw)
+	default:
+		return fmt.Errorf("%q: scheme must be https (or http to a loopback host)", raw)
+	}
 }
 
 func readConfigFile(dir fs.FS, name string) ([]byte, error) {

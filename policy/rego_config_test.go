@@ -15,14 +15,26 @@ func TestRegoConfigValidate(t *testing.T) {
 	}{
 		{name: "files", cfg: RegoConfig{Files: []string{"policy.rego"}}},
 		{name: "bundle file", cfg: RegoConfig{Bundle: "b.tar.gz"}},
-		{name: "bundle url refused", cfg: RegoConfig{BundleURL: "https://bundles.example/authz.tar.gz"},
-			want: []string{"authz.rego.bundleURL: not supported", "authz.rego: set files or bundle"}},
+		{name: "bundle url", cfg: RegoConfig{BundleURL: "https://bundles.example/authz.tar.gz"}},
+		{name: "bundle url with files and signing", cfg: RegoConfig{Files: []string{"data.json"}, BundleURL: "https://bundles.example/b.tar.gz",
+			PollInterval: 5 * time.Second, Verification: &RegoVerification{KeyFile: "k.pem"}}},
+		{name: "bundle url http loopback", cfg: RegoConfig{BundleURL: "http://127.0.0.1:8181/b.tar.gz"}},
+		{name: "bundle url http localhost", cfg: RegoConfig{BundleURL: "http://localhost/b.tar.gz"}},
+		{name: "bundle url http ipv6 loopback", cfg: RegoConfig{BundleURL: "http://[::1]:8181/b.tar.gz"}},
+		{name: "bundle url http remote", cfg: RegoConfig{BundleURL: "http://bundles.example/b.tar.gz"},
+			want: []string{"authz.rego.bundleURL:", "use https"}},
+		{name: "bundle url scheme", cfg: RegoConfig{BundleURL: "ftp://bundles.example/b.tar.gz"}, want: []string{"authz.rego.bundleURL:", "scheme must be https"}},
+		{name: "bundle url without host", cfg: RegoConfig{BundleURL: "https:///b.tar.gz"}, want: []string{"authz.rego.bundleURL:", "no host"}},
+		{name: "bundle url and bundle", cfg: RegoConfig{Bundle: "b.tar.gz", BundleURL: "https://bundles.example/b.tar.gz"},
+			want: []string{"authz.rego.bundleURL: set bundle or bundleURL, not both"}},
+		{name: "poll interval too short", cfg: RegoConfig{BundleURL: "https://bundles.example/b.tar.gz", PollInterval: 500 * time.Millisecond},
+			want: []string{"authz.rego.pollInterval: must be at least 1s"}},
 		{name: "path query", cfg: RegoConfig{Files: []string{"p"}, Query: "envoy/authz/allow"}},
 		{name: "signed bundle", cfg: RegoConfig{Bundle: "b.tar.gz", Verification: &RegoVerification{KeyFile: "k.pem"}}},
-		{name: "nothing", cfg: RegoConfig{}, want: []string{"authz.rego: set files or bundle"}},
+		{name: "nothing", cfg: RegoConfig{}, want: []string{"authz.rego: set files, bundle or bundleURL"}},
 		{name: "empty file", cfg: RegoConfig{Files: []string{" "}}, want: []string{"authz.rego.files[0]: empty path"}},
 		{name: "not a tarball", cfg: RegoConfig{Bundle: "a.zip"}, want: []string{"authz.rego.bundle:"}},
-		{name: "poll interval refused", cfg: RegoConfig{Files: []string{"p"}, PollInterval: time.Minute}, want: []string{"authz.rego.pollInterval: not supported"}},
+		{name: "poll interval without url", cfg: RegoConfig{Files: []string{"p"}, PollInterval: time.Minute}, want: []string{"authz.rego.pollInterval: only applies with bundleURL"}},
 		{name: "bad query", cfg: RegoConfig{Files: []string{"p"}, Query: "data"}, want: []string{"authz.rego.query"}},
 		{name: "negative size", cfg: RegoConfig{Files: []string{"p"}, MaxBundleBytes: -1}, want: []string{"authz.rego.maxBundleBytes"}},
 		{name: "decision cache", cfg: RegoConfig{Files: []string{"p"}, DecisionCache: &RegoDecisionCache{Inputs: []string{"parsed_path", "input.attributes.source.principal"}, TTL: time.Second}}},
@@ -35,7 +47,7 @@ func TestRegoConfigValidate(t *testing.T) {
 		{
 			name: "verification problems",
 			cfg:  RegoConfig{Files: []string{"p"}, Verification: &RegoVerification{Algorithm: "none"}},
-			want: []string{"authz.rego.verification: only applies", "authz.rego.verification.keyFile: required", "authz.rego.verification.algorithm"},
+			want: []string{"authz.rego.verification: only applies with bundle or bundleURL", "authz.rego.verification.keyFile: required", "authz.rego.verification.algorithm"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,8 +75,13 @@ func TestRegoConfigValidate(t *testing.T) {
 func TestRegoConfigDefaults(t *testing.T) {
 	c := RegoConfig{Bundle: "b.tar.gz", Verification: &RegoVerification{KeyFile: "k"}}
 	c.SetDefaults()
-	if c.Query != "data.envoy.authz.allow" || c.Verification.Algorithm != "RS256" {
+	if c.Query != "data.envoy.authz.allow" || c.Verification.Algorithm != "RS256" || c.PollInterval != 0 {
 		t.Fatalf("defaults: %+v", c)
+	}
+	u := RegoConfig{BundleURL: "https://bundles.example/b.tar.gz"}
+	u.SetDefaults()
+	if u.PollInterval != time.Minute {
+		t.Fatalf("bundleURL pollInterval default %v, want 1m", u.PollInterval)
 	}
 }
 
