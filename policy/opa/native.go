@@ -23,7 +23,7 @@ import (
 // converts three small objects, not the headers, addresses and body), and
 // a Go map costs a fraction of an ast object to build. Anything that needs
 // the whole document (comparison, hashing, printing) converts all of it,
-// to exactly the value the eager build gives (TestLazyInputMatchesEager).
+// to exactly the value the eager build in the tests gives (TestLazyInputMatchesEager).
 // The Go values are only read, never modified, by OPA and this package.
 
 // buildLazyInput is BuildInput's document as a lazy object.
@@ -84,7 +84,8 @@ func buildLazyInput(in *Input) (ast.Value, error) {
 	return ast.LazyObject(obj), nil
 }
 
-// parsedBodyNative is parsedBody's value as plain Go values.
+// parsedBodyNative mirrors opa-envoy-plugin's getParsedBody, as plain Go
+// values, using the caller's parsed body when it has one.
 func parsedBodyNative(in *Input, headers map[string]string, body string, rawBody []byte) (any, bool, error) {
 	ct, ok := headers["content-type"]
 	if !ok {
@@ -95,7 +96,7 @@ func parsedBodyNative(in *Input, headers map[string]string, body string, rawBody
 	case strings.Contains(ct, "application/json"):
 		kind = bodyJSON
 	case strings.Contains(ct, "application/grpc"):
-		return nil, false, nil // see parsedBody
+		return nil, false, nil // gRPC: parsed_body null (opa-envoy-plugin needs descriptor sets, meshward has none)
 	case strings.Contains(ct, "application/x-www-form-urlencoded"):
 		kind = bodyForm
 	case strings.Contains(ct, "multipart/form-data"):
