@@ -40,15 +40,17 @@ func str(v string) *structpb.Value { return structpb.NewStringValue(v) }
 
 // allowResponse removes client-sent identity headers and sets the verified
 // ones (overwriting, never appending).
-func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
+func (s *Server) allowResponse(a *allowMsgs, id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
 	pe := s.parts.principal(in.Principal, d.Roles, s.cfg.Headers)
 	hdrs := pe.hdrs // shared and read-only: clipped, so appends copy
 	rolesSet, drySet := 0, 0
 	if d.Roles != "" {
 		rolesSet = 1
 	}
+	a.idKind.StringValue = id
+	a.id.Kind = &a.idKind
 	meta := map[string]*structpb.Value{
-		MetaDecisionID: str(id),
+		MetaDecisionID: &a.id,
 		MetaPrincipal:  pe.value,
 	}
 	if d.Rule != "" {
@@ -60,19 +62,26 @@ func (s *Server) allowResponse(id string, in *policy.Input, d *policy.Decision) 
 		meta[MetaDryRun] = structpb.NewBoolValue(true)
 		meta[MetaReason] = str(d.Reason)
 	}
-	ok := &authv3.OkHttpResponse{
-		Headers:         hdrs,
-		HeadersToRemove: s.remove[rolesSet][drySet],
-	}
+	ok := &a.ok
+	ok.Headers, ok.HeadersToRemove = hdrs, s.remove[rolesSet][drySet]
 	if mu := d.Mutations; mu != nil {
 		s.applyMutations(ok, mu)
 		mergeMeta(meta, mu.DynamicMetadata)
 	}
-	return &authv3.CheckResponse{
-		Status:          okStatus,
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		DynamicMetadata: &structpb.Struct{Fields: meta},
-	}
+	a.okResp.OkResponse = ok
+	a.meta.Fields = meta
+	a.resp.Status, a.resp.HttpResponse, a.resp.DynamicMetadata = okStatus, &a.okResp, &a.meta
+	return &a.resp
+}
+
+// allowMsgs are the messages of one allow response, allocated together.
+type allowMsgs struct {
+	resp   authv3.CheckResponse
+	okResp authv3.CheckResponse_OkResponse
+	ok     authv3.OkHttpResponse
+	meta   structpb.Struct
+	id     structpb.Value
+	idKind structpb.Value_StringValue
 }
 
 // applyMutations adds a Rego allow's changes to ok. Headers are set with
@@ -145,6 +154,11 @@ func (c *responseParts) principal(principal, roles string, names IdentityHeaders
 	return pe
 }
 
+// value is the shared metadata value of a bounded string (a reason code).
+func (c *responseParts) value(v string) *structpb.Value {
+	return c.rule(v)
+}
+
 func (c *responseParts) rule(name string) *structpb.Value {
 	if v, ok := c.rules.get(name); ok {
 		return v
@@ -203,12 +217,13 @@ func grpcCode(httpStatus int) codes.Code {
 }
 
 func (s *Server) denyResponse(id string, d *policy.Decision) *authv3.CheckResponse {
+	dm := &denyMsgs{}
 	meta := map[string]*structpb.Value{
-		MetaDecisionID: str(id),
-		MetaReason:     str(d.Reason),
+		MetaDecisionID: dm.setID(id),
+		MetaReason:     s.parts.value(d.Reason),
 	}
 	if d.Rule != "" {
-		meta[MetaRule] = str(d.Rule)
+		meta[MetaRule] = s.parts.rule(d.Rule)
 	}
 	status := d.Status
 	if status < 400 || status > 599 {
@@ -218,7 +233,7 @@ func (s *Server) denyResponse(id string, d *policy.Decision) *authv3.CheckRespon
 	if code == "" {
 		code = d.Reason
 	}
-	resp := s.denied(id, status, code, d.Message, d.Violations, meta)
+	resp := s.denied(dm, id, status, code, d.Message, d.Violations, meta)
 	if mu := d.Mutations; mu != nil {
 		dr := resp.GetDeniedResponse()
 		for _, h := range mu.ResponseHeaders {
@@ -238,13 +253,14 @@ func (s *Server) errorResponse(id, reason string) *authv3.CheckResponse {
 	if reason == ReasonDeadline {
 		code, msg = ReasonDeadline, "authorization did not finish in time"
 	}
-	meta := map[string]*structpb.Value{MetaDecisionID: str(id), MetaReason: str(reason)}
-	return s.denied(id, s.cfg.StatusOnError, code, msg, nil, meta)
+	dm := &denyMsgs{}
+	meta := map[string]*structpb.Value{MetaDecisionID: dm.setID(id), MetaReason: str(reason)}
+	return s.denied(dm, id, s.cfg.StatusOnError, code, msg, nil, meta)
 }
 
 // denied builds a deny: {"error","message","violations" (schema
 // violations only),"decision_id"}.
-func (s *Server) denied(id string, httpStatus int, code, msg string, vs []schema.Violation, meta map[string]*structpb.Value) *authv3.CheckResponse {
+func (s *Server) denied(dm *denyMsgs, id string, httpStatus int, code, msg string, vs []schema.Violation, meta map[string]*structpb.Value) *authv3.CheckResponse {
 	n := 64 + len(code) + len(msg) + len(id)
 	for _, v := range vs {
 		n += 40 + len(v.Path) + len(v.Keyword) + len(v.Message)
@@ -273,15 +289,35 @@ func (s *Server) denied(id string, httpStatus int, code, msg string, vs []schema
 	body = append(body, `,"decision_id":`...)
 	body = appendJSONString(body, id)
 	body = append(body, '}')
-	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(grpcCode(httpStatus)), Message: code}, //nolint:gosec // a gRPC code is 0-16
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(httpStatus)}, //nolint:gosec // a validated HTTP status, 100-999
-			Headers: []*corev3.HeaderValueOption{setHeader("content-type", "application/json")},
-			Body:    string(body),
-		}},
-		DynamicMetadata: &structpb.Struct{Fields: meta},
-	}
+	dm.status.Code, dm.status.Message = int32(grpcCode(httpStatus)), code //nolint:gosec // a gRPC code is 0-16
+	dm.httpStatus.Code = typev3.StatusCode(httpStatus)                    //nolint:gosec // a validated HTTP status, 100-999
+	dm.denied.Status, dm.denied.Headers, dm.denied.Body = &dm.httpStatus, jsonContentType, string(body)
+	dm.deniedResp.DeniedResponse = &dm.denied
+	dm.meta.Fields = meta
+	dm.resp.Status, dm.resp.HttpResponse, dm.resp.DynamicMetadata = &dm.status, &dm.deniedResp, &dm.meta
+	return &dm.resp
+}
+
+// jsonContentType is the header list of every deny; shared and read-only
+// (clipped, so that appending mutation headers copies it).
+var jsonContentType = slices.Clip([]*corev3.HeaderValueOption{setHeader("content-type", "application/json")})
+
+// denyMsgs are the messages of one deny response, allocated together.
+type denyMsgs struct {
+	resp       authv3.CheckResponse
+	status     status.Status
+	deniedResp authv3.CheckResponse_DeniedResponse
+	denied     authv3.DeniedHttpResponse
+	httpStatus typev3.HttpStatus
+	meta       structpb.Struct
+	id         structpb.Value
+	idKind     structpb.Value_StringValue
+}
+
+func (dm *denyMsgs) setID(id string) *structpb.Value {
+	dm.idKind.StringValue = id
+	dm.id.Kind = &dm.idKind
+	return &dm.id
 }
 
 func mergeMeta(meta map[string]*structpb.Value, extra map[string]any) {

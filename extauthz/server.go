@@ -399,7 +399,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			resp = s.errorResponse(id, ReasonInternal)
 		}
 	}()
-	in := &policy.Input{}
+	// The input and the allow response's messages are allocated together.
+	c := &checkMsgs{}
+	in := &c.in
 	var d policy.Decision
 	fromPolicy := false
 	if rej := s.canonicalize(req, in); rej != nil {
@@ -419,13 +421,20 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 			d.Err, d.Reason = fmt.Errorf("audit: %w", err), ReasonAudit
 		}
 	}
-	resp = s.respond(id, in, &d)
+	resp = s.respond(id, in, &d, &c.allow)
 	s.m.duration.Observe(time.Since(start).Seconds())
 	return resp, nil
 }
 
-// respond counts and logs d and shapes it into a CheckResponse.
-func (s *Server) respond(id string, in *policy.Input, d *policy.Decision) *authv3.CheckResponse {
+// checkMsgs are the per-Check values that live as long as the response.
+type checkMsgs struct {
+	in    policy.Input
+	allow allowMsgs
+}
+
+// respond counts and logs d and shapes it into a CheckResponse (an allow
+// in a's messages).
+func (s *Server) respond(id string, in *policy.Input, d *policy.Decision, a *allowMsgs) *authv3.CheckResponse {
 	switch {
 	case d.Err != nil:
 		reason := errorReason(d)
@@ -442,10 +451,10 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision) *authv
 		return s.errorResponse(id, reason)
 	case d.Allow && d.DryRun:
 		s.m.decision(resultDryRun, d.Reason)
-		return s.allowResponse(id, in, d)
+		return s.allowResponse(a, id, in, d)
 	case d.Allow:
 		s.m.decision(resultAllow, d.Reason)
-		return s.allowResponse(id, in, d)
+		return s.allowResponse(a, id, in, d)
 	default:
 		s.m.decision(resultDeny, d.Reason)
 		if d.Status == http.StatusUnauthorized {
