@@ -170,27 +170,34 @@ func (c *responseParts) rule(name string) *structpb.Value {
 
 // appendJSONString appends s as a JSON string (invalid UTF-8 replaced).
 func appendJSONString(b []byte, s string) []byte {
+	var sb strings.Builder
+	writeJSONString(&sb, s)
+	return append(b, sb.String()...)
+}
+
+// writeJSONString writes s as a JSON string (invalid UTF-8 replaced).
+func writeJSONString(b *strings.Builder, s string) {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
 	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0 // s[start:i] needs no escaping and is appended in one go
+	b.WriteByte('"')
+	start := 0 // s[start:i] needs no escaping and is written in one go
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue
 		}
-		b = append(b, s[start:i]...)
+		b.WriteString(s[start:i])
 		start = i + 1
 		if c < 0x20 {
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			b.Write([]byte{'\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf]})
 		} else {
-			b = append(b, '\\', c)
+			b.Write([]byte{'\\', c})
 		}
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	b.WriteString(s[start:])
+	b.WriteByte('"')
 }
 
 // denyBody is the JSON body of every deny (decoded by tests and clients).
@@ -265,33 +272,35 @@ func (s *Server) denied(dm *denyMsgs, id string, httpStatus int, code, msg strin
 	for _, v := range vs {
 		n += 40 + len(v.Path) + len(v.Keyword) + len(v.Message)
 	}
-	body := make([]byte, 0, n)
-	body = append(body, `{"error":`...)
-	body = appendJSONString(body, code)
-	body = append(body, `,"message":`...)
-	body = appendJSONString(body, msg)
+	// Built in a Builder: its String does not copy the bytes again.
+	var body strings.Builder
+	body.Grow(n)
+	body.WriteString(`{"error":`)
+	writeJSONString(&body, code)
+	body.WriteString(`,"message":`)
+	writeJSONString(&body, msg)
 	if len(vs) > 0 {
-		body = append(body, `,"violations":[`...)
+		body.WriteString(`,"violations":[`)
 		for i, v := range vs {
 			if i > 0 {
-				body = append(body, ',')
+				body.WriteByte(',')
 			}
-			body = append(body, `{"path":`...)
-			body = appendJSONString(body, v.Path)
-			body = append(body, `,"keyword":`...)
-			body = appendJSONString(body, v.Keyword)
-			body = append(body, `,"message":`...)
-			body = appendJSONString(body, v.Message)
-			body = append(body, '}')
+			body.WriteString(`{"path":`)
+			writeJSONString(&body, v.Path)
+			body.WriteString(`,"keyword":`)
+			writeJSONString(&body, v.Keyword)
+			body.WriteString(`,"message":`)
+			writeJSONString(&body, v.Message)
+			body.WriteByte('}')
 		}
-		body = append(body, ']')
+		body.WriteByte(']')
 	}
-	body = append(body, `,"decision_id":`...)
-	body = appendJSONString(body, id)
-	body = append(body, '}')
+	body.WriteString(`,"decision_id":`)
+	writeJSONString(&body, id)
+	body.WriteByte('}')
 	dm.status.Code, dm.status.Message = int32(grpcCode(httpStatus)), code //nolint:gosec // a gRPC code is 0-16
 	dm.httpStatus.Code = typev3.StatusCode(httpStatus)                    //nolint:gosec // a validated HTTP status, 100-999
-	dm.denied.Status, dm.denied.Headers, dm.denied.Body = &dm.httpStatus, jsonContentType, string(body)
+	dm.denied.Status, dm.denied.Headers, dm.denied.Body = &dm.httpStatus, jsonContentType, body.String()
 	dm.deniedResp.DeniedResponse = &dm.denied
 	dm.meta.Fields = meta
 	dm.resp.Status, dm.resp.HttpResponse, dm.resp.DynamicMetadata = &dm.status, &dm.deniedResp, &dm.meta
