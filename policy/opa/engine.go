@@ -527,6 +527,9 @@ func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error
 }
 
 func (e *Engine) evalValue(ctx context.Context, input ast.Value) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("opa: eval: %w", err) // not even a cached decision
+	}
 	if e.decisions == nil {
 		return e.eval(ctx, input)
 	}
@@ -550,6 +553,12 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalInterQueryBuiltinValueCache(e.values),
 		rego.EvalMetrics(metrics.NoOp()))
 	if err != nil {
+		return nil, fmt.Errorf("opa: eval: %w", err)
+	}
+	// OPA checks the context only now and then, so a short evaluation can
+	// finish after a cancellation or deadline. Such a result is not a
+	// decision: fail closed, deterministically.
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
