@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,9 +11,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -39,37 +35,14 @@ func TestServeAuthzReload(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pr, pw := io.Pipe()
-	lw := newLogWatcher(pr)
 	var auditOut lockedBuffer // the quickstart's audit sink is stdout
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--components", "authz"}, &auditOut, pw)
-	}()
+	lw, wait := serveInProcess(t, ctx, &auditOut, "--config", path, "--components", "authz")
 	defer func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve = %v", err)
-		}
-		pw.Close()
+		wait()
 	}()
-	addr := lw.waitFor(t, "ext_authz server listening", "address")
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	for {
-		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("ext_authz never SERVING")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	conn := dialAuthz(t, lw)
+	waitServing(t, ctx, conn)
 	ac := authv3.NewAuthorizationClient(conn)
 	// The reference workload through the served quickstart: rules, the
 	// real schema step, and the deny body's structured violations.

@@ -18,8 +18,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/bundle"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
@@ -227,26 +225,13 @@ func TestServeRegoBundleURL(t *testing.T) {
 	defer openGate()
 	path := bundleConfigFile(t, hs.URL+"/bundle.tar.gz")
 
-	pr, pw := io.Pipe()
-	lw := newLogWatcher(pr)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--components", "authz"}, io.Discard, pw)
-	}()
+	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "authz")
 	defer func() {
 		cancel()
 		openGate()
-		if err := <-done; err != nil {
-			t.Errorf("serve = %v", err)
-		}
-		pw.Close()
+		wait()
 	}()
-	addr := lw.waitFor(t, "ext_authz server listening", "address")
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialAuthz(t, lw)
 	hc := healthpb.NewHealthClient(conn)
 	ac := authv3.NewAuthorizationClient(conn)
 	allowed := func() bool {
@@ -267,16 +252,7 @@ func TestServeRegoBundleURL(t *testing.T) {
 		t.Fatal("SERVING before the first bundle fetch")
 	}
 	openGate()
-	for {
-		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
-		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("ext_authz never SERVING after the first fetch")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitServing(t, ctx, conn)
 	if !allowed() {
 		t.Fatal("the allow bundle denies")
 	}

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 func TestMain(m *testing.M) {
@@ -203,6 +206,52 @@ func waitReady(t *testing.T, ctx context.Context, admin string) {
 			t.Fatalf("/readyz never answered: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// serveInProcess runs `meshward serve args...` in this process until ctx
+// ends, watching its JSON logs. wait blocks until serve has returned and
+// fails the test if it returned an error.
+func serveInProcess(t *testing.T, ctx context.Context, stdout io.Writer, args ...string) (lw *logWatcher, wait func()) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	lw = newLogWatcher(pr)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve"}, args...), stdout, pw)
+		pw.Close()
+	}()
+	return lw, func() {
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}
+}
+
+// dialAuthz connects to the ext_authz server whose start lw saw.
+func dialAuthz(t *testing.T, lw *logWatcher) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(lw.waitFor(t, "ext_authz server listening", "address"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// waitServing polls the gRPC health service until it reports SERVING.
+func waitServing(t *testing.T, ctx context.Context, conn *grpc.ClientConn) {
+	t.Helper()
+	hc := healthpb.NewHealthClient(conn)
+	for {
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal("ext_authz never SERVING")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

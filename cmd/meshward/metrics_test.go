@@ -22,13 +22,7 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", testConfig(t)}, io.Discard, pw)
-		pw.Close()
-	}()
-	lw := newLogWatcher(pr)
+	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", testConfig(t))
 	admin := lw.waitFor(t, "admin server listening", "address")
 	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer rcancel()
@@ -42,9 +36,7 @@ func TestMetricsDocumented(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("serve: %v", err)
-	}
+	wait()
 
 	names := map[string]bool{}
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (meshward_\w+) `).FindAllSubmatch(body, -1) {

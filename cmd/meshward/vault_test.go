@@ -65,14 +65,8 @@ func TestServeWithVault(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
 	sctx, stop := context.WithCancel(ctx)
-	go func() {
-		done <- run(sctx, []string{"serve", "--config", cfgPath}, io.Discard, pw)
-		pw.Close()
-	}()
-	lw := newLogWatcher(pr)
+	lw, wait := serveInProcess(t, sctx, io.Discard, "--config", cfgPath)
 	admin := lw.waitFor(t, "admin server listening", "address")
 	xdsAddr := lw.waitFor(t, "xds serving", "address")
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -81,9 +75,7 @@ func TestServeWithVault(t *testing.T) {
 
 	secretsGot := fetchSecrets(t, ctx, xdsAddr, "planner", "default", "ROOTCA", "exec-api-key")
 	stop()
-	if err := <-done; err != nil {
-		t.Errorf("serve: %v", err)
-	}
+	wait()
 
 	chain := secretsGot["default"].GetTlsCertificate().GetCertificateChain().GetInlineBytes()
 	leaf := firstCert(t, chain)
