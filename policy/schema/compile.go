@@ -61,6 +61,9 @@ type Options struct {
 	// AssertFormat makes `format` an assertion (the 2020-12 default is an
 	// annotation only; draft-07 always asserts it).
 	AssertFormat bool
+	// NoQuick turns off the fast path (see Quick), so every message goes
+	// through the full validator; tests use it to compare the two.
+	NoQuick bool
 }
 
 // Defaults of Options.
@@ -71,7 +74,10 @@ const (
 
 // Set is a compiled, immutable set of named schemas, safe for concurrent use.
 type Set struct {
-	schemas       map[string]*jsonschema.Schema
+	schemas map[string]*jsonschema.Schema
+	// quick holds a Quick for each schema that has one: a message it
+	// finds valid skips the full validator.
+	quick         map[string]*Quick
 	maxViolations int
 	maxValueLen   int
 	sensitive     []sensitiveField
@@ -118,6 +124,7 @@ const maxSchemaBytes = 8 << 20
 func Compile(srcs []Source, opts Options) (*Set, error) {
 	set := &Set{
 		schemas:       make(map[string]*jsonschema.Schema, len(srcs)),
+		quick:         map[string]*Quick{},
 		maxViolations: opts.MaxViolations,
 		maxValueLen:   opts.MaxValueLen,
 	}
@@ -201,6 +208,9 @@ func Compile(srcs []Source, opts Options) (*Set, error) {
 			continue
 		}
 		set.schemas[e.src.Name] = sch
+		if q := CompileQuick(e.doc, ProfileSet); q != nil && !opts.NoQuick {
+			set.quick[e.src.Name] = q
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

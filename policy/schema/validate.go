@@ -49,6 +49,9 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 	if !ok {
 		return []Violation{{Keyword: "schema", Message: fmt.Sprintf("no schema named %q", name)}}
 	}
+	if s.quick[name].Valid(doc) {
+		return nil
+	}
 	err := sch.Validate(doc)
 	if err == nil {
 		return nil
