@@ -23,6 +23,11 @@ import (
 // ProfileOPA, against OPA's own json.match_schema.
 type Quick struct {
 	root *qnode
+	// strict (ProfileOPA) also defers on strings or keys that are not
+	// valid UTF-8 and on number text that is not JSON: OPA's documents
+	// need not come from a strict decoder, and gojsonschema sees them
+	// only after a JSON round trip that would rewrite them.
+	strict bool
 }
 
 // QuickProfile names the validator a Quick must never contradict, and so
@@ -110,7 +115,7 @@ func CompileQuick(doc any, p QuickProfile) *Quick {
 	if root == nil {
 		return nil
 	}
-	return &Quick{root: root}
+	return &Quick{root: root, strict: p == ProfileOPA}
 }
 
 type quickCompiler struct {
@@ -258,7 +263,7 @@ func (c *quickCompiler) keyword(n *qnode, k string, v any, depth int, root bool)
 		return c.bound(n, v, &n.exMax, &n.hasExMax)
 	case "multipleOf":
 		num, ok := v.(json.Number)
-		if !ok {
+		if !ok || !jsonNumber(string(num)) {
 			return false
 		}
 		if i, isInt := plainInt(string(num)); isInt {
@@ -346,7 +351,7 @@ func (c *quickCompiler) required(n *qnode, v any) bool {
 // as draft-04's boolean exclusiveMaximum) is not eligible.
 func (c *quickCompiler) bound(n *qnode, v any, dst *int64, has *bool) bool {
 	num, ok := v.(json.Number)
-	if !ok {
+	if !ok || !jsonNumber(string(num)) {
 		return false
 	}
 	if i, isInt := plainInt(string(num)); isInt {
@@ -420,16 +425,58 @@ func plainInt(s string) (int64, bool) {
 	return n, true
 }
 
+// jsonNumber reports whether s is a number in RFC 8259 syntax.
+func jsonNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
 // Valid reports whether v (as body.Decode returns it) is certainly valid.
 // False means "ask the full validator", not "invalid".
 func (q *Quick) Valid(v any) bool {
 	if q == nil {
 		return false
 	}
-	return q.root.valid(v, 0)
+	return q.root.valid(v, 0, q.strict)
 }
 
-func (n *qnode) valid(v any, depth int) bool {
+func (n *qnode) valid(v any, depth int, strict bool) bool {
 	if n.never || depth > maxQuickDepth {
 		return false
 	}
@@ -452,6 +499,9 @@ func (n *qnode) valid(v any, depth int) bool {
 	case []any:
 		kind = tArray
 	default:
+		return false
+	}
+	if strict && (kind == tString && !utf8.ValidString(text) || kind == tNumber && !jsonNumber(text)) {
 		return false
 	}
 	if n.types != 0 && n.types&kind == 0 {
@@ -479,17 +529,15 @@ func (n *qnode) valid(v any, depth int) bool {
 	}
 	switch kind {
 	case tObject:
-		return n.validObject(v.(map[string]any), depth)
+		return n.validObject(v.(map[string]any), depth, strict)
 	case tArray:
 		arr := v.([]any)
 		if n.minItems >= 0 && len(arr) < n.minItems || n.maxItems >= 0 && len(arr) > n.maxItems {
 			return false
 		}
-		if n.items != nil {
-			for _, e := range arr {
-				if !n.items.valid(e, depth+1) {
-					return false
-				}
+		for _, e := range arr {
+			if n.items != nil && !n.items.valid(e, depth+1, strict) || n.items == nil && strict && !strictJSON(e, depth+1) {
+				return false
 			}
 		}
 		return true
@@ -507,7 +555,7 @@ func (n *qnode) valid(v any, depth int) bool {
 	return true
 }
 
-func (n *qnode) validObject(obj map[string]any, depth int) bool {
+func (n *qnode) validObject(obj map[string]any, depth int, strict bool) bool {
 	if n.minProps >= 0 && len(obj) < n.minProps || n.maxProps >= 0 && len(obj) > n.maxProps {
 		return false
 	}
@@ -516,12 +564,15 @@ func (n *qnode) validObject(obj map[string]any, depth int) bool {
 			return false
 		}
 	}
-	if n.props == nil && n.additional == nil && !n.noAdditional {
+	if n.props == nil && n.additional == nil && !n.noAdditional && !strict {
 		return true
 	}
 	for k, e := range obj {
+		if strict && !utf8.ValidString(k) {
+			return false
+		}
 		if p, ok := n.props[k]; ok {
-			if !p.valid(e, depth+1) {
+			if !p.valid(e, depth+1, strict) {
 				return false
 			}
 			continue
@@ -529,11 +580,46 @@ func (n *qnode) validObject(obj map[string]any, depth int) bool {
 		if n.noAdditional {
 			return false
 		}
-		if n.additional != nil && !n.additional.valid(e, depth+1) {
+		if n.additional != nil {
+			if !n.additional.valid(e, depth+1, strict) {
+				return false
+			}
+		} else if strict && !strictJSON(e, depth+1) {
 			return false
 		}
 	}
 	return true
+}
+
+// strictJSON checks, for ProfileOPA, what no subschema looks at: that v
+// holds only valid UTF-8 and JSON numbers.
+func strictJSON(v any, depth int) bool {
+	if depth > maxQuickDepth {
+		return false
+	}
+	switch x := v.(type) {
+	case nil, bool:
+		return true
+	case string:
+		return utf8.ValidString(x)
+	case json.Number:
+		return jsonNumber(string(x))
+	case []any:
+		for _, e := range x {
+			if !strictJSON(e, depth+1) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		for k, e := range x {
+			if !utf8.ValidString(k) || !strictJSON(e, depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 func (n *qnode) validNumber(text string) bool {

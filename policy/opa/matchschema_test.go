@@ -1,0 +1,267 @@
+package opa
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ast "github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/meshward/meshward/policy/body"
+)
+
+// callMatch runs a json.match_schema implementation on doc and schema and
+// returns its result, or the error as a string.
+func callMatch(t testing.TB, f topdown.BuiltinFunc, doc, schema ast.Value) (*ast.Term, string) {
+	t.Helper()
+	var out *ast.Term
+	bctx := topdown.BuiltinContext{Context: context.Background()}
+	err := f(bctx, []*ast.Term{ast.NewTerm(doc), ast.NewTerm(schema)}, func(r *ast.Term) error {
+		out = r
+		return nil
+	})
+	if err != nil {
+		return nil, err.Error()
+	}
+	return out, ""
+}
+
+// sameMatch compares two json.match_schema outcomes: the same error, or
+// the same validity and the same errors in any order (gojsonschema lists
+// them in map order, which varies from call to call).
+func sameMatch(want *ast.Term, wantErr string, got *ast.Term, gotErr string) bool {
+	if wantErr != "" || gotErr != "" {
+		return wantErr == gotErr
+	}
+	wa, ok1 := want.Value.(*ast.Array)
+	ga, ok2 := got.Value.(*ast.Array)
+	if !ok1 || !ok2 || wa.Len() != 2 || ga.Len() != 2 || !wa.Elem(0).Equal(ga.Elem(0)) {
+		return false
+	}
+	we, ok1 := wa.Elem(1).Value.(*ast.Array)
+	ge, ok2 := ga.Elem(1).Value.(*ast.Array)
+	if !ok1 || !ok2 || we.Len() != ge.Len() {
+		return false
+	}
+	ws, gs := ast.NewSet(), ast.NewSet()
+	we.Foreach(func(x *ast.Term) { ws.Add(x) })
+	ge.Foreach(func(x *ast.Term) { gs.Add(x) })
+	return ws.Compare(gs) == 0
+}
+
+// docValues are the forms a document reaches the builtin in: an eager
+// AST value, and for an object the lazily converted object meshward's
+// input holds.
+func docValues(t testing.TB, doc any) []ast.Value {
+	t.Helper()
+	v, err := ast.InterfaceToValue(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := []ast.Value{v}
+	if m, ok := doc.(map[string]any); ok {
+		vs = append(vs, ast.LazyObject(m))
+	}
+	return vs
+}
+
+// refloadSchema is data.schemas["task.request"] of the reference workload.
+func refloadSchema(t testing.TB) ast.Value {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/refload/data.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data struct {
+		Schemas map[string]json.RawMessage `json:"schemas"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	return mustValue(t, string(data.Schemas["task.request"]))
+}
+
+func mustValue(t testing.TB, s string) ast.Value {
+	t.Helper()
+	doc, err := body.Decode([]byte(s), body.Limits{})
+	if err != nil {
+		t.Fatalf("%s: %v", s, err)
+	}
+	v, err := ast.InterfaceToValue(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestMatchSchemaAgreesWithOPA: on every schema of the JSON-Schema-Test-
+// Suite (with $schema dropped, so that OPA's gojsonschema reads them in
+// its default mode) and every test document, meshward's json.match_schema
+// answers exactly what OPA's does: the same result, or an error both
+// times. The fast path must actually be taken on a good share of them.
+func TestMatchSchemaAgreesWithOPA(t *testing.T) {
+	if opaMatchSchema == nil {
+		t.Fatal("OPA has no json.match_schema")
+	}
+	if got := topdown.GetBuiltin(ast.JSONMatchSchema.Name); got == nil {
+		t.Fatal("json.match_schema is not registered")
+	}
+	dir := "../schema/testdata/json-schema-test-suite/tests/draft2020-12"
+	files, err := filepath.Glob(dir + "/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no suite files in %s: %v", dir, err)
+	}
+	var calls, fast int
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var groups []struct {
+			Description string          `json:"description"`
+			Schema      json.RawMessage `json:"schema"`
+			Tests       []struct {
+				Description string          `json:"description"`
+				Data        json.RawMessage `json:"data"`
+			} `json:"tests"`
+		}
+		if err := json.Unmarshal(raw, &groups); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range groups {
+			sdoc, err := body.Decode(g.Schema, body.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m, ok := sdoc.(map[string]any); ok {
+				delete(m, "$schema")
+			}
+			schema, err := ast.InterfaceToValue(sdoc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range g.Tests {
+				doc, err := body.Decode(tc.Data, body.Limits{})
+				if err != nil {
+					continue
+				}
+				for _, d := range docValues(t, doc) {
+					calls++
+					if quickMatch(d, schema) {
+						fast++
+					}
+					want, wantErr := callMatch(t, opaMatchSchema, d, schema)
+					got, gotErr := callMatch(t, matchSchema, d, schema)
+					if !sameMatch(want, wantErr, got, gotErr) {
+						t.Errorf("%s %q / %q (%T): meshward %v %s, OPA %v %s", filepath.Base(file), g.Description, tc.Description, d, got, gotErr, want, wantErr)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d calls, %d answered by the fast path", calls, fast)
+	if fast < 50 {
+		t.Errorf("only %d of %d calls took the fast path", fast, calls)
+	}
+}
+
+func TestMatchSchemaFastPath(t *testing.T) {
+	schema := refloadSchema(t)
+	valid := `{"type":"task.request","id":"5f1c2f8e-8f0b-4f69-9d52-9c3f3c0d8a11","sender":"planner","task":{"name":"summarize","priority":3}}`
+	for _, tc := range []struct {
+		name   string
+		doc    ast.Value
+		schema ast.Value
+		fast   bool
+	}{
+		{"valid eager document", mustValue(t, valid), schema, true},
+		{"valid lazy document", docValues(t, mustDecodeAny(t, valid))[1], schema, true},
+		{"invalid document", mustValue(t, strings.Replace(valid, `"priority":3`, `"priority":12`, 1)), schema, false},
+		{"fractional integer", mustValue(t, strings.Replace(valid, `"priority":3`, `"priority":3.0`, 1)), schema, false},
+		{"document as JSON text", ast.String(valid), schema, false},
+		{"schema as JSON text", mustValue(t, valid), ast.String(`{}`), false},
+		{"ineligible schema", mustValue(t, valid), mustValue(t, `{"anyOf":[{}]}`), false},
+		{"set document", ast.NewSet(ast.StringTerm("a")), mustValue(t, `{}`), false},
+		{"invalid UTF-8 key", ast.NewObject([2]*ast.Term{ast.StringTerm("\xff"), ast.IntNumberTerm(1)}), mustValue(t, `{}`), false},
+		{"non-JSON number", ast.NewObject([2]*ast.Term{ast.StringTerm("a"), ast.NumberTerm("0x10")}), mustValue(t, `{}`), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := quickMatch(tc.doc, tc.schema); got != tc.fast {
+				t.Errorf("fast path taken = %v, want %v", got, tc.fast)
+			}
+			want, wantErr := callMatch(t, opaMatchSchema, tc.doc, tc.schema)
+			got, gotErr := callMatch(t, matchSchema, tc.doc, tc.schema)
+			if !sameMatch(want, wantErr, got, gotErr) {
+				t.Errorf("meshward %v %q, OPA %v %q", got, gotErr, want, wantErr)
+			}
+		})
+	}
+}
+
+func mustDecodeAny(t testing.TB, s string) any {
+	t.Helper()
+	v, err := body.Decode([]byte(s), body.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestQuickSchemaCacheBounded: schemas built on the fly do not grow the
+// cache without bound.
+func TestQuickSchemaCacheBounded(t *testing.T) {
+	for i := range 3 * maxQuickSchemas {
+		s := ast.NewObject([2]*ast.Term{ast.StringTerm("maxLength"), ast.IntNumberTerm(i)})
+		if quickSchemas.get(s) == nil {
+			t.Fatalf("schema %v has no fast path", s)
+		}
+	}
+	quickSchemas.mu.RLock()
+	n := quickSchemas.n
+	quickSchemas.mu.RUnlock()
+	if n > maxQuickSchemas {
+		t.Errorf("cache holds %d schemas, limit %d", n, maxQuickSchemas)
+	}
+}
+
+// FuzzMatchSchema: whatever the document, meshward's json.match_schema
+// answers what OPA's does.
+func FuzzMatchSchema(f *testing.F) {
+	schemas := []ast.Value{
+		refloadSchema(f),
+		mustValue(f, `{"type":["object","array","integer"],"properties":{"s":{"type":"string","minLength":1,"maxLength":4,"pattern":"^[a-z]*$"},
+			"n":{"type":"integer","minimum":-5,"exclusiveMaximum":100,"multipleOf":5},"e":{"enum":["x",1,null,true]},"c":{"const":0},
+			"o":{"type":"object","required":["k"],"additionalProperties":{"type":"boolean"},"minProperties":1,"maxProperties":3}},
+			"items":{"type":["number","string"],"maximum":3},"minItems":1,"maxItems":4,"additionalProperties":{"type":"array","items":{"type":"null"}}}`),
+	}
+	for _, s := range schemas {
+		if quickSchemas.get(s.(ast.Object)) == nil {
+			f.Fatalf("schema %v has no fast path", s)
+		}
+	}
+	for _, s := range []string{
+		`{"type":"task.request","id":"5f1c2f8e-8f0b-4f69-9d52-9c3f3c0d8a11","sender":"planner","task":{"name":"summarize","priority":3}}`,
+		`{"s":"ab","n":95,"e":null,"c":0,"o":{"k":true},"z":[null]}`, `[1,2.5,"abc",-1e3]`, `{"n":-0}`, `{"c":-0}`, `{"e":1.0}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		doc, err := body.Decode(data, body.Limits{MaxDepth: 16})
+		if err != nil {
+			return
+		}
+		for _, d := range docValues(t, doc) {
+			for _, s := range schemas {
+				want, wantErr := callMatch(t, opaMatchSchema, d, s)
+				got, gotErr := callMatch(t, matchSchema, d, s)
+				if !sameMatch(want, wantErr, got, gotErr) {
+					t.Fatalf("%s: meshward %v %s, OPA %v %s", data, got, gotErr, want, wantErr)
+				}
+			}
+		}
+	})
+}
