@@ -323,6 +323,7 @@ func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) 
 					r.Body = dedupeBody(r.Body)
 				}
 			}
+			m.Rules = dropContradictions(m.Rules)
 			extra = append(extra, rego.ParsedModule(m))
 		}
 		if pq, err := rego.New(with(extra...)...).PrepareForEval(ctx); err == nil {
@@ -389,6 +390,71 @@ func dedupeBody(body ast.Body) ast.Body {
 		out = append(out, e)
 	}
 	return out
+}
+
+// dropContradictions removes the rules whose body tests one input value
+// against two different constants (`"GET" = input.m; "POST" = input.m`):
+// partial evaluation produces one rule per combination of the rules it
+// expands, most of them such dead ends, and each is a candidate OPA
+// evaluates on every request. Such a body can never succeed, so without
+// it the policy decides the same. Rules in an else chain, functions and
+// default rules are kept, and so is every rule of a name whose rules
+// would all go.
+func dropContradictions(rules []*ast.Rule) []*ast.Rule {
+	dead := map[*ast.Rule]bool{}
+	live := map[string]int{}
+	for _, r := range rules {
+		name := r.Head.Ref().String()
+		if r.Else == nil && !r.Default && len(r.Head.Args) == 0 && contradicts(r.Body) {
+			dead[r] = true
+			continue
+		}
+		live[name]++
+	}
+	if len(dead) == 0 {
+		return rules
+	}
+	out := make([]*ast.Rule, 0, len(rules))
+	for _, r := range rules {
+		if !dead[r] || live[r.Head.Ref().String()] == 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// contradicts reports whether body holds two plain equalities that
+// compare the same ground input reference with different scalars.
+func contradicts(body ast.Body) bool {
+	seen := map[string]ast.Value{}
+	for _, e := range body {
+		if !pureEquality(e) {
+			continue
+		}
+		ops := e.Operands()
+		if len(ops) != 2 {
+			continue
+		}
+		ref, c := ops[0], ops[1]
+		if _, ok := c.Value.(ast.Ref); ok {
+			ref, c = c, ref
+		}
+		r, ok := ref.Value.(ast.Ref)
+		if !ok || !r.IsGround() || !r.HasPrefix(ast.InputRootRef) {
+			continue
+		}
+		switch c.Value.(type) {
+		case ast.String, ast.Number, ast.Boolean, ast.Null:
+		default:
+			continue
+		}
+		k := r.String()
+		if prev, ok := seen[k]; ok && ast.Compare(prev, c.Value) != 0 {
+			return true
+		}
+		seen[k] = c.Value
+	}
+	return false
 }
 
 func pureEquality(e *ast.Expr) bool {

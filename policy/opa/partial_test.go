@@ -118,3 +118,44 @@ func TestDedupeBody(t *testing.T) {
 		})
 	}
 }
+
+func TestDropContradictions(t *testing.T) {
+	for _, tc := range []struct {
+		name, module string
+		want         int // rules left
+	}{
+		{"contradiction dropped", `package p
+allow if { "GET" = input.m; "tasks" = input.p[1] }
+allow if { "GET" = input.m; "POST" = input.m }`, 1},
+		{"reversed operands", `package p
+allow if { input.m = "GET" }
+allow if { input.m = "GET"; "POST" = input.m }`, 1},
+		{"different types", `package p
+allow if { input.m = "1" }
+allow if { input.m = "1"; input.m = 1 }`, 1},
+		{"equal numbers kept", `package p
+allow if { input.n = 1; input.n = 1.0 }`, 1},
+		{"different references kept", `package p
+allow if { input.a = 1; input.b = 2 }`, 1},
+		{"non-input references kept", `package p
+allow if { data.a = 1; data.a = 2 }
+allow if { input.a = 1 }`, 2},
+		{"negation kept", `package p
+allow if { input.m = "GET"; not input.m = "POST" }`, 1},
+		{"last rule of a name kept", `package p
+allow if { input.m = "GET"; input.m = "POST" }`, 1},
+		{"default kept, the dead rule beside it dropped", `package p
+default allow := false
+allow if { input.m = "GET"; input.m = "POST" }`, 1},
+		{"functions kept", `package p
+f(x) if { input.m = "GET"; input.m = "POST" }
+f(x) if { x = 1 }`, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := ast.MustParseModuleWithOpts(tc.module, ast.ParserOptions{RegoVersion: ast.RegoV1})
+			if got := len(dropContradictions(m.Rules)); got != tc.want {
+				t.Errorf("%d rules left, want %d", got, tc.want)
+			}
+		})
+	}
+}
