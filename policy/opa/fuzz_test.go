@@ -15,6 +15,8 @@ func FuzzBuildInput(f *testing.F) {
 	f.Add("/f?q", "application/x-www-form-urlencoded", "a=1&a=%zz", "")
 	f.Add("/m", "multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--\r\n", "")
 	f.Add("//x/../y#frag", "application/json", `[1e400, -0, 1.0]`, "-1")
+	f.Add("/d", "application/json", `{"a":1,"a":2,"A":"\ud800","b":"\u00e9"}`, "")
+	f.Add("/d", "application/json", " {\"deep\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}\n", "")
 	f.Fuzz(func(t *testing.T, path, ct, body, cl string) {
 		if !utf8.ValidString(path) || !utf8.ValidString(ct) || !utf8.ValidString(body) || !utf8.ValidString(cl) {
 			return // proto3 strings arriving over gRPC are valid UTF-8
