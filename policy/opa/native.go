@@ -10,9 +10,11 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	ast "github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -248,8 +250,15 @@ func protoToNative(m protoreflect.Message) (any, error) {
 			return string(v.(ast.String)), nil
 		}
 	}
-	if h, ok := m.Interface().(*authv3.AttributeContext_HttpRequest); ok && httpRequestTyped {
-		return httpRequestToNative(h)
+	switch x := m.Interface().(type) {
+	case *authv3.AttributeContext_HttpRequest:
+		if httpRequestTyped {
+			return httpRequestToNative(x)
+		}
+	case *authv3.AttributeContext_Peer:
+		if peerTyped {
+			return peerToNative(x)
+		}
 	}
 	if m.Descriptor().FullName().Parent() == "google.protobuf" {
 		v, err := protojsonValue(m)
@@ -345,21 +354,107 @@ func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value) (an
 	return ast.JSON(val)
 }
 
-// httpRequestTyped: the typed conversion is used only while the generated message has exactly
-// these fields (a newer go-control-plane with more falls back to the
-// reflective walk, which handles every field).
-var httpRequestTyped = func() bool {
-	fields := (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields()
-	if fields.Len() != 13 {
+// httpRequestTyped and peerTyped: the typed conversions are used only
+// while the generated messages have exactly the fields they handle (a
+// newer go-control-plane with more falls back to the reflective walk,
+// which handles every field).
+var (
+	httpRequestTyped = fieldsUpTo(&authv3.AttributeContext_HttpRequest{}, 13)
+	peerTyped        = fieldsUpTo(&authv3.AttributeContext_Peer{}, 5) &&
+		fieldsUpTo(&corev3.Address{}, 3) && fieldsUpTo(&corev3.SocketAddress{}, 7)
+)
+
+// fieldsUpTo reports whether m's fields are numbered exactly 1 to n.
+func fieldsUpTo(m proto.Message, n int) bool {
+	fields := m.ProtoReflect().Descriptor().Fields()
+	if fields.Len() != n {
 		return false
 	}
-	for n := protoreflect.FieldNumber(1); n <= 13; n++ {
-		if fields.ByNumber(n) == nil {
+	for i := 1; i <= n; i++ {
+		if fields.ByNumber(protoreflect.FieldNumber(i)) == nil {
 			return false
 		}
 	}
 	return true
-}()
+}
+
+// peerToNative converts a source or destination peer without reflection
+// (protojson's rules: proto3 scalars omitted when zero, a oneof member
+// kept when set, uint32 as a number). An address other than a plain TCP
+// socket address takes the reflective walk.
+func peerToNative(p *authv3.AttributeContext_Peer) (any, error) {
+	obj := make(map[string]any, 4)
+	if a := p.GetAddress(); a != nil {
+		v, err := addressToNative(a)
+		if err != nil {
+			return nil, fmt.Errorf("address: %w", err)
+		}
+		obj["address"] = v
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{"service", p.GetService()}, {"principal", p.GetPrincipal()}, {"certificate", p.GetCertificate()},
+	} {
+		if f.v == "" {
+			continue
+		}
+		if !utf8.ValidString(f.v) {
+			return nil, fmt.Errorf("%s: string field contains invalid UTF-8", f.name)
+		}
+		obj[f.name] = f.v
+	}
+	if ls := p.GetLabels(); len(ls) > 0 {
+		m := make(map[string]any, len(ls))
+		for k, v := range ls {
+			if !utf8.ValidString(k) {
+				return nil, errors.New("labels: map key contains invalid UTF-8")
+			}
+			if !utf8.ValidString(v) {
+				return nil, errors.New("labels: string field contains invalid UTF-8")
+			}
+			m[k] = v
+		}
+		obj["labels"] = m
+	}
+	return obj, nil
+}
+
+func addressToNative(a *corev3.Address) (any, error) {
+	sa := a.GetSocketAddress()
+	if sa == nil || sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return protoToNative(a.ProtoReflect())
+	}
+	obj := make(map[string]any, 2)
+	if v := sa.GetAddress(); v != "" {
+		if !utf8.ValidString(v) {
+			return nil, errors.New("socketAddress: address: string field contains invalid UTF-8")
+		}
+		obj["address"] = v
+	}
+	switch ps := sa.GetPortSpecifier().(type) {
+	case *corev3.SocketAddress_PortValue:
+		obj["portValue"] = json.Number(strconv.FormatUint(uint64(ps.PortValue), 10))
+	case *corev3.SocketAddress_NamedPort:
+		if !utf8.ValidString(ps.NamedPort) {
+			return nil, errors.New("socketAddress: namedPort: string field contains invalid UTF-8")
+		}
+		obj["namedPort"] = ps.NamedPort
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{"resolverName", sa.GetResolverName()}, {"networkNamespaceFilepath", sa.GetNetworkNamespaceFilepath()},
+	} {
+		if f.v == "" {
+			continue
+		}
+		if !utf8.ValidString(f.v) {
+			return nil, fmt.Errorf("socketAddress: %s: string field contains invalid UTF-8", f.name)
+		}
+		obj[f.name] = f.v
+	}
+	if sa.GetIpv4Compat() {
+		obj["ipv4Compat"] = true
+	}
+	return map[string]any{"socketAddress": obj}, nil
+}
 
 // httpRequestToNative converts the request's HTTP attributes, the largest
 // and busiest part of a CheckRequest, without reflection: protojson's

@@ -13,6 +13,11 @@ import (
 // TestLazyInputMatchesEager: the lazy input document converts to exactly
 // the ast value the eager build gives, whole and read path by path.
 func TestLazyInputMatchesEager(t *testing.T) {
+	// With the pinned go-control-plane the typed conversions are the ones
+	// compared here (a newer one with more fields would use the walk).
+	if !httpRequestTyped || !peerTyped {
+		t.Errorf("typed conversions off: http request %v, peer %v", httpRequestTyped, peerTyped)
+	}
 	var rich authv3.CheckRequest
 	if err := protojson.Unmarshal([]byte(richRequest), &rich); err != nil {
 		t.Fatal(err)
@@ -43,6 +48,22 @@ func TestLazyInputMatchesEager(t *testing.T) {
 	}
 	for _, f := range []string{"allow.json", "deny_abac.json", "deny_schema.json", "allow_get.json"} {
 		cases[f] = &Input{Check: loadCheck(t, filepath.Join("testdata", "refload", f))}
+	}
+	// Peers take a typed conversion: every field and address form.
+	for name, peers := range map[string]string{
+		"peers: every socket address field": `"source": {"address": {"socketAddress": {"address": "::1", "namedPort": "https", "resolverName": "r", "ipv4Compat": true, "networkNamespaceFilepath": "/n"}},
+			"service": "s", "labels": {"a": "1", "b": ""}, "principal": "p", "certificate": "c"},
+			"destination": {"address": {"socketAddress": {"portValue": 0}}}`,
+		"peers: UDP and internal addresses": `"source": {"address": {"socketAddress": {"protocol": "UDP", "address": "10.0.0.1", "portValue": 53}}},
+			"destination": {"address": {"envoyInternalAddress": {"serverListenerName": "l", "endpointId": "e"}}}`,
+		"peers: empty": `"source": {}, "destination": {"address": {}}`,
+	} {
+		var req authv3.CheckRequest
+		js := `{"attributes": {` + peers + `, "request": {"http": {"method": "GET", "path": "/"}}}}`
+		if err := protojson.Unmarshal([]byte(js), &req); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		cases[name] = &Input{Check: &req}
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
