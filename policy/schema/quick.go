@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -467,17 +468,103 @@ func jsonNumber(s string) bool {
 	return i == len(s)
 }
 
+// Verdict is what Quick can tell about a message.
+type Verdict uint8
+
+const (
+	// Unsure: ask the full validator.
+	Unsure Verdict = iota
+	// Valid: the full validator accepts the message.
+	Valid
+	// Invalid: the full validator rejects the message.
+	Invalid
+)
+
 // Valid reports whether v (as body.Decode returns it) is certainly valid.
 // False means "ask the full validator", not "invalid".
 func (q *Quick) Valid(v any) bool {
-	if q == nil {
-		return false
-	}
-	return q.root.valid(v, 0, q.strict)
+	return q.Verdict(v) == Valid
 }
 
-func (n *qnode) valid(v any, depth int, strict bool) bool {
-	if n.never || depth > maxQuickDepth {
+// Verdict tells whether v is certainly valid, certainly invalid (some
+// keyword of the subset certainly fails: the subset has no alternatives,
+// so one failure is enough), or neither.
+func (q *Quick) Verdict(v any) Verdict {
+	if q == nil {
+		return Unsure
+	}
+	w := walker{strict: q.strict}
+	ok := w.walk(q.root, v, 0)
+	switch {
+	case !ok && q.strict && !strictJSON(v, 0):
+		// gojsonschema could fail to read the document at all.
+		return Unsure
+	case !ok:
+		return Invalid
+	case w.unsure:
+		return Unsure
+	}
+	return Valid
+}
+
+// walker walks a message against a compiled schema.
+type walker struct {
+	strict bool
+	unsure bool // some check could not be decided
+}
+
+// walk reports false when a keyword of n (or below it) certainly fails
+// on v; a check it cannot decide sets w.unsure and passes.
+func (w *walker) walk(n *qnode, v any, depth int) bool {
+	if depth > maxQuickDepth {
+		w.unsure = true
+		return true
+	}
+	if !w.own(n, v) {
+		return false
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if w.strict && !utf8.ValidString(k) {
+				w.unsure = true
+				continue
+			}
+			sub := n.additional
+			if p, found := n.props[k]; found {
+				sub = p
+			}
+			if sub == nil {
+				// n.noAdditional is one of n's own keywords.
+				if w.strict && !strictJSON(e, depth+1) {
+					w.unsure = true
+				}
+				continue
+			}
+			if !w.walk(sub, e, depth+1) {
+				return false
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if n.items == nil {
+				if w.strict && !strictJSON(e, depth+1) {
+					w.unsure = true
+				}
+				continue
+			}
+			if !w.walk(n.items, e, depth+1) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// own checks n's keywords that concern v itself (not its members or
+// items): false when one certainly fails.
+func (w *walker) own(n *qnode, v any) bool {
+	if n.never {
 		return false
 	}
 	var kind uint8
@@ -499,48 +586,70 @@ func (n *qnode) valid(v any, depth int, strict bool) bool {
 	case []any:
 		kind = tArray
 	default:
-		return false
+		w.unsure = true
+		return true
 	}
-	if strict && (kind == tString && !utf8.ValidString(text) || kind == tNumber && !jsonNumber(text)) {
-		return false
+	if w.strict && (kind == tString && !utf8.ValidString(text) || kind == tNumber && !jsonNumber(text)) {
+		w.unsure = true
+		return true
 	}
+	_, isInt := plainInt(text)
 	if n.types != 0 && n.types&kind == 0 {
-		if kind != tNumber || n.types&tInteger == 0 {
+		switch {
+		case kind != tNumber || n.types&tInteger == 0:
 			return false
-		}
-		if _, isInt := plainInt(text); !isInt {
-			return false
+		case strings.ContainsAny(text, ".eE"):
+			w.unsure = true // 3.0 and 1e2 are integers to the validators
 		}
 	}
-	if n.hasConst && !n.constVal.matches(kind, text) {
-		return false
+	if n.hasConst {
+		switch n.constVal.match(kind, text, isInt) {
+		case Invalid:
+			return false
+		case Unsure:
+			w.unsure = true
+		}
 	}
 	if n.hasEnum {
-		found := false
+		found, undecided := false, false
 		for _, e := range n.enum {
-			if e.matches(kind, text) {
+			switch e.match(kind, text, isInt) {
+			case Valid:
 				found = true
-				break
+			case Unsure:
+				undecided = true
 			}
 		}
-		if !found {
+		switch {
+		case !found && !undecided:
 			return false
+		case !found:
+			w.unsure = true
 		}
 	}
 	switch kind {
 	case tObject:
-		return n.validObject(v.(map[string]any), depth, strict)
+		obj := v.(map[string]any)
+		if n.minProps >= 0 && len(obj) < n.minProps || n.maxProps >= 0 && len(obj) > n.maxProps {
+			return false
+		}
+		for _, r := range n.required {
+			if _, ok := obj[r]; !ok {
+				return false
+			}
+		}
+		if n.noAdditional {
+			for k := range obj {
+				if _, ok := n.props[k]; !ok {
+					return false
+				}
+			}
+		}
 	case tArray:
 		arr := v.([]any)
 		if n.minItems >= 0 && len(arr) < n.minItems || n.maxItems >= 0 && len(arr) > n.maxItems {
 			return false
 		}
-		for _, e := range arr {
-			if n.items != nil && !n.items.valid(e, depth+1, strict) || n.items == nil && strict && !strictJSON(e, depth+1) {
-				return false
-			}
-		}
-		return true
 	case tString:
 		if n.minLen >= 0 || n.maxLen >= 0 {
 			l := utf8.RuneCountInString(text)
@@ -548,47 +657,44 @@ func (n *qnode) valid(v any, depth int, strict bool) bool {
 				return false
 			}
 		}
-		return n.pattern == nil || n.pattern.MatchString(text)
+		if n.pattern != nil && !n.pattern.MatchString(text) {
+			return false
+		}
 	case tNumber:
-		return n.validNumber(text)
+		return w.number(n, text, isInt)
 	}
 	return true
 }
 
-func (n *qnode) validObject(obj map[string]any, depth int, strict bool) bool {
-	if n.minProps >= 0 && len(obj) < n.minProps || n.maxProps >= 0 && len(obj) > n.maxProps {
-		return false
-	}
-	for _, r := range n.required {
-		if _, ok := obj[r]; !ok {
-			return false
-		}
-	}
-	if n.props == nil && n.additional == nil && !n.noAdditional && !strict {
+func (w *walker) number(n *qnode, text string, isInt bool) bool {
+	if !n.hasMin && !n.hasMax && !n.hasExMin && !n.hasExMax && !n.hasMultipleOf && !n.numUnsure {
 		return true
 	}
-	for k, e := range obj {
-		if strict && !utf8.ValidString(k) {
-			return false
-		}
-		if p, ok := n.props[k]; ok {
-			if !p.valid(e, depth+1, strict) {
-				return false
-			}
-			continue
-		}
-		if n.noAdditional {
-			return false
-		}
-		if n.additional != nil {
-			if !n.additional.valid(e, depth+1, strict) {
-				return false
-			}
-		} else if strict && !strictJSON(e, depth+1) {
-			return false
-		}
+	if n.numUnsure || !isInt {
+		w.unsure = true
+		return true
 	}
-	return true
+	i, _ := plainInt(text)
+	return (!n.hasMin || i >= n.min) && (!n.hasMax || i <= n.max) &&
+		(!n.hasExMin || i > n.exMin) && (!n.hasExMax || i < n.exMax) &&
+		(!n.hasMultipleOf || i%n.multipleOf == 0)
+}
+
+// match compares a value with a const or enum scalar: Valid when equal,
+// Invalid when certainly not, Unsure for a number that is not a plain
+// integer (1.0 equals 1 to the validators).
+func (s qscalar) match(kind uint8, text string, isInt bool) Verdict {
+	switch {
+	case kind == tNumber && s.kind == tInteger && !isInt:
+		return Unsure
+	case kind == tNumber && s.kind == tInteger && text == s.text:
+		return Valid
+	case kind == tNumber:
+		return Invalid
+	case s.kind == kind && s.text == text:
+		return Valid
+	}
+	return Invalid
 }
 
 // strictJSON checks, for ProfileOPA, what no subschema looks at: that v
@@ -620,30 +726,4 @@ func strictJSON(v any, depth int) bool {
 		return true
 	}
 	return false
-}
-
-func (n *qnode) validNumber(text string) bool {
-	if !n.hasMin && !n.hasMax && !n.hasExMin && !n.hasExMax && !n.hasMultipleOf && !n.numUnsure {
-		return true
-	}
-	if n.numUnsure {
-		return false
-	}
-	i, isInt := plainInt(text)
-	if !isInt {
-		return false
-	}
-	return (!n.hasMin || i >= n.min) && (!n.hasMax || i <= n.max) &&
-		(!n.hasExMin || i > n.exMin) && (!n.hasExMax || i < n.exMax) &&
-		(!n.hasMultipleOf || i%n.multipleOf == 0)
-}
-
-// matches compares exactly: the same kind and text (a number only when
-// it is a plain integer, written the same).
-func (s qscalar) matches(kind uint8, text string) bool {
-	if kind == tNumber {
-		_, isInt := plainInt(text)
-		return s.kind == tInteger && isInt && s.text == text
-	}
-	return s.kind == kind && s.text == text
 }

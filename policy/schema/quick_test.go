@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/json"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -174,6 +175,40 @@ func TestQuickValid(t *testing.T) {
 	}
 }
 
+func TestQuickVerdict(t *testing.T) {
+	schema := `{"type":"object","required":["n"],"properties":{"n":{"type":"integer","maximum":9},"s":{"enum":["a",1]},
+		"f":{"minimum":0.5},"o":{"type":"object","additionalProperties":false}},"additionalProperties":{"type":"string"}}`
+	q := CompileQuick(mustDecode(t, schema), ProfileSet)
+	if q == nil {
+		t.Fatal("not eligible")
+	}
+	for _, tc := range []struct {
+		doc  string
+		want Verdict
+	}{
+		{`{"n":3}`, Valid},
+		{`{"n":3,"x":"y","s":"a","o":{}}`, Valid},
+		{`{}`, Invalid},
+		{`{"n":10}`, Invalid},
+		{`{"n":"3"}`, Invalid},
+		{`{"n":3.5}`, Unsure},
+		{`{"n":-0}`, Unsure},
+		{`{"n":-12345678901234567890}`, Unsure},
+		{`{"n":3.0}`, Unsure},
+		{`{"n":1e1}`, Unsure},
+		{`{"n":3,"s":"b"}`, Invalid},
+		{`{"n":3,"s":1.0}`, Unsure},
+		{`{"n":3,"f":1}`, Unsure},
+		{`{"n":3,"f":1,"x":2}`, Invalid}, // one certain failure decides
+		{`{"n":3,"o":{"a":1}}`, Invalid},
+		{`[]`, Invalid},
+	} {
+		if got := q.Verdict(mustDecode(t, tc.doc)); got != tc.want {
+			t.Errorf("Verdict(%s) = %d, want %d", tc.doc, got, tc.want)
+		}
+	}
+}
+
 // TestSetUsesQuick: a Set answers a valid message without the full
 // validator when the schema allows it, and still reports violations.
 func TestSetUsesQuick(t *testing.T) {
@@ -203,8 +238,9 @@ func TestSetUsesQuick(t *testing.T) {
 	}
 }
 
-// FuzzQuick: whatever the message, Quick never accepts what the full
-// validator rejects.
+// FuzzQuick: whatever the message, Quick never calls valid what the full
+// validator rejects, nor invalid what it accepts, and a Set reports the
+// same violations with and without the fast path.
 func FuzzQuick(f *testing.F) {
 	task, err := os.ReadFile(quickstartSchema)
 	if err != nil {
@@ -229,6 +265,10 @@ func FuzzQuick(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	fast, err := Compile(srcs, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, s := range []string{
 		`{"type":"task.request","id":"5f1c2f8e-8f0b-4f69-9d52-9c3f3c0d8a11","sender":"planner","task":{"name":"summarize","priority":3}}`,
 		`{"type":"task.request","id":"5f1c2f8e-8f0b-4f69-9d52-9c3f3c0d8a11","sender":"p","task":{"name":"","priority":9.0}}`,
@@ -242,10 +282,19 @@ func FuzzQuick(f *testing.F) {
 			return
 		}
 		for name, q := range quick {
-			if q.Valid(doc) {
-				if vs := set.Validate(name, doc); vs != nil {
-					t.Fatalf("Quick accepts %s for %s; the validator says %v", data, name, vs)
+			want := set.Validate(name, doc)
+			switch q.Verdict(doc) {
+			case Valid:
+				if want != nil {
+					t.Fatalf("Quick accepts %s for %s; the validator says %v", data, name, want)
 				}
+			case Invalid:
+				if want == nil {
+					t.Fatalf("Quick rejects %s for %s; the validator accepts it", data, name)
+				}
+			}
+			if got := fast.Validate(name, doc); !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s for %s: violations with the fast path %v, without %v", data, name, got, want)
 			}
 		}
 	})

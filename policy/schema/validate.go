@@ -62,6 +62,11 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 	}
 	var out []Violation
 	s.collect(ve, doc, &out)
+	return s.finish(out)
+}
+
+// finish sorts the violations by path, drops repeats and caps them.
+func (s *Set) finish(out []Violation) []Violation {
 	if len(out) == 0 { // cannot happen: an invalid doc has a leaf
 		out = append(out, Violation{Keyword: "schema", Message: "validation failed"})
 	}
@@ -128,7 +133,8 @@ func (s *Set) violation(e *jsonschema.ValidationError, doc any) Violation {
 		v.Message = "missing " + plural(len(k.Missing), "property", "properties") + " " + quoteList(k.Missing)
 	case *kind.AdditionalProperties:
 		var named []string
-		for _, p := range k.Properties {
+		// The validator lists them in map order; a message should not vary.
+		for _, p := range slices.Sorted(slices.Values(k.Properties)) {
 			if q := name(p); q != "" {
 				named = append(named, q)
 			}
