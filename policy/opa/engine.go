@@ -317,6 +317,7 @@ func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) 
 	}
 	if ref, ok := singleRef(pqs); ok {
 		extra := []func(*rego.Rego){rego.Query(ref.String())}
+		okOnly := false
 		for _, m := range pqs.Support {
 			for _, r := range m.Rules {
 				for ; r != nil; r = r.Else {
@@ -324,7 +325,15 @@ func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) 
 				}
 			}
 			m.Rules = dropContradictions(m.Rules)
+			for _, r := range m.Rules {
+				for ; r != nil; r = r.Else {
+					okOnly = useMatchSchemaOK(r) || okOnly
+				}
+			}
 			extra = append(extra, rego.ParsedModule(m))
+		}
+		if okOnly {
+			extra = append(extra, rego.Function2(matchSchemaOKDecl, matchSchemaOK))
 		}
 		if pq, err := rego.New(with(extra...)...).PrepareForEval(ctx); err == nil {
 			return pq, preparedDeduped, true

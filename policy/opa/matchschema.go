@@ -47,24 +47,30 @@ func matchSchema(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*a
 // ast.JSON (free for the lazily converted input meshward builds: it hands
 // back the decoded body itself).
 func quickMatch(doc, sch ast.Value) bool {
+	return quickVerdict(doc, sch) == schema.Valid
+}
+
+// quickVerdict is schema.Quick's verdict on doc against sch, Unsure
+// unless both are of a kind OPA's implementation reads as this does.
+func quickVerdict(doc, sch ast.Value) schema.Verdict {
 	so, ok := sch.(ast.Object)
 	if !ok {
-		return false // a JSON text schema: OPA's implementation parses it
+		return schema.Unsure // a JSON text schema: OPA's implementation parses it
 	}
 	q := quickSchemas.get(so)
 	if q == nil {
-		return false
+		return schema.Unsure
 	}
 	switch doc.(type) {
 	case ast.Object, *ast.Array:
 	default:
-		return false // a string document is JSON text to OPA; others are errors
+		return schema.Unsure // a string document is JSON text to OPA; others are errors
 	}
 	native, err := ast.JSON(doc)
 	if err != nil {
-		return false
+		return schema.Unsure
 	}
-	return q.Valid(native)
+	return q.Verdict(native)
 }
 
 // quickSchemas caches the compiled fast path of each schema value (nil
