@@ -89,6 +89,9 @@ type Engine struct {
 	// decisions is the optional decision cache (nil: off); it belongs to
 	// this revision, so a reload starts empty.
 	decisions *decisionCache
+	// needs are the parts of the input document the policy (and the
+	// decision cache) can read; Eval builds only those.
+	needs need
 }
 
 // Query returns the decision the engine evaluates, as a data reference.
@@ -253,11 +256,20 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		rego.Store(inmem.NewFromObjectWithOpts(docs, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))),
 		rego.StoreReadAST(true),
 	}
+	parsed := make([]*ast.Module, 0, len(modules))
 	for name, m := range modules {
 		e.modules = append(e.modules, name)
 		opts = append(opts, rego.ParsedModule(m))
+		parsed = append(parsed, m)
 	}
 	sort.Strings(e.modules)
+	var cachePaths []ast.Ref
+	if e.decisions != nil {
+		cachePaths = e.decisions.paths
+	}
+	if pruneInput {
+		e.needs = inputNeeds(parsed, cachePaths)
+	}
 	pq, err := rego.New(append(opts, rego.Query(query))...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("opa: compile: %w", err)
@@ -272,6 +284,11 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// pruneInput makes Eval build only the parts of the input document the
+// policy can read (see inputNeeds); tests turn it off to check that both
+// ways decide alike.
+var pruneInput = true
 
 // partialEval turns the partial evaluation at load on; tests turn it off
 // to check that both ways decide alike.
@@ -585,7 +602,7 @@ func mergeDocs(a, b map[string]any, path string) (map[string]any, error) {
 // documentation for how to answer each.
 func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
 	growStack() // first, while the stack is shallow (see stack.go)
-	input, err := BuildInput(in)
+	input, err := buildLazyInput(in, e.needs)
 	if err != nil {
 		return nil, err
 	}

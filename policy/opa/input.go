@@ -50,7 +50,7 @@ type Meshward struct {
 // The document equals opa-envoy-plugin's for v3 (plus input.meshward when
 // set). Errors wrap [ErrInput].
 func BuildInput(in *Input) (ast.Value, error) {
-	return buildLazyInput(in)
+	return buildLazyInput(in, nil)
 }
 
 // headerMapToMap reads header_map (sent instead of headers when Envoy's

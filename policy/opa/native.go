@@ -31,7 +31,7 @@ import (
 // The Go values are only read, never modified, by OPA and this package.
 
 // buildLazyInput is BuildInput's document as a lazy object.
-func buildLazyInput(in *Input) (ast.Value, error) {
+func buildLazyInput(in *Input, n need) (ast.Value, error) {
 	if in == nil || in.Check == nil {
 		return nil, fmt.Errorf("build input: %w: no check request", ErrInput)
 	}
@@ -39,7 +39,7 @@ func buildLazyInput(in *Input) (ast.Value, error) {
 	if httpReq == nil {
 		return nil, fmt.Errorf("build input: %w: missing attributes.request.http", ErrInput)
 	}
-	doc, err := protoToNative(in.Check.ProtoReflect())
+	doc, err := protoToNative(in.Check.ProtoReflect(), n)
 	if err != nil {
 		return nil, fmt.Errorf("build input: %w: %w", ErrInput, err)
 	}
@@ -47,25 +47,34 @@ func buildLazyInput(in *Input) (ast.Value, error) {
 	if !ok {
 		return nil, fmt.Errorf("build input: %w: check request is not an object", ErrInput)
 	}
-	obj["version"] = map[string]any{"ext_authz": "v3", "encoding": "protojson"}
+	if _, ok := n.has("version"); ok {
+		obj["version"] = map[string]any{"ext_authz": "v3", "encoding": "protojson"}
+	}
 
+	// The path and the body are parsed even when the policy reads
+	// neither: a request opa-envoy-plugin cannot parse is an input error
+	// whatever the policy.
 	u, err := url.Parse(httpReq.GetPath())
 	if err != nil {
 		return nil, fmt.Errorf("build input: %w: path: %w", ErrInput, err)
 	}
-	segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
-	path := make([]any, len(segs))
-	for i, s := range segs {
-		path[i] = s
-	}
-	obj["parsed_path"] = path
-	query := map[string]any{}
-	if u.RawQuery != "" {
-		for k, vs := range u.Query() {
-			query[k] = stringsToNative(vs)
+	if _, ok := n.has("parsed_path"); ok {
+		segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+		path := make([]any, len(segs))
+		for i, s := range segs {
+			path[i] = s
 		}
+		obj["parsed_path"] = path
 	}
-	obj["parsed_query"] = query
+	if _, ok := n.has("parsed_query"); ok {
+		query := map[string]any{}
+		if u.RawQuery != "" {
+			for k, vs := range u.Query() {
+				query[k] = stringsToNative(vs)
+			}
+		}
+		obj["parsed_query"] = query
+	}
 
 	headers := httpReq.GetHeaders()
 	if len(headers) == 0 && httpReq.GetHeaderMap() != nil {
@@ -75,10 +84,14 @@ func buildLazyInput(in *Input) (ast.Value, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build input: %w: body: %w", ErrInput, err)
 	}
-	obj["parsed_body"] = body
-	obj["truncated_body"] = truncated
+	if _, ok := n.has("parsed_body"); ok {
+		obj["parsed_body"] = body
+	}
+	if _, ok := n.has("truncated_body"); ok {
+		obj["truncated_body"] = truncated
+	}
 
-	if in.Meshward != nil {
+	if _, ok := n.has("meshward"); ok && in.Meshward != nil {
 		mv, err := in.Meshward.native()
 		if err != nil {
 			return nil, fmt.Errorf("build input: %w: meshward: %w", ErrInput, err)
@@ -233,7 +246,7 @@ func toNative(x any) (any, error) {
 }
 
 // protoToNative is protoToValue's document as plain Go values.
-func protoToNative(m protoreflect.Message) (any, error) {
+func protoToNative(m protoreflect.Message, n need) (any, error) {
 	switch m.Descriptor().FullName() {
 	case "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue":
 		v, err := protoToValue(m) // rare in a CheckRequest (metadata): same rules
@@ -253,11 +266,11 @@ func protoToNative(m protoreflect.Message) (any, error) {
 	switch x := m.Interface().(type) {
 	case *authv3.AttributeContext_HttpRequest:
 		if httpRequestTyped {
-			return httpRequestToNative(x)
+			return httpRequestToNative(x, n)
 		}
 	case *authv3.AttributeContext_Peer:
 		if peerTyped {
-			return peerToNative(x)
+			return peerToNative(x, n)
 		}
 	}
 	if m.Descriptor().FullName().Parent() == "google.protobuf" {
@@ -267,17 +280,20 @@ func protoToNative(m protoreflect.Message) (any, error) {
 		}
 		return ast.JSON(v)
 	}
-	n := m.Descriptor().Fields().Len()
-	obj := make(map[string]any, min(n, 8))
+	obj := make(map[string]any, min(m.Descriptor().Fields().Len(), 8))
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		sub, ok := n.has(fd.JSONName())
+		if !ok {
+			return true
+		}
 		var val any
 		switch {
 		case fd.IsList():
 			l := v.List()
 			out := make([]any, l.Len())
 			for i := range l.Len() {
-				if out[i], err = singularToNative(fd, l.Get(i)); err != nil {
+				if out[i], err = singularToNative(fd, l.Get(i), nil); err != nil {
 					break
 				}
 			}
@@ -285,7 +301,7 @@ func protoToNative(m protoreflect.Message) (any, error) {
 		case fd.IsMap():
 			val, err = mapFieldToNative(fd, v.Map())
 		default:
-			val, err = singularToNative(fd, v)
+			val, err = singularToNative(fd, v, sub)
 		}
 		if err != nil {
 			err = fmt.Errorf("%s: %w", fd.JSONName(), err)
@@ -312,7 +328,7 @@ func mapFieldToNative(fd protoreflect.FieldDescriptor, m protoreflect.Map) (any,
 			return false
 		}
 		var val any
-		if val, err = singularToNative(vd, v); err != nil {
+		if val, err = singularToNative(vd, v, nil); err != nil {
 			return false
 		}
 		obj[key] = val
@@ -324,7 +340,7 @@ func mapFieldToNative(fd protoreflect.FieldDescriptor, m protoreflect.Map) (any,
 	return obj, nil
 }
 
-func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value) (any, error) {
+func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value, n need) (any, error) {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		s := v.String()
@@ -335,7 +351,7 @@ func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value) (an
 	case protoreflect.BoolKind:
 		return v.Bool(), nil
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return protoToNative(v.Message())
+		return protoToNative(v.Message(), n)
 	case protoreflect.BytesKind:
 		return base64.StdEncoding.EncodeToString(v.Bytes()), nil
 	}
@@ -382,10 +398,10 @@ func fieldsUpTo(m proto.Message, n int) bool {
 // (protojson's rules: proto3 scalars omitted when zero, a oneof member
 // kept when set, uint32 as a number). An address other than a plain TCP
 // socket address takes the reflective walk.
-func peerToNative(p *authv3.AttributeContext_Peer) (any, error) {
+func peerToNative(p *authv3.AttributeContext_Peer, n need) (any, error) {
 	obj := make(map[string]any, 4)
-	if a := p.GetAddress(); a != nil {
-		v, err := addressToNative(a)
+	if _, want := n.has("address"); want && p.GetAddress() != nil {
+		v, err := addressToNative(p.GetAddress())
 		if err != nil {
 			return nil, fmt.Errorf("address: %w", err)
 		}
@@ -394,7 +410,7 @@ func peerToNative(p *authv3.AttributeContext_Peer) (any, error) {
 	for _, f := range [...]struct{ name, v string }{
 		{"service", p.GetService()}, {"principal", p.GetPrincipal()}, {"certificate", p.GetCertificate()},
 	} {
-		if f.v == "" {
+		if _, want := n.has(f.name); f.v == "" || !want {
 			continue
 		}
 		if !utf8.ValidString(f.v) {
@@ -402,7 +418,8 @@ func peerToNative(p *authv3.AttributeContext_Peer) (any, error) {
 		}
 		obj[f.name] = f.v
 	}
-	if ls := p.GetLabels(); len(ls) > 0 {
+	if _, want := n.has("labels"); want && len(p.GetLabels()) > 0 {
+		ls := p.GetLabels()
 		m := make(map[string]any, len(ls))
 		for k, v := range ls {
 			if !utf8.ValidString(k) {
@@ -421,7 +438,7 @@ func peerToNative(p *authv3.AttributeContext_Peer) (any, error) {
 func addressToNative(a *corev3.Address) (any, error) {
 	sa := a.GetSocketAddress()
 	if sa == nil || sa.GetProtocol() != corev3.SocketAddress_TCP {
-		return protoToNative(a.ProtoReflect())
+		return protoToNative(a.ProtoReflect(), nil)
 	}
 	obj := make(map[string]any, 2)
 	if v := sa.GetAddress(); v != "" {
@@ -460,7 +477,7 @@ func addressToNative(a *corev3.Address) (any, error) {
 // and busiest part of a CheckRequest, without reflection: protojson's
 // rules for these fields (proto3 scalars omitted when zero, int64 as a
 // string, bytes as base64, header_map as a message).
-func httpRequestToNative(h *authv3.AttributeContext_HttpRequest) (any, error) {
+func httpRequestToNative(h *authv3.AttributeContext_HttpRequest, n need) (any, error) {
 	obj := make(map[string]any, 8)
 	for _, f := range [...]struct {
 		name, v string
@@ -469,7 +486,7 @@ func httpRequestToNative(h *authv3.AttributeContext_HttpRequest) (any, error) {
 		{"scheme", h.GetScheme()}, {"query", h.GetQuery()}, {"fragment", h.GetFragment()},
 		{"protocol", h.GetProtocol()}, {"body", h.GetBody()},
 	} {
-		if f.v == "" {
+		if _, want := n.has(f.name); f.v == "" || !want {
 			continue
 		}
 		if !utf8.ValidString(f.v) {
@@ -477,7 +494,8 @@ func httpRequestToNative(h *authv3.AttributeContext_HttpRequest) (any, error) {
 		}
 		obj[f.name] = f.v
 	}
-	if hs := h.GetHeaders(); len(hs) > 0 {
+	if _, want := n.has("headers"); want && len(h.GetHeaders()) > 0 {
+		hs := h.GetHeaders()
 		m := make(map[string]any, len(hs))
 		for k, v := range hs {
 			if !utf8.ValidString(k) {
@@ -490,18 +508,18 @@ func httpRequestToNative(h *authv3.AttributeContext_HttpRequest) (any, error) {
 		}
 		obj["headers"] = m
 	}
-	if hm := h.GetHeaderMap(); hm != nil {
-		v, err := protoToNative(hm.ProtoReflect())
+	if _, want := n.has("headerMap"); want && h.GetHeaderMap() != nil {
+		v, err := protoToNative(h.GetHeaderMap().ProtoReflect(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("headerMap: %w", err)
 		}
 		obj["headerMap"] = v
 	}
-	if n := h.GetSize(); n != 0 {
-		obj["size"] = strconv.FormatInt(n, 10)
+	if _, want := n.has("size"); want && h.GetSize() != 0 {
+		obj["size"] = strconv.FormatInt(h.GetSize(), 10)
 	}
-	if b := h.GetRawBody(); len(b) > 0 {
-		obj["rawBody"] = base64.StdEncoding.EncodeToString(b)
+	if _, want := n.has("rawBody"); want && len(h.GetRawBody()) > 0 {
+		obj["rawBody"] = base64.StdEncoding.EncodeToString(h.GetRawBody())
 	}
 	return obj, nil
 }

@@ -72,12 +72,12 @@ func TestLazyInputMatchesEager(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Path by path first, on a fresh lazy document, then whole.
-			lazy, err := buildLazyInput(in)
+			lazy, err := buildLazyInput(in, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			comparePaths(t, eager.(ast.Object), lazy.(ast.Object), nil)
-			whole, err := buildLazyInput(in)
+			whole, err := buildLazyInput(in, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,0 +1,89 @@
+package opa
+
+import (
+	"os"
+	"reflect"
+	"testing"
+
+	ast "github.com/open-policy-agent/opa/v1/ast"
+)
+
+// TestFullInputCompatibility runs the compatibility tests with the whole
+// input document built for every Check, so that both ways decide alike.
+func TestFullInputCompatibility(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"refload", TestRefload},
+		{"decisions", TestDecisions},
+		{"envoy responses", TestEnvoyResponses},
+		{"input fields", TestInputFields},
+		{"meshward input", TestMeshwardInput},
+		{"header map body", TestHeaderMapBody},
+		{"undefined", TestUndefinedIsError},
+		{"decision cache", TestDecisionCache},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pruneInput = false
+			t.Cleanup(func() { pruneInput = true })
+			tc.test(t)
+		})
+	}
+}
+
+func TestInputNeeds(t *testing.T) {
+	refload, err := os.ReadFile("testdata/refload/policy.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := need(nil)
+	for _, tc := range []struct {
+		name, module string
+		extra        []string
+		want         need
+	}{
+		{"reference policy", string(refload), nil, need{
+			"attributes":  {"source": {"principal": nil}, "request": {"http": {"method": nil}}},
+			"parsed_path": nil, "parsed_body": nil,
+		}},
+		{"variable key needs the whole map", `package p
+allow if input.attributes.request.http.headers[k] == "x"`, nil, need{"attributes": {"request": {"http": {"headers": nil}}}}},
+		{"reference inside a reference", `package p
+allow if input.a[input.b.c] == 1`, nil, need{"a": nil, "b": {"c": nil}}},
+		{"reference inside data", `package p
+allow if data.routes[input.m]`, nil, need{"m": nil}},
+		{"shorter path wins", `package p
+allow if { input.a.b == 1; input.a == {} }`, nil, need{"a": nil}},
+		{"decision cache paths", `package p
+allow if input.a == 1`, []string{"attributes.source.principal", "parsed_path[0]"}, need{"a": nil, "attributes": {"source": {"principal": nil}}, "parsed_path": nil}},
+		{"input as a value", `package p
+allow if { x := input; x.a == 1 }`, nil, all},
+		{"input as an argument", `package p
+allow if { walk(input, [p, v]); v == 1 }`, nil, all},
+		{"import of input", `package p
+import input.attributes as attrs
+allow if attrs.x == 1`, nil, all},
+		{"with input", `package p
+allow if { f with input.a as 1 }
+f if input.b == 1`, nil, all},
+		{"whole input in the head", `package p
+echo := input`, nil, all},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := ast.MustParseModuleWithOpts(tc.module, ast.ParserOptions{RegoVersion: ast.RegoV1})
+			var extra []ast.Ref
+			for _, p := range tc.extra {
+				r, err := ParseInputPath(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				extra = append(extra, r)
+			}
+			got := inputNeeds([]*ast.Module{m}, extra)
+			if (got == nil) != (tc.want == nil) || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("needs = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
