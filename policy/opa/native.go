@@ -264,6 +264,18 @@ func protoToNative(m protoreflect.Message, n need) (any, error) {
 		}
 	}
 	switch x := m.Interface().(type) {
+	case *authv3.CheckRequest:
+		if checkTyped {
+			return checkRequestToNative(x, n)
+		}
+	case *authv3.AttributeContext:
+		if attributesTyped {
+			return attributesToNative(x, n)
+		}
+	case *authv3.AttributeContext_Request:
+		if checkTyped {
+			return requestToNative(x, n)
+		}
 	case *authv3.AttributeContext_HttpRequest:
 		if httpRequestTyped {
 			return httpRequestToNative(x, n)
@@ -370,28 +382,106 @@ func singularToNative(fd protoreflect.FieldDescriptor, v protoreflect.Value, n n
 	return ast.JSON(val)
 }
 
-// httpRequestTyped and peerTyped: the typed conversions are used only
-// while the generated messages have exactly the fields they handle (a
-// newer go-control-plane with more falls back to the reflective walk,
-// which handles every field).
+// The typed conversions are used only while the generated messages have
+// exactly the fields they handle (a newer go-control-plane with more
+// falls back to the reflective walk, which handles every field).
 var (
 	httpRequestTyped = fieldsUpTo(&authv3.AttributeContext_HttpRequest{}, 13)
 	peerTyped        = fieldsUpTo(&authv3.AttributeContext_Peer{}, 5) &&
 		fieldsUpTo(&corev3.Address{}, 3) && fieldsUpTo(&corev3.SocketAddress{}, 7)
+	checkTyped = fieldsUpTo(&authv3.CheckRequest{}, 1) && fieldsUpTo(&authv3.AttributeContext_Request{}, 2)
+	// AttributeContext's fields 3 and 5 to 9 were removed long ago.
+	attributesTyped = exactFields(&authv3.AttributeContext{}, 1, 2, 4, 10, 11, 12, 13)
 )
 
 // fieldsUpTo reports whether m's fields are numbered exactly 1 to n.
 func fieldsUpTo(m proto.Message, n int) bool {
+	nums := make([]int, n)
+	for i := range nums {
+		nums[i] = i + 1
+	}
+	return exactFields(m, nums...)
+}
+
+// exactFields reports whether m's fields have exactly the numbers nums.
+func exactFields(m proto.Message, nums ...int) bool {
 	fields := m.ProtoReflect().Descriptor().Fields()
-	if fields.Len() != n {
+	if fields.Len() != len(nums) {
 		return false
 	}
-	for i := 1; i <= n; i++ {
+	for _, i := range nums {
 		if fields.ByNumber(protoreflect.FieldNumber(i)) == nil {
 			return false
 		}
 	}
 	return true
+}
+
+// checkRequestToNative, attributesToNative and requestToNative convert
+// the outer messages of a CheckRequest without reflection; what they
+// hold goes through protoToNative, typed where it can.
+func checkRequestToNative(c *authv3.CheckRequest, n need) (any, error) {
+	obj := make(map[string]any, 1)
+	if err := addMessage(obj, n, "attributes", c.GetAttributes()); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func attributesToNative(a *authv3.AttributeContext, n need) (any, error) {
+	obj := make(map[string]any, 4)
+	for _, f := range [...]struct {
+		name string
+		m    proto.Message
+	}{
+		{"source", a.GetSource()}, {"destination", a.GetDestination()}, {"request", a.GetRequest()},
+		{"metadataContext", a.GetMetadataContext()}, {"tlsSession", a.GetTlsSession()},
+		{"routeMetadataContext", a.GetRouteMetadataContext()},
+	} {
+		if err := addMessage(obj, n, f.name, f.m); err != nil {
+			return nil, err
+		}
+	}
+	if _, want := n.has("contextExtensions"); want && len(a.GetContextExtensions()) > 0 {
+		m := make(map[string]any, len(a.GetContextExtensions()))
+		for k, v := range a.GetContextExtensions() {
+			if !utf8.ValidString(k) {
+				return nil, errors.New("contextExtensions: map key contains invalid UTF-8")
+			}
+			if !utf8.ValidString(v) {
+				return nil, errors.New("contextExtensions: string field contains invalid UTF-8")
+			}
+			m[k] = v
+		}
+		obj["contextExtensions"] = m
+	}
+	return obj, nil
+}
+
+func requestToNative(r *authv3.AttributeContext_Request, n need) (any, error) {
+	obj := make(map[string]any, 2)
+	if err := addMessage(obj, n, "time", r.GetTime()); err != nil {
+		return nil, err
+	}
+	if err := addMessage(obj, n, "http", r.GetHttp()); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// addMessage sets obj[name] to message m converted, when m is set (a
+// typed nil is not) and n needs it.
+func addMessage(obj map[string]any, n need, name string, m proto.Message) error {
+	sub, want := n.has(name)
+	if !want || m == nil || !m.ProtoReflect().IsValid() {
+		return nil
+	}
+	v, err := protoToNative(m.ProtoReflect(), sub)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	obj[name] = v
+	return nil
 }
 
 // peerToNative converts a source or destination peer without reflection

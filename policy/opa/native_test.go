@@ -15,8 +15,9 @@ import (
 func TestLazyInputMatchesEager(t *testing.T) {
 	// With the pinned go-control-plane the typed conversions are the ones
 	// compared here (a newer one with more fields would use the walk).
-	if !httpRequestTyped || !peerTyped {
-		t.Errorf("typed conversions off: http request %v, peer %v", httpRequestTyped, peerTyped)
+	if !httpRequestTyped || !peerTyped || !checkTyped || !attributesTyped {
+		t.Errorf("typed conversions off: http request %v, peer %v, check request %v, attributes %v",
+			httpRequestTyped, peerTyped, checkTyped, attributesTyped)
 	}
 	var rich authv3.CheckRequest
 	if err := protojson.Unmarshal([]byte(richRequest), &rich); err != nil {
