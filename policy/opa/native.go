@@ -395,22 +395,22 @@ var (
 )
 
 // fieldsUpTo reports whether m's fields are numbered exactly 1 to n.
-func fieldsUpTo(m proto.Message, n int) bool {
-	nums := make([]int, n)
+func fieldsUpTo(m proto.Message, n protoreflect.FieldNumber) bool {
+	nums := make([]protoreflect.FieldNumber, n)
 	for i := range nums {
-		nums[i] = i + 1
+		nums[i] = protoreflect.FieldNumber(i) + 1
 	}
 	return exactFields(m, nums...)
 }
 
 // exactFields reports whether m's fields have exactly the numbers nums.
-func exactFields(m proto.Message, nums ...int) bool {
+func exactFields(m proto.Message, nums ...protoreflect.FieldNumber) bool {
 	fields := m.ProtoReflect().Descriptor().Fields()
 	if fields.Len() != len(nums) {
 		return false
 	}
 	for _, i := range nums {
-		if fields.ByNumber(protoreflect.FieldNumber(i)) == nil {
+		if fields.ByNumber(i) == nil {
 			return false
 		}
 	}

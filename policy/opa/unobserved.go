@@ -3,7 +3,6 @@ package opa
 import (
 	ast "github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/types"
 
 	"github.com/meshward/meshward/policy/schema"
@@ -35,7 +34,7 @@ func matchSchemaOK(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, err
 		return ast.ArrayTerm(ast.InternedTerm(false), ast.ArrayTerm()), nil
 	}
 	var out *ast.Term
-	err := opaMatchSchema(topdown.BuiltinContext(bctx), []*ast.Term{doc, sch}, func(t *ast.Term) error {
+	err := opaMatchSchema(bctx, []*ast.Term{doc, sch}, func(t *ast.Term) error {
 		out = t
 		return nil
 	})
