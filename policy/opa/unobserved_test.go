@@ -76,3 +76,25 @@ func TestMatchSchemaOK(t *testing.T) {
 		})
 	}
 }
+
+// TestMatchSchemaOKLargeIntegers: gojsonschema compares const and enum
+// values as floats, so past 2^53 distinct integers are equal to it; the
+// fast path must then not call a document invalid.
+func TestMatchSchemaOKLargeIntegers(t *testing.T) {
+	bctx := rego.BuiltinContext{Context: context.Background()}
+	schema := ast.NewTerm(mustValue(t, `{"properties":{"n":{"const":9007199254740992}, "e":{"enum":[1, 9007199254740992]}}}`))
+	for _, doc := range []string{`{"n":9007199254740993}`, `{"e":9007199254740993}`, `{"n":-9007199254740993}`} {
+		d := ast.NewTerm(mustValue(t, doc))
+		want, wantErr := callMatch(t, opaMatchSchema, d.Value, schema.Value)
+		got, err := matchSchemaOK(bctx, d, schema)
+		if err != nil || wantErr != "" {
+			t.Fatalf("%s: %v / %s", doc, err, wantErr)
+		}
+		if !want.Value.(*ast.Array).Elem(0).Equal(got.Value.(*ast.Array).Elem(0)) {
+			t.Errorf("%s: meshward %v, OPA %v", doc, got, want)
+		}
+	}
+	if quickSchemas.get(mustValue(t, `{"const":9007199254740993}`).(ast.Object)) != nil {
+		t.Error("a const past 2^53 has a fast path")
+	}
+}

@@ -191,7 +191,7 @@ func (c *quickCompiler) keyword(n *qnode, k string, v any, depth int, root bool)
 	case "type":
 		return c.types(n, v)
 	case "const":
-		s, ok := scalar(v)
+		s, ok := scalar(v, c.p == ProfileOPA)
 		n.hasConst, n.constVal = true, s
 		return ok
 	case "enum":
@@ -311,7 +311,7 @@ func (c *quickCompiler) enum(n *qnode, v any) bool {
 	n.enum = make([]qscalar, 0, len(arr))
 	seen := map[qscalar]bool{}
 	for _, e := range arr {
-		s, ok := scalar(e)
+		s, ok := scalar(e, c.p == ProfileOPA)
 		if !ok {
 			return false
 		}
@@ -380,8 +380,14 @@ func count(v any, dst *int) bool {
 	return true
 }
 
-// scalar reads a const or enum value Quick can compare exactly.
-func scalar(v any) (qscalar, bool) {
+// maxExactFloat is 2^53: gojsonschema compares const and enum values as
+// float64 (after a JSON round trip), so past it distinct integers can be
+// equal to it.
+const maxExactFloat = 1 << 53
+
+// scalar reads a const or enum value Quick can compare exactly; strict
+// (ProfileOPA) also refuses integers past ±2^53.
+func scalar(v any, strict bool) (qscalar, bool) {
 	switch v := v.(type) {
 	case nil:
 		return qscalar{kind: tNull}, true
@@ -393,7 +399,10 @@ func scalar(v any) (qscalar, bool) {
 	case string:
 		return qscalar{kind: tString, text: v}, utf8.ValidString(v)
 	case json.Number:
-		_, ok := plainInt(string(v))
+		i, ok := plainInt(string(v))
+		if strict && (i > maxExactFloat || i < -maxExactFloat) {
+			ok = false
+		}
 		return qscalar{kind: tInteger, text: string(v)}, ok
 	}
 	return qscalar{}, false
@@ -603,7 +612,7 @@ func (w *walker) own(n *qnode, v any) bool {
 		}
 	}
 	if n.hasConst {
-		switch n.constVal.match(kind, text, isInt) {
+		switch n.constVal.match(kind, text, isInt, w.strict) {
 		case Invalid:
 			return false
 		case Unsure:
@@ -613,7 +622,7 @@ func (w *walker) own(n *qnode, v any) bool {
 	if n.hasEnum {
 		found, undecided := false, false
 		for _, e := range n.enum {
-			switch e.match(kind, text, isInt) {
+			switch e.match(kind, text, isInt, w.strict) {
 			case Valid:
 				found = true
 			case Unsure:
@@ -682,10 +691,13 @@ func (w *walker) number(n *qnode, text string, isInt bool) bool {
 
 // match compares a value with a const or enum scalar: Valid when equal,
 // Invalid when certainly not, Unsure for a number that is not a plain
-// integer (1.0 equals 1 to the validators).
-func (s qscalar) match(kind uint8, text string, isInt bool) Verdict {
+// integer (1.0 equals 1 to the validators) or, strict, one past ±2^53
+// (gojsonschema compares floats).
+func (s qscalar) match(kind uint8, text string, isInt, strict bool) Verdict {
 	switch {
 	case kind == tNumber && s.kind == tInteger && !isInt:
+		return Unsure
+	case kind == tNumber && strict && isInt && !exactFloat(text):
 		return Unsure
 	case kind == tNumber && s.kind == tInteger && text == s.text:
 		return Valid
@@ -695,6 +707,12 @@ func (s qscalar) match(kind uint8, text string, isInt bool) Verdict {
 		return Valid
 	}
 	return Invalid
+}
+
+// exactFloat reports whether the plain integer text is within ±2^53.
+func exactFloat(text string) bool {
+	i, _ := plainInt(text)
+	return i <= maxExactFloat && i >= -maxExactFloat
 }
 
 // strictJSON checks, for ProfileOPA, what no subschema looks at: that v
