@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,6 +34,9 @@ type RegoConfig struct {
 	BundleURL string `yaml:"bundleURL"`
 	// PollInterval between fetches of BundleURL. Default 60s, minimum 1s.
 	PollInterval time.Duration `yaml:"pollInterval"`
+	// BundleTLS configures the TLS client that fetches BundleURL: the
+	// authorities to trust and a client certificate. Read at start.
+	BundleTLS *RegoBundleTLS `yaml:"bundleTLS"`
 	// Verification requires the bundle (file or URL) to be signed.
 	Verification *RegoVerification `yaml:"verification"`
 	// Query is the decision to evaluate. Default data.envoy.authz.allow;
@@ -44,6 +50,18 @@ type RegoConfig struct {
 	// DecisionCache caches decisions by the values of the input paths the
 	// policy reads. Off unless set; see docs/rego.md before turning it on.
 	DecisionCache *RegoDecisionCache `yaml:"decisionCache"`
+}
+
+// RegoBundleTLS configures the TLS client of a bundle URL. Files are PEM,
+// relative to the configuration file (or absolute).
+type RegoBundleTLS struct {
+	// CA holds the certificate authorities that sign the bundle server's
+	// certificate, trusted instead of the system's.
+	CA string `yaml:"ca"`
+	// Cert and Key are a client certificate and its private key, for a
+	// bundle server that requires one. Set both or neither.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // RegoDecisionCache configures the optional Rego decision cache.
@@ -121,6 +139,16 @@ func (r *RegoConfig) Validate(path string) error {
 			add("%s.bundleURL: set bundle or bundleURL, not both", path)
 		}
 	}
+	if t := r.BundleTLS; t != nil {
+		switch {
+		case r.BundleURL == "":
+			add("%s.bundleTLS: only applies with bundleURL", path)
+		case (t.Cert == "") != (t.Key == ""):
+			add("%s.bundleTLS: set cert and key together", path)
+		case t.CA == "" && t.Cert == "":
+			add("%s.bundleTLS: set ca, or cert and key", path)
+		}
+	}
 	switch {
 	case r.PollInterval != 0 && r.BundleURL == "":
 		add("%s.pollInterval: only applies with bundleURL", path)
@@ -190,6 +218,45 @@ func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// BundleTransport returns the HTTP transport that fetches BundleURL: a
+// copy of http.DefaultTransport (proxy settings from the environment),
+// with BundleTLS's authorities and client certificate, TLS 1.2 at least.
+func (r *RegoConfig) BundleTransport(dir fs.FS) (*http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	t := r.BundleTLS
+	if t == nil {
+		return tr, nil
+	}
+	if t.CA != "" {
+		pem, err := readConfigFile(dir, t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("rego bundleTLS.ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("rego bundleTLS.ca: %s holds no PEM certificate", t.CA)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	if t.Cert != "" {
+		certPEM, err := readConfigFile(dir, t.Cert)
+		if err != nil {
+			return nil, fmt.Errorf("rego bundleTLS.cert: %w", err)
+		}
+		keyPEM, err := readConfigFile(dir, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("rego bundleTLS.key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("rego bundleTLS: client certificate: %w", err)
+		}
+		tr.TLSClientConfig.Certificates = []tls.Certificate{pair}
+	}
+	return tr, nil
 }
 
 // checkBundleURL accepts https URLs, and http ones only to a loopback host

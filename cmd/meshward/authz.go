@@ -88,7 +88,11 @@ func newRegoBundle(cfg *config.Config, log *slog.Logger, m *opa.Metrics, onUpdat
 	if err != nil {
 		return nil, err
 	}
-	b := &regoBundle{rego: *r, body: &digestTransport{base: http.DefaultTransport}}
+	base, err := r.BundleTransport(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	b := &regoBundle{rego: *r, body: &digestTransport{base: base}}
 	opts := []opa.PollerOption{
 		opa.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: b.body}),
 		opa.WithOnUpdate(func(e *opa.Engine) {
