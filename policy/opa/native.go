@@ -442,18 +442,8 @@ func attributesToNative(a *authv3.AttributeContext, n need) (any, error) {
 			return nil, err
 		}
 	}
-	if _, want := n.has("contextExtensions"); want && len(a.GetContextExtensions()) > 0 {
-		m := make(map[string]any, len(a.GetContextExtensions()))
-		for k, v := range a.GetContextExtensions() {
-			if !utf8.ValidString(k) {
-				return nil, errors.New("contextExtensions: map key contains invalid UTF-8")
-			}
-			if !utf8.ValidString(v) {
-				return nil, errors.New("contextExtensions: string field contains invalid UTF-8")
-			}
-			m[k] = v
-		}
-		obj["contextExtensions"] = m
+	if err := addStringMap(obj, n, "contextExtensions", a.GetContextExtensions()); err != nil {
+		return nil, err
 	}
 	return obj, nil
 }
@@ -467,6 +457,44 @@ func requestToNative(r *authv3.AttributeContext_Request, n need) (any, error) {
 		return nil, err
 	}
 	return obj, nil
+}
+
+// stringField is a proto3 string field by its JSON name.
+type stringField struct{ name, v string }
+
+// addStrings sets each field n needs and that is set (not empty) on obj,
+// refusing invalid UTF-8 as protojson does.
+func addStrings(obj map[string]any, n need, fields ...stringField) error {
+	for _, f := range fields {
+		if _, want := n.has(f.name); f.v == "" || !want {
+			continue
+		}
+		if !utf8.ValidString(f.v) {
+			return fmt.Errorf("%s: string field contains invalid UTF-8", f.name)
+		}
+		obj[f.name] = f.v
+	}
+	return nil
+}
+
+// addStringMap sets obj[name] to the map<string, string> field m when n
+// needs it and it is not empty, refusing invalid UTF-8 as protojson does.
+func addStringMap(obj map[string]any, n need, name string, m map[string]string) error {
+	if _, want := n.has(name); !want || len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if !utf8.ValidString(k) {
+			return fmt.Errorf("%s: map key contains invalid UTF-8", name)
+		}
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%s: string field contains invalid UTF-8", name)
+		}
+		out[k] = v
+	}
+	obj[name] = out
+	return nil
 }
 
 // addMessage sets obj[name] to message m converted, when m is set (a
@@ -497,30 +525,13 @@ func peerToNative(p *authv3.AttributeContext_Peer, n need) (any, error) {
 		}
 		obj["address"] = v
 	}
-	for _, f := range [...]struct{ name, v string }{
-		{"service", p.GetService()}, {"principal", p.GetPrincipal()}, {"certificate", p.GetCertificate()},
-	} {
-		if _, want := n.has(f.name); f.v == "" || !want {
-			continue
-		}
-		if !utf8.ValidString(f.v) {
-			return nil, fmt.Errorf("%s: string field contains invalid UTF-8", f.name)
-		}
-		obj[f.name] = f.v
+	err := addStrings(obj, n, stringField{"service", p.GetService()}, stringField{"principal", p.GetPrincipal()},
+		stringField{"certificate", p.GetCertificate()})
+	if err != nil {
+		return nil, err
 	}
-	if _, want := n.has("labels"); want && len(p.GetLabels()) > 0 {
-		ls := p.GetLabels()
-		m := make(map[string]any, len(ls))
-		for k, v := range ls {
-			if !utf8.ValidString(k) {
-				return nil, errors.New("labels: map key contains invalid UTF-8")
-			}
-			if !utf8.ValidString(v) {
-				return nil, errors.New("labels: string field contains invalid UTF-8")
-			}
-			m[k] = v
-		}
-		obj["labels"] = m
+	if err := addStringMap(obj, n, "labels", p.GetLabels()); err != nil {
+		return nil, err
 	}
 	return obj, nil
 }
@@ -531,31 +542,20 @@ func addressToNative(a *corev3.Address) (any, error) {
 		return protoToNative(a.ProtoReflect(), nil)
 	}
 	obj := make(map[string]any, 2)
-	if v := sa.GetAddress(); v != "" {
-		if !utf8.ValidString(v) {
-			return nil, errors.New("socketAddress: address: string field contains invalid UTF-8")
-		}
-		obj["address"] = v
+	err := addStrings(obj, nil, stringField{"address", sa.GetAddress()}, stringField{"resolverName", sa.GetResolverName()},
+		stringField{"networkNamespaceFilepath", sa.GetNetworkNamespaceFilepath()})
+	if err != nil {
+		return nil, fmt.Errorf("socketAddress: %w", err)
 	}
 	switch ps := sa.GetPortSpecifier().(type) {
 	case *corev3.SocketAddress_PortValue:
 		obj["portValue"] = json.Number(strconv.FormatUint(uint64(ps.PortValue), 10))
 	case *corev3.SocketAddress_NamedPort:
+		// A oneof member is kept even when empty, so not addStrings.
 		if !utf8.ValidString(ps.NamedPort) {
 			return nil, errors.New("socketAddress: namedPort: string field contains invalid UTF-8")
 		}
 		obj["namedPort"] = ps.NamedPort
-	}
-	for _, f := range [...]struct{ name, v string }{
-		{"resolverName", sa.GetResolverName()}, {"networkNamespaceFilepath", sa.GetNetworkNamespaceFilepath()},
-	} {
-		if f.v == "" {
-			continue
-		}
-		if !utf8.ValidString(f.v) {
-			return nil, fmt.Errorf("socketAddress: %s: string field contains invalid UTF-8", f.name)
-		}
-		obj[f.name] = f.v
 	}
 	if sa.GetIpv4Compat() {
 		obj["ipv4Compat"] = true
@@ -569,34 +569,15 @@ func addressToNative(a *corev3.Address) (any, error) {
 // string, bytes as base64, header_map as a message).
 func httpRequestToNative(h *authv3.AttributeContext_HttpRequest, n need) (any, error) {
 	obj := make(map[string]any, 8)
-	for _, f := range [...]struct {
-		name, v string
-	}{
-		{"id", h.GetId()}, {"method", h.GetMethod()}, {"path", h.GetPath()}, {"host", h.GetHost()},
-		{"scheme", h.GetScheme()}, {"query", h.GetQuery()}, {"fragment", h.GetFragment()},
-		{"protocol", h.GetProtocol()}, {"body", h.GetBody()},
-	} {
-		if _, want := n.has(f.name); f.v == "" || !want {
-			continue
-		}
-		if !utf8.ValidString(f.v) {
-			return nil, fmt.Errorf("%s: string field contains invalid UTF-8", f.name)
-		}
-		obj[f.name] = f.v
+	err := addStrings(obj, n,
+		stringField{"id", h.GetId()}, stringField{"method", h.GetMethod()}, stringField{"path", h.GetPath()},
+		stringField{"host", h.GetHost()}, stringField{"scheme", h.GetScheme()}, stringField{"query", h.GetQuery()},
+		stringField{"fragment", h.GetFragment()}, stringField{"protocol", h.GetProtocol()}, stringField{"body", h.GetBody()})
+	if err != nil {
+		return nil, err
 	}
-	if _, want := n.has("headers"); want && len(h.GetHeaders()) > 0 {
-		hs := h.GetHeaders()
-		m := make(map[string]any, len(hs))
-		for k, v := range hs {
-			if !utf8.ValidString(k) {
-				return nil, errors.New("headers: map key contains invalid UTF-8")
-			}
-			if !utf8.ValidString(v) {
-				return nil, errors.New("headers: string field contains invalid UTF-8")
-			}
-			m[k] = v
-		}
-		obj["headers"] = m
+	if err := addStringMap(obj, n, "headers", h.GetHeaders()); err != nil {
+		return nil, err
 	}
 	if _, want := n.has("headerMap"); want && h.GetHeaderMap() != nil {
 		v, err := protoToNative(h.GetHeaderMap().ProtoReflect(), nil)

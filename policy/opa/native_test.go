@@ -2,9 +2,11 @@ package opa
 
 import (
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	ast "github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -116,5 +118,40 @@ func comparePaths(t *testing.T, want, got ast.Object, path ast.Ref) {
 		if f, err := got.Find(ast.Ref{k}); err != nil || ast.Compare(f, w.Value) != 0 {
 			t.Fatalf("Find %v = %v, %v; want %v", p, f, err, w)
 		}
+	}
+}
+
+// TestInvalidUTF8IsInputError: a string the typed conversions read that
+// is not valid UTF-8 (which protojson refuses) makes the request an input
+// error, as the reflective walk and the eager build do.
+func TestInvalidUTF8IsInputError(t *testing.T) {
+	bad := "\xff"
+	for name, set := range map[string]func(c *authv3.CheckRequest){
+		"principal":     func(c *authv3.CheckRequest) { c.Attributes.Source.Principal = bad },
+		"label key":     func(c *authv3.CheckRequest) { c.Attributes.Source.Labels = map[string]string{bad: "v"} },
+		"label value":   func(c *authv3.CheckRequest) { c.Attributes.Source.Labels = map[string]string{"k": bad} },
+		"http method":   func(c *authv3.CheckRequest) { c.Attributes.Request.Http.Method = bad },
+		"header value":  func(c *authv3.CheckRequest) { c.Attributes.Request.Http.Headers["x"] = bad },
+		"extension key": func(c *authv3.CheckRequest) { c.Attributes.ContextExtensions = map[string]string{bad: "v"} },
+		"socket address": func(c *authv3.CheckRequest) {
+			c.Attributes.Source.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{Address: bad}}}
+		},
+		"named port": func(c *authv3.CheckRequest) {
+			c.Attributes.Source.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{
+				SocketAddress: &corev3.SocketAddress{PortSpecifier: &corev3.SocketAddress_NamedPort{NamedPort: bad}}}}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := checkRequest("GET", "/", nil, "")
+			set(c)
+			in := &Input{Check: c}
+			if _, err := buildLazyInput(in, nil); !errors.Is(err, ErrInput) {
+				t.Errorf("lazy build: %v, want ErrInput", err)
+			}
+			if _, err := buildEagerInput(in); err == nil {
+				t.Error("the eager build accepts it")
+			}
+		})
 	}
 }
