@@ -142,17 +142,18 @@ func (c *quickCompiler) node(v any, depth int, root bool) *qnode {
 	if depth > maxQuickDepth {
 		return nil
 	}
+	n := &qnode{minProps: -1, maxProps: -1, minItems: -1, maxItems: -1, minLen: -1, maxLen: -1}
 	if b, ok := v.(bool); ok {
 		if c.p == ProfileOPA && !root {
 			return nil
 		}
-		return &qnode{never: !b, minProps: -1, maxProps: -1, minItems: -1, maxItems: -1, minLen: -1, maxLen: -1}
+		n.never = !b
+		return n
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil
 	}
-	n := &qnode{minProps: -1, maxProps: -1, minItems: -1, maxItems: -1, minLen: -1, maxLen: -1}
 	for k, kv := range m {
 		if !c.keyword(n, k, kv, depth, root) {
 			return nil
@@ -263,18 +264,10 @@ func (c *quickCompiler) keyword(n *qnode, k string, v any, depth int, root bool)
 	case "exclusiveMaximum":
 		return c.bound(n, v, &n.exMax, &n.hasExMax)
 	case "multipleOf":
-		num, ok := v.(json.Number)
-		if !ok || !jsonNumber(string(num)) {
-			return false
-		}
-		if i, isInt := plainInt(string(num)); isInt {
-			n.multipleOf, n.hasMultipleOf = i, true
-			return i > 0
-		}
-		// A fraction: valid if positive, and numbers here defer.
+		// A bound that must be positive.
+		num, _ := v.(json.Number)
 		f, err := strconv.ParseFloat(string(num), 64)
-		n.numUnsure = true
-		return err == nil && f > 0
+		return err == nil && f > 0 && c.bound(n, v, &n.multipleOf, &n.hasMultipleOf)
 	default:
 		return false
 	}
