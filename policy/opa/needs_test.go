@@ -11,19 +11,7 @@ import (
 // TestFullInputCompatibility runs the compatibility tests with the whole
 // input document built for every Check, so that both ways decide alike.
 func TestFullInputCompatibility(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		test func(*testing.T)
-	}{
-		{"refload", TestRefload},
-		{"decisions", TestDecisions},
-		{"envoy responses", TestEnvoyResponses},
-		{"input fields", TestInputFields},
-		{"meshward input", TestMeshwardInput},
-		{"header map body", TestHeaderMapBody},
-		{"undefined", TestUndefinedIsError},
-		{"decision cache", TestDecisionCache},
-	} {
+	for _, tc := range compatibilityTests {
 		t.Run(tc.name, func(t *testing.T) {
 			pruneInput = false
 			t.Cleanup(func() { pruneInput = true })

@@ -17,19 +17,25 @@ func withoutPartialEval(t *testing.T, test func(*testing.T)) {
 	test(t)
 }
 
+// compatibilityTests are the tests that decide on policies and inputs
+// the way opa-envoy-plugin does; they are run again with each speed-up
+// switched off.
+var compatibilityTests = []struct {
+	name string
+	test func(*testing.T)
+}{
+	{"refload", TestRefload},
+	{"decisions", TestDecisions},
+	{"envoy responses", TestEnvoyResponses},
+	{"input fields", TestInputFields},
+	{"meshward input", TestMeshwardInput},
+	{"header map body", TestHeaderMapBody},
+	{"undefined", TestUndefinedIsError},
+	{"decision cache", TestDecisionCache},
+}
+
 func TestPlainQueryCompatibility(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		test func(*testing.T)
-	}{
-		{"refload", TestRefload},
-		{"decisions", TestDecisions},
-		{"envoy responses", TestEnvoyResponses},
-		{"input fields", TestInputFields},
-		{"meshward input", TestMeshwardInput},
-		{"header map body", TestHeaderMapBody},
-		{"undefined", TestUndefinedIsError},
-	} {
+	for _, tc := range compatibilityTests {
 		t.Run(tc.name, func(t *testing.T) { withoutPartialEval(t, tc.test) })
 	}
 }
