@@ -37,9 +37,15 @@ func init() {
 // matchSchema is json.match_schema with the fast path.
 func matchSchema(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*ast.Term) error) error {
 	if len(operands) >= 2 && quickMatch(operands[0].Value, operands[1].Value) {
-		return iter(ast.ArrayTerm(ast.InternedTerm(true), ast.ArrayTerm()))
+		return iter(resultWithoutErrors(true))
 	}
 	return opaMatchSchema(bctx, operands, iter)
+}
+
+// resultWithoutErrors is json.match_schema's [ok, []]: what OPA answers
+// for a valid document, and the unread-errors builtin for an invalid one.
+func resultWithoutErrors(ok bool) *ast.Term {
+	return ast.ArrayTerm(ast.InternedTerm(ok), ast.ArrayTerm())
 }
 
 // quickMatch reports whether doc is certainly valid against sch. Like

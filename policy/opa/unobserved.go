@@ -29,9 +29,9 @@ var matchSchemaOKDecl = &rego.Function{
 func matchSchemaOK(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, error) {
 	switch quickVerdict(doc.Value, sch.Value) {
 	case schema.Valid:
-		return ast.ArrayTerm(ast.InternedTerm(true), ast.ArrayTerm()), nil
+		return resultWithoutErrors(true), nil
 	case schema.Invalid:
-		return ast.ArrayTerm(ast.InternedTerm(false), ast.ArrayTerm()), nil
+		return resultWithoutErrors(false), nil
 	}
 	var out *ast.Term
 	err := opaMatchSchema(bctx, []*ast.Term{doc, sch}, func(t *ast.Term) error {
