@@ -336,14 +336,10 @@ func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) 
 		extra := []func(*rego.Rego){rego.Query(ref.String())}
 		okOnly := false
 		for _, m := range pqs.Support {
-			for _, r := range m.Rules {
-				for ; r != nil; r = r.Else {
-					r.Body = dedupeBody(r.Body)
-				}
-			}
 			m.Rules = dropContradictions(m.Rules)
 			for _, r := range m.Rules {
 				for ; r != nil; r = r.Else {
+					r.Body = dedupeBody(r.Body)
 					okOnly = useMatchSchemaOK(r) || okOnly
 				}
 			}

@@ -208,7 +208,10 @@ func Compile(srcs []Source, opts Options) (*Set, error) {
 			continue
 		}
 		set.schemas[e.src.Name] = sch
-		if q := CompileQuick(e.doc, ProfileSet); q != nil && !opts.NoQuick {
+		if opts.NoQuick {
+			continue
+		}
+		if q := CompileQuick(e.doc, ProfileSet); q != nil {
 			set.quick[e.src.Name] = q
 		}
 	}

@@ -62,11 +62,6 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 	}
 	var out []Violation
 	s.collect(ve, doc, &out)
-	return s.finish(out)
-}
-
-// finish sorts the violations by path, drops repeats and caps them.
-func (s *Set) finish(out []Violation) []Violation {
 	if len(out) == 0 { // cannot happen: an invalid doc has a leaf
 		out = append(out, Violation{Keyword: "schema", Message: "validation failed"})
 	}
