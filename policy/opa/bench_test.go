@@ -12,12 +12,24 @@ import (
 
 // BenchmarkEval measures one decision on the reference workload
 // (policy.rego + data.json + allow.json), input build included: "fast" is
-// this package's direct ast build, "naive" opa-envoy-plugin's protojson ->
-// JSON -> map -> ast route, both evaluated by the same prepared query.
+// the serving path (this package's direct input build, the decision
+// compiled from the partially evaluated policy), "opa-evaluator" the same
+// input decided by OPA's evaluator on the partially evaluated policy, and
+// "naive" opa-envoy-plugin's protojson -> JSON -> map -> ast route
+// decided by OPA's evaluator.
 func BenchmarkEval(b *testing.B) {
-	e := refloadEngine(b)
+	e, opaEval := bothWays(func() *Engine { return refloadEngine(b) })
 	req := loadCheck(b, filepath.Join("testdata", "refload", "allow.json"))
 	ctx := context.Background()
+	b.Run("opa-evaluator", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r, err := opaEval.Eval(ctx, &Input{Check: req})
+			if err != nil || !r.Allowed {
+				b.Fatal(r, err)
+			}
+		}
+	})
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -109,13 +121,14 @@ func BenchmarkEvalRatio(b *testing.B) {
 	b.ReportMetric(float64(naive)/float64(fast), "naive/fast")
 }
 
-// BenchmarkEvalFreshGoroutine runs each decision on a new goroutine, as
+// BenchmarkEvalFreshGoroutine runs each decision of OPA's evaluator (the
+// compiled decision needs little stack) on a new goroutine, as
 // gRPC runs each Check, so that stack growth during evaluation is counted
 // (the other benchmarks reuse one goroutine whose stack has grown already):
 // stack=reserved is the serving path, stack=grow-on-demand without
 // growStack.
 func BenchmarkEvalFreshGoroutine(b *testing.B) {
-	e := refloadEngine(b)
+	_, e := bothWays(func() *Engine { return refloadEngine(b) })
 	req := loadCheck(b, filepath.Join("testdata", "refload", "allow.json"))
 	ctx := context.Background()
 	b.Cleanup(func() { reserveEvalStack = true })

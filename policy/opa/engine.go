@@ -92,6 +92,9 @@ type Engine struct {
 	// needs are the parts of the input document the policy (and the
 	// decision cache) can read; Eval builds only those.
 	needs need
+	// residual, when not nil, is the partially evaluated decision
+	// compiled to Go (see residual.go); Eval asks it first.
+	residual *residual
 }
 
 // Query returns the decision the engine evaluates, as a data reference.
@@ -279,8 +282,8 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 	if !partialEval {
 		return e, nil
 	}
-	if ppq, how, ok := preparePartial(ctx, query, opts); ok {
-		e.pq, e.prepared = ppq, how
+	if ppq, how, res, ok := preparePartial(ctx, query, opts); ok {
+		e.pq, e.prepared, e.residual = ppq, how, res
 	}
 	return e, nil
 }
@@ -289,6 +292,11 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 // policy can read (see inputNeeds); tests turn it off to check that both
 // ways decide alike.
 var pruneInput = true
+
+// compileResiduals turns on compiling the partially evaluated decision to
+// Go (see residual.go); tests turn it off to check that both ways decide
+// alike.
+var compileResiduals = true
 
 // partialEval turns the partial evaluation at load on; tests turn it off
 // to check that both ways decide alike.
@@ -320,7 +328,7 @@ const (
 // dropped before compiling them (see dedupeBody); otherwise OPA's own
 // rego.PartialResult is used. When neither can be done within the bounds
 // above, ok is false and the plain prepared query serves.
-func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) (rego.PreparedEvalQuery, string, bool) {
+func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) (rego.PreparedEvalQuery, string, *residual, bool) {
 	ctx, cancel := context.WithTimeout(ctx, partialTimeout)
 	defer cancel()
 	with := func(extra ...func(*rego.Rego)) []func(*rego.Rego) {
@@ -330,7 +338,7 @@ func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) 
 	ns := rego.PartialNamespace(partialNamespace)
 	pqs, err := rego.New(with(rego.Query(query), unknowns, ns)...).Partial(ctx)
 	if err != nil || partialExprs(pqs) > maxPartialExprs {
-		return rego.PreparedEvalQuery{}, "", false
+		return rego.PreparedEvalQuery{}, "", nil, false
 	}
 	if ref, ok := singleRef(pqs); ok {
 		extra := []func(*rego.Rego){rego.Query(ref.String())}
@@ -349,18 +357,22 @@ func preparePartial(ctx context.Context, query string, opts []func(*rego.Rego)) 
 			extra = append(extra, rego.Function2(matchSchemaOKDecl, matchSchemaOK))
 		}
 		if pq, err := rego.New(with(extra...)...).PrepareForEval(ctx); err == nil {
-			return pq, preparedDeduped, true
+			var res *residual
+			if compileResiduals {
+				res = compileResidual(pqs.Support, ref)
+			}
+			return pq, preparedDeduped, res, true
 		}
 	}
 	pr, err := rego.New(with(rego.Query(query), unknowns, ns)...).PartialResult(ctx)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, "", false
+		return rego.PreparedEvalQuery{}, "", nil, false
 	}
 	pq, err := pr.Rego(rego.StoreReadAST(true)).PrepareForEval(ctx)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, "", false
+		return rego.PreparedEvalQuery{}, "", nil, false
 	}
-	return pq, preparedPartialResult, true
+	return pq, preparedPartialResult, nil, true
 }
 
 // How an Engine's query was prepared.
@@ -597,12 +609,11 @@ func mergeDocs(a, b map[string]any, path string) (map[string]any, error) {
 // query and validates the decision. Any error means deny; see the package
 // documentation for how to answer each.
 func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
-	growStack() // first, while the stack is shallow (see stack.go)
-	input, err := buildLazyInput(in, e.needs)
+	doc, err := buildNativeInput(in, e.needs)
 	if err != nil {
 		return nil, err
 	}
-	return e.evalValue(ctx, input)
+	return e.evalValue(ctx, ast.LazyObject(doc), doc)
 }
 
 // EvalValue evaluates the prepared query on an input document built by
@@ -610,22 +621,23 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
 // the decision cache on, a cached Result (Cached set) may be returned;
 // Results are shared and must not be modified.
 func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error) {
-	growStack()
-	return e.evalValue(ctx, input)
+	return e.evalValue(ctx, input, nil)
 }
 
-func (e *Engine) evalValue(ctx context.Context, input ast.Value) (*Result, error) {
+// evalValue decides on input; doc, when not nil, is the plain Go values
+// under it (Eval's lazy object), which the residual decision reads.
+func (e *Engine) evalValue(ctx context.Context, input ast.Value, doc map[string]any) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err) // not even a cached decision
 	}
 	if e.decisions == nil {
-		return e.eval(ctx, input)
+		return e.eval(ctx, input, doc)
 	}
 	key := e.decisions.key(input)
 	if r, ok := e.decisions.get(key); ok {
 		return r, nil
 	}
-	r, err := e.eval(ctx, input)
+	r, err := e.eval(ctx, input, doc)
 	if err != nil {
 		return nil, err // errors are never cached
 	}
@@ -635,7 +647,13 @@ func (e *Engine) evalValue(ctx context.Context, input ast.Value) (*Result, error
 	return r, nil
 }
 
-func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
+func (e *Engine) eval(ctx context.Context, input ast.Value, doc map[string]any) (*Result, error) {
+	if e.residual != nil && doc != nil {
+		if v, sure := e.residual.eval(doc); sure {
+			return e.result(ctx, v)
+		}
+	}
+	growStack() // before OPA's deep recursion (see stack.go)
 	// OPA's per-evaluation metrics are never read: its no-op
 	// implementation saves their timers and maps on every Check.
 	rs, err := e.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalInterQueryBuiltinValueCache(e.values),
@@ -653,6 +671,26 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
 		return nil, fmt.Errorf("opa: %s: %w", e.query, ErrUndefined)
 	}
 	r, err := decisionToResult(rs[0].Expressions[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("opa: %s: %w", e.query, err)
+	}
+	return r, nil
+}
+
+// result is the residual decision's value v (nil: undefined) as a Result,
+// exactly as eval gives OPA's.
+func (e *Engine) result(ctx context.Context, v ast.Value) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("opa: eval: %w", err)
+	}
+	if v == nil {
+		return nil, fmt.Errorf("opa: %s: %w", e.query, ErrUndefined)
+	}
+	d, err := ast.JSON(v)
+	if err != nil {
+		return nil, fmt.Errorf("opa: eval: %w", err)
+	}
+	r, err := decisionToResult(d)
 	if err != nil {
 		return nil, fmt.Errorf("opa: %s: %w", e.query, err)
 	}

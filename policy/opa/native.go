@@ -32,6 +32,15 @@ import (
 
 // buildLazyInput is BuildInput's document as a lazy object.
 func buildLazyInput(in *Input, n need) (ast.Value, error) {
+	doc, err := buildNativeInput(in, n)
+	if err != nil {
+		return nil, err
+	}
+	return ast.LazyObject(doc), nil
+}
+
+// buildNativeInput is the plain Go values under buildLazyInput's object.
+func buildNativeInput(in *Input, n need) (map[string]any, error) {
 	if in == nil || in.Check == nil {
 		return nil, fmt.Errorf("build input: %w: no check request", ErrInput)
 	}
@@ -98,7 +107,7 @@ func buildLazyInput(in *Input, n need) (ast.Value, error) {
 		}
 		obj["meshward"] = mv
 	}
-	return ast.LazyObject(obj), nil
+	return obj, nil
 }
 
 // parsedBodyNative mirrors opa-envoy-plugin's getParsedBody, as plain Go
