@@ -8,7 +8,11 @@ import (
 	"time"
 )
 
+// TestDecisionCache runs with the residual decision left to OPA (the
+// cache serves only decisions OPA evaluates; see
+// TestCompiledDecisionBypassesCache).
 func TestDecisionCache(t *testing.T) {
+	withoutResiduals(t)
 	ctx := testContext(t)
 	fsys := fstest.MapFS{"p.rego": {Data: []byte(`package envoy.authz
 
@@ -68,18 +72,30 @@ func TestDecisionCacheConfig(t *testing.T) {
 	}
 }
 
-// BenchmarkEvalCached is BenchmarkEval's fast path with the decision
-// cache on and every request a hit.
-func BenchmarkEvalCached(b *testing.B) {
-	e, err := New(testContext(b), Config{
-		FS:    os.DirFS(filepath.Join("testdata", "refload")),
-		Files: []string{"policy.rego", "data.json"},
-		DecisionCache: &DecisionCache{TTL: time.Minute, Inputs: []string{
-			"attributes.source.principal", "attributes.request.http.method", "parsed_path", "parsed_body"}},
-	})
-	if err != nil {
-		b.Fatal(err)
+// TestCompiledDecisionBypassesCache: a decision the compiled residual
+// rules answer is not looked up in, nor stored into, the decision cache.
+func TestCompiledDecisionBypassesCache(t *testing.T) {
+	e := cachedRefloadEngine(t)
+	if e.residual == nil {
+		t.Fatal("reference policy not compiled")
 	}
+	req := loadCheck(t, filepath.Join("testdata", "refload", "allow.json"))
+	for i := range 2 {
+		r, err := e.Eval(testContext(t), &Input{Check: req})
+		if err != nil || !r.Allowed || r.Cached {
+			t.Fatalf("decision %d: %+v, %v", i, r, err)
+		}
+	}
+	if n := len(e.decisions.entries); n != 0 {
+		t.Fatalf("%d decisions cached", n)
+	}
+}
+
+// BenchmarkEvalCached is BenchmarkEval's opa-evaluator path with the
+// decision cache on and every request a hit.
+func BenchmarkEvalCached(b *testing.B) {
+	withoutResiduals(b)
+	e := cachedRefloadEngine(b)
 	req := loadCheck(b, filepath.Join("testdata", "refload", "allow.json"))
 	ctx := testContext(b)
 	b.ReportAllocs()
@@ -89,4 +105,20 @@ func BenchmarkEvalCached(b *testing.B) {
 			b.Fatal(r, err)
 		}
 	}
+}
+
+// cachedRefloadEngine is the reference policy with the decision cache on
+// every path it reads.
+func cachedRefloadEngine(t testing.TB) *Engine {
+	t.Helper()
+	e, err := New(testContext(t), Config{
+		FS:    os.DirFS(filepath.Join("testdata", "refload")),
+		Files: []string{"policy.rego", "data.json"},
+		DecisionCache: &DecisionCache{TTL: time.Minute, Inputs: []string{
+			"attributes.source.principal", "attributes.request.http.method", "parsed_path", "parsed_body"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

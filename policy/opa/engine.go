@@ -626,18 +626,27 @@ func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error
 
 // evalValue decides on input; doc, when not nil, is the plain Go values
 // under it (Eval's lazy object), which the residual decision reads.
+//
+// The compiled residual decision, when it is sure, answers before the
+// decision cache: computing it costs less than a cache look-up, so the
+// cache serves only the decisions OPA evaluates.
 func (e *Engine) evalValue(ctx context.Context, input ast.Value, doc map[string]any) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err) // not even a cached decision
 	}
+	if e.residual != nil && doc != nil {
+		if v, sure := e.residual.eval(doc); sure {
+			return e.result(ctx, v)
+		}
+	}
 	if e.decisions == nil {
-		return e.eval(ctx, input, doc)
+		return e.eval(ctx, input)
 	}
 	key := e.decisions.key(input)
 	if r, ok := e.decisions.get(key); ok {
 		return r, nil
 	}
-	r, err := e.eval(ctx, input, doc)
+	r, err := e.eval(ctx, input)
 	if err != nil {
 		return nil, err // errors are never cached
 	}
@@ -647,12 +656,7 @@ func (e *Engine) evalValue(ctx context.Context, input ast.Value, doc map[string]
 	return r, nil
 }
 
-func (e *Engine) eval(ctx context.Context, input ast.Value, doc map[string]any) (*Result, error) {
-	if e.residual != nil && doc != nil {
-		if v, sure := e.residual.eval(doc); sure {
-			return e.result(ctx, v)
-		}
-	}
+func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
 	growStack() // before OPA's deep recursion (see stack.go)
 	// OPA's per-evaluation metrics are never read: its no-op
 	// implementation saves their timers and maps on every Check.
