@@ -72,6 +72,9 @@ type qnode struct {
 	constVal qscalar
 	hasEnum  bool
 	enum     []qscalar
+	// The keyword values as in the schema document, for reporting.
+	constRaw any
+	enumRaw  []any
 
 	props        map[string]*qnode
 	required     []string
@@ -193,7 +196,7 @@ func (c *quickCompiler) keyword(n *qnode, k string, v any, depth int, root bool)
 		return c.types(n, v)
 	case "const":
 		s, ok := scalar(v, c.p == ProfileOPA)
-		n.hasConst, n.constVal = true, s
+		n.hasConst, n.constVal, n.constRaw = true, s, v
 		return ok
 	case "enum":
 		return c.enum(n, v)
@@ -300,7 +303,7 @@ func (c *quickCompiler) enum(n *qnode, v any) bool {
 	if !ok || len(arr) == 0 {
 		return false
 	}
-	n.hasEnum = true
+	n.hasEnum, n.enumRaw = true, arr
 	n.enum = make([]qscalar, 0, len(arr))
 	seen := map[qscalar]bool{}
 	for _, e := range arr {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -298,4 +299,120 @@ func FuzzQuick(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestQuickReportsLikeValidator runs the draft 2020-12 suite through a
+// Set with and without the fast path: the violations must be the same
+// for every instance, and the fast path must report a good share of the
+// invalid instances itself (not vacuous).
+func TestQuickReportsLikeValidator(t *testing.T) {
+	dir := suiteDir + "/tests/draft2020-12"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var invalid, reported int
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		raw, err := os.ReadFile(dir + "/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gs []suiteGroup
+		if err := json.Unmarshal(raw, &gs); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range gs {
+			q := CompileQuick(mustDecode(t, string(g.Schema)), ProfileSet)
+			if q == nil {
+				continue
+			}
+			src := []Source{{Name: "s", Data: g.Schema}}
+			full, err := Compile(src, Options{NoQuick: true, MaxViolations: 100})
+			if err != nil {
+				t.Fatalf("%s %q: %v", e.Name(), g.Description, err)
+			}
+			fast, err := Compile(src, Options{MaxViolations: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range g.Tests {
+				doc, err := body.Decode(tc.Data, body.Limits{})
+				if err != nil {
+					continue
+				}
+				want := full.Validate("s", doc)
+				if got := fast.Validate("s", doc); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s %q / %q: with the fast path %v, without %v", e.Name(), g.Description, tc.Description, got, want)
+				}
+				// The reporter alone, whatever Verdict says.
+				if got := full.quickViolations(q, doc); got != nil {
+					if got = full.finish(got); !reflect.DeepEqual(got, want) {
+						t.Errorf("%s %q / %q: reported %v, the validator %v", e.Name(), g.Description, tc.Description, got, want)
+					}
+				}
+				if want != nil {
+					invalid++
+					if full.quickViolations(q, doc) != nil {
+						reported++
+					}
+				}
+			}
+		}
+	}
+	t.Logf("the fast path reported %d of the %d invalid instances of its schemas", reported, invalid)
+	if reported < invalid/2 {
+		t.Errorf("the fast path reported only %d of %d invalid instances", reported, invalid)
+	}
+}
+
+// TestQuickFailures compares the fast path's report with the validator's
+// on cases the suite has few of: several failures at one value, type
+// lists, bounds at and past their limits, nested members and items.
+func TestQuickFailures(t *testing.T) {
+	for _, tc := range []struct {
+		schema string
+		docs   []string
+		defers []string // docs the fast path leaves to the validator
+	}{
+		{`{"type":["string","integer","number","null"]}`, []string{`true`, `{}`, `[]`}, nil},
+		{`{"type":"integer","minLength":5,"maximum":3}`, []string{`"ab"`, `4`, `3`, `2.5`}, []string{`2.5`}},
+		{`{"const":"x","minLength":5}`, []string{`"y"`, `"x"`, `1`}, nil},
+		{`{"enum":[1,"a",null],"maximum":0}`, []string{`1`, `2`, `"b"`, `null`}, nil},
+		{`{"minimum":-2,"maximum":5,"exclusiveMinimum":-3,"exclusiveMaximum":6,"multipleOf":2}`,
+			[]string{`-2`, `-3`, `-4`, `5`, `6`, `7`, `3`, `4`}, nil},
+		{`{"minLength":2,"maxLength":3,"pattern":"^a"}`, []string{`"é"`, `"béééé"`, `"ab"`, `"b"`}, nil},
+		{`{"type":"object","required":["c","a","b"],"minProperties":4,"maxProperties":1,
+		   "properties":{"a":{"type":"string"},"n":{"type":"array","items":{"type":"integer","maximum":1},"minItems":3,"maxItems":1}},
+		   "additionalProperties":false}`,
+			[]string{`{}`, `{"a":1,"x":1,"y":2}`, `{"a":"s","n":[1,2,"x"]}`, `{"n":[]}`, `{"a":"s","b":1,"c":2,"n":[0]}`}, nil},
+		{`{"additionalProperties":{"type":"boolean"},"properties":{"p":true}}`, []string{`{"p":1,"q":1,"r":true}`}, nil},
+		{`{"items":{"items":{"const":0}}}`, []string{`[[0,1],[2],[]]`}, nil},
+		{`{"properties":{"p":false},"required":["q"]}`, []string{`{"p":1}`}, []string{`{"p":1}`}},
+	} {
+		q := CompileQuick(mustDecode(t, tc.schema), ProfileSet)
+		if q == nil {
+			t.Fatalf("%s: no fast path", tc.schema)
+		}
+		full, err := Compile([]Source{{Name: "s", Data: []byte(tc.schema)}}, Options{NoQuick: true, MaxViolations: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range tc.docs {
+			doc := mustDecode(t, d)
+			want := full.Validate("s", doc)
+			got := full.quickViolations(q, doc)
+			if got == nil {
+				if want != nil && !slices.Contains(tc.defers, d) {
+					t.Errorf("%s on %s: no report, the validator %v", tc.schema, d, want)
+				}
+				continue
+			}
+			if got = full.finish(got); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s on %s: reported %v, the validator %v", tc.schema, d, got, want)
+			}
+		}
+	}
 }

@@ -49,8 +49,15 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 	if !ok {
 		return []Violation{{Keyword: "schema", Message: fmt.Sprintf("no schema named %q", name)}}
 	}
-	if s.quick[name].Valid(doc) {
+	q := s.quick[name]
+	switch q.Verdict(doc) {
+	case Valid:
 		return nil
+	case Invalid:
+		// The fast path reports what the validator would, when it can.
+		if out := s.quickViolations(q, doc); out != nil {
+			return s.finish(out)
+		}
 	}
 	err := sch.Validate(doc)
 	if err == nil {
@@ -65,6 +72,26 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 	if len(out) == 0 { // cannot happen: an invalid doc has a leaf
 		out = append(out, Violation{Keyword: "schema", Message: "validation failed"})
 	}
+	return s.finish(out)
+}
+
+// quickViolations is the violations of doc as q finds them (see
+// Quick.failures), nil when q cannot tell them all.
+func (s *Set) quickViolations(q *Quick, doc any) []Violation {
+	fs, ok := q.failures(doc, maxCollect)
+	if !ok {
+		return nil
+	}
+	out := make([]Violation, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, s.violation(f, doc))
+	}
+	return out
+}
+
+// finish sorts violations by path and keyword, drops repeats and keeps
+// at most MaxViolations.
+func (s *Set) finish(out []Violation) []Violation {
 	slices.SortStableFunc(out, func(a, b Violation) int {
 		return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Keyword, b.Keyword))
 	})

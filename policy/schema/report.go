@@ -1,0 +1,248 @@
+package schema
+
+import (
+	"encoding/json"
+	"math/big"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+)
+
+// failures lists, for a message Quick found certainly invalid, every
+// failure santhosh-tekuri/jsonschema reports on it, as it reports them:
+// the same instance locations and error kinds (values included), which
+// Set.violation then words. The subset Quick compiles has no
+// alternatives, references or conditionals, so the validator's report is
+// a plain walk: at each value, a failing type, const or enum is the one
+// failure there (the validator stops at it); otherwise each failing
+// keyword of the value's kind (object, array, string, number), then the
+// members and items. ok is false when any part is not certain (a check
+// Quick defers, a false subschema, whose wording depends on its place, or
+// more than limit failures): the validator then reports instead.
+//
+// Only ProfileSet Quicks report: OPA's errors come from gojsonschema.
+func (q *Quick) failures(v any, limit int) (out []*jsonschema.ValidationError, ok bool) {
+	if q == nil || q.strict {
+		return nil, false
+	}
+	r := reporter{limit: limit}
+	r.node(q.root, v, 0)
+	if r.unsure || len(r.out) == 0 {
+		return nil, false
+	}
+	return r.out, true
+}
+
+type reporter struct {
+	loc    []string
+	out    []*jsonschema.ValidationError
+	limit  int
+	unsure bool
+}
+
+func (r *reporter) fail(k jsonschema.ErrorKind) {
+	if len(r.out) >= r.limit {
+		r.unsure = true
+		return
+	}
+	r.out = append(r.out, &jsonschema.ValidationError{
+		InstanceLocation: append([]string(nil), r.loc...),
+		ErrorKind:        k,
+	})
+}
+
+// typeNames are the validator's names of Quick's type bits, in the
+// validator's order.
+var typeNames = []struct {
+	bit  uint8
+	name string
+}{
+	{tNull, "null"}, {tBool, "boolean"}, {tNumber, "number"}, {tInteger, "integer"},
+	{tString, "string"}, {tArray, "array"}, {tObject, "object"},
+}
+
+func typeName(bit uint8) string {
+	for _, t := range typeNames {
+		if t.bit == bit {
+			return t.name
+		}
+	}
+	return ""
+}
+
+func (r *reporter) node(n *qnode, v any, depth int) {
+	if r.unsure {
+		return
+	}
+	if depth > maxQuickDepth || n.never {
+		r.unsure = true
+		return
+	}
+	var kd uint8
+	var text string
+	switch x := v.(type) {
+	case nil:
+		kd = tNull
+	case bool:
+		kd, text = tBool, strconv.FormatBool(x)
+	case string:
+		kd, text = tString, x
+	case json.Number:
+		kd, text = tNumber, string(x)
+	case map[string]any:
+		kd = tObject
+	case []any:
+		kd = tArray
+	default:
+		r.unsure = true
+		return
+	}
+	_, isInt := plainInt(text)
+
+	// type, const, enum: the first failing one is the only failure here.
+	if n.types != 0 && n.types&kd == 0 {
+		switch {
+		case kd != tNumber || n.types&tInteger == 0:
+			var want []string
+			for _, t := range typeNames {
+				if n.types&t.bit != 0 {
+					want = append(want, t.name)
+				}
+			}
+			r.fail(&kind.Type{Got: typeName(kd), Want: want})
+			return
+		case strings.ContainsAny(text, ".eE"):
+			r.unsure = true
+			return
+		}
+	}
+	if n.hasConst {
+		switch n.constVal.match(kd, text, isInt, false) {
+		case Invalid:
+			r.fail(&kind.Const{Got: v, Want: n.constRaw})
+			return
+		case Unsure:
+			r.unsure = true
+			return
+		}
+	}
+	if n.hasEnum {
+		found := false
+		for _, e := range n.enum {
+			switch e.match(kd, text, isInt, false) {
+			case Valid:
+				found = true
+			case Unsure:
+				r.unsure = true
+				return
+			}
+		}
+		if !found {
+			r.fail(&kind.Enum{Got: v, Want: n.enumRaw})
+			return
+		}
+	}
+
+	switch kd {
+	case tObject:
+		r.object(n, v.(map[string]any), depth)
+	case tArray:
+		arr := v.([]any)
+		if n.minItems >= 0 && len(arr) < n.minItems {
+			r.fail(&kind.MinItems{Got: len(arr), Want: n.minItems})
+		}
+		if n.maxItems >= 0 && len(arr) > n.maxItems {
+			r.fail(&kind.MaxItems{Got: len(arr), Want: n.maxItems})
+		}
+		if n.items != nil {
+			for i, e := range arr {
+				r.loc = append(r.loc, strconv.Itoa(i))
+				r.node(n.items, e, depth+1)
+				r.loc = r.loc[:len(r.loc)-1]
+			}
+		}
+	case tString:
+		l := utf8.RuneCountInString(text)
+		if n.minLen >= 0 && l < n.minLen {
+			r.fail(&kind.MinLength{Got: l, Want: n.minLen})
+		}
+		if n.maxLen >= 0 && l > n.maxLen {
+			r.fail(&kind.MaxLength{Got: l, Want: n.maxLen})
+		}
+		if n.pattern != nil && !n.pattern.MatchString(text) {
+			r.fail(&kind.Pattern{Got: text, Want: n.pattern.String()})
+		}
+	case tNumber:
+		r.number(n, text, isInt)
+	}
+}
+
+func (r *reporter) object(n *qnode, obj map[string]any, depth int) {
+	if n.minProps >= 0 && len(obj) < n.minProps {
+		r.fail(&kind.MinProperties{Got: len(obj), Want: n.minProps})
+	}
+	if n.maxProps >= 0 && len(obj) > n.maxProps {
+		r.fail(&kind.MaxProperties{Got: len(obj), Want: n.maxProps})
+	}
+	var missing []string
+	for _, k := range n.required {
+		if _, ok := obj[k]; !ok {
+			missing = append(missing, k)
+		}
+	}
+	if missing != nil {
+		r.fail(&kind.Required{Missing: missing})
+	}
+	var extra []string
+	for k, e := range obj {
+		sub := n.additional
+		if p, found := n.props[k]; found {
+			sub = p
+		}
+		if sub == nil {
+			if n.noAdditional {
+				extra = append(extra, k)
+			}
+			continue
+		}
+		r.loc = append(r.loc, k)
+		r.node(sub, e, depth+1)
+		r.loc = r.loc[:len(r.loc)-1]
+	}
+	if extra != nil {
+		r.fail(&kind.AdditionalProperties{Properties: extra})
+	}
+}
+
+// number reports the failing numeric bounds, each of them, as the
+// validator does; only plain integers against integer bounds are
+// certain.
+func (r *reporter) number(n *qnode, text string, isInt bool) {
+	if !n.hasMin && !n.hasMax && !n.hasExMin && !n.hasExMax && !n.hasMultipleOf && !n.numUnsure {
+		return
+	}
+	if n.numUnsure || !isInt {
+		r.unsure = true
+		return
+	}
+	i, _ := plainInt(text)
+	got := func() *big.Rat { return big.NewRat(i, 1) }
+	if n.hasMin && i < n.min {
+		r.fail(&kind.Minimum{Got: got(), Want: big.NewRat(n.min, 1)})
+	}
+	if n.hasMax && i > n.max {
+		r.fail(&kind.Maximum{Got: got(), Want: big.NewRat(n.max, 1)})
+	}
+	if n.hasExMin && i <= n.exMin {
+		r.fail(&kind.ExclusiveMinimum{Got: got(), Want: big.NewRat(n.exMin, 1)})
+	}
+	if n.hasExMax && i >= n.exMax {
+		r.fail(&kind.ExclusiveMaximum{Got: got(), Want: big.NewRat(n.exMax, 1)})
+	}
+	if n.hasMultipleOf && i%n.multipleOf != 0 {
+		r.fail(&kind.MultipleOf{Got: got(), Want: big.NewRat(n.multipleOf, 1)})
+	}
+}
