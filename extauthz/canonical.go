@@ -221,14 +221,21 @@ func validPort(s string) bool { // s is ":digits"
 	return true
 }
 
+// validHeaderChars reports whether s holds no NUL, CR or LF and, for a
+// name, no upper-case letter and at least one byte. Values, the long
+// part, are searched with strings.IndexByte (vectorized), a byte at a
+// time only for names.
 func validHeaderChars(s string, name bool) bool {
+	if !name {
+		return strings.IndexByte(s, '\n') < 0 && strings.IndexByte(s, '\r') < 0 && strings.IndexByte(s, 0) < 0
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c == 0 || c == '\r' || c == '\n' || name && c >= 'A' && c <= 'Z' {
+		if c == 0 || c == '\r' || c == '\n' || c >= 'A' && c <= 'Z' {
 			return false
 		}
 	}
-	return !name || s != ""
+	return s != ""
 }
 
 // headers takes headers from `headers` or, with encode_raw_headers, from

@@ -138,6 +138,7 @@ func TestSecurityRows(t *testing.T) {
 		// NUL / CR / LF.
 		{name: "CRLF in header value", mods: []func(*authv3.CheckRequest){withHeader("x-note", "a\r\nx-agent-id: evil")}, status: 400, reason: ReasonInvalidHeader},
 		{name: "LF in header value", mods: []func(*authv3.CheckRequest){withHeader("x-note", "a\nb")}, status: 400, reason: ReasonInvalidHeader},
+		{name: "CR in header value", mods: []func(*authv3.CheckRequest){withHeader("x-note", "a\rb")}, status: 400, reason: ReasonInvalidHeader},
 		{name: "NUL in header value", mods: []func(*authv3.CheckRequest){withHeader("x-note", "a\x00")}, status: 400, reason: ReasonInvalidHeader},
 		{name: "NUL in header name", mods: []func(*authv3.CheckRequest){withHeader("x-n\x00te", "a")}, status: 400, reason: ReasonInvalidHeader},
 		{name: "CR in header name", mods: []func(*authv3.CheckRequest){withHeader("x-n\rte", "a")}, status: 400, reason: ReasonInvalidHeader},

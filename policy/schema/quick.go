@@ -2,6 +2,7 @@ package schema
 
 import (
 	"encoding/json"
+	"math/big"
 	"regexp"
 	"strconv"
 	"strings"
@@ -96,6 +97,8 @@ type qnode struct {
 	min, max, exMin, exMax, multipleOf int64
 	hasMin, hasMax, hasExMin, hasExMax bool
 	hasMultipleOf, numUnsure           bool
+	// The bounds as the validator holds them, for reporting (by keyword).
+	bounds map[string]*big.Rat
 }
 
 // qscalar is a const or enum value: a string, a boolean, null, or a
@@ -259,18 +262,18 @@ func (c *quickCompiler) keyword(n *qnode, k string, v any, depth int, root bool)
 		n.pattern = re
 		return true
 	case "minimum":
-		return c.bound(n, v, &n.min, &n.hasMin)
+		return c.bound(n, k, v, &n.min, &n.hasMin)
 	case "maximum":
-		return c.bound(n, v, &n.max, &n.hasMax)
+		return c.bound(n, k, v, &n.max, &n.hasMax)
 	case "exclusiveMinimum":
-		return c.bound(n, v, &n.exMin, &n.hasExMin)
+		return c.bound(n, k, v, &n.exMin, &n.hasExMin)
 	case "exclusiveMaximum":
-		return c.bound(n, v, &n.exMax, &n.hasExMax)
+		return c.bound(n, k, v, &n.exMax, &n.hasExMax)
 	case "multipleOf":
 		// A bound that must be positive.
 		num, _ := v.(json.Number)
 		f, err := strconv.ParseFloat(string(num), 64)
-		return err == nil && f > 0 && c.bound(n, v, &n.multipleOf, &n.hasMultipleOf)
+		return err == nil && f > 0 && c.bound(n, k, v, &n.multipleOf, &n.hasMultipleOf)
 	default:
 		return false
 	}
@@ -346,13 +349,17 @@ func (c *quickCompiler) required(n *qnode, v any) bool {
 // bound keeps a numeric bound when it is a plain integer; another number
 // is eligible but makes numbers at this node defer; anything else (such
 // as draft-04's boolean exclusiveMaximum) is not eligible.
-func (c *quickCompiler) bound(n *qnode, v any, dst *int64, has *bool) bool {
+func (c *quickCompiler) bound(n *qnode, k string, v any, dst *int64, has *bool) bool {
 	num, ok := v.(json.Number)
 	if !ok || !jsonNumber(string(num)) {
 		return false
 	}
 	if i, isInt := plainInt(string(num)); isInt {
 		*dst, *has = i, true
+		if n.bounds == nil {
+			n.bounds = map[string]*big.Rat{}
+		}
+		n.bounds[k] = big.NewRat(i, 1)
 		return true
 	}
 	if _, err := strconv.ParseFloat(string(num), 64); err != nil {

@@ -231,18 +231,18 @@ func (r *reporter) number(n *qnode, text string, isInt bool) {
 	i, _ := plainInt(text)
 	got := func() *big.Rat { return big.NewRat(i, 1) }
 	if n.hasMin && i < n.min {
-		r.fail(&kind.Minimum{Got: got(), Want: big.NewRat(n.min, 1)})
+		r.fail(&kind.Minimum{Got: got(), Want: n.bounds["minimum"]})
 	}
 	if n.hasMax && i > n.max {
-		r.fail(&kind.Maximum{Got: got(), Want: big.NewRat(n.max, 1)})
+		r.fail(&kind.Maximum{Got: got(), Want: n.bounds["maximum"]})
 	}
 	if n.hasExMin && i <= n.exMin {
-		r.fail(&kind.ExclusiveMinimum{Got: got(), Want: big.NewRat(n.exMin, 1)})
+		r.fail(&kind.ExclusiveMinimum{Got: got(), Want: n.bounds["exclusiveMinimum"]})
 	}
 	if n.hasExMax && i >= n.exMax {
-		r.fail(&kind.ExclusiveMaximum{Got: got(), Want: big.NewRat(n.exMax, 1)})
+		r.fail(&kind.ExclusiveMaximum{Got: got(), Want: n.bounds["exclusiveMaximum"]})
 	}
 	if n.hasMultipleOf && i%n.multipleOf != 0 {
-		r.fail(&kind.MultipleOf{Got: got(), Want: big.NewRat(n.multipleOf, 1)})
+		r.fail(&kind.MultipleOf{Got: got(), Want: n.bounds["multipleOf"]})
 	}
 }
