@@ -579,25 +579,8 @@ func (w *walker) own(n *qnode, v any) bool {
 	if n.never {
 		return false
 	}
-	var kind uint8
-	var text string
-	switch x := v.(type) {
-	case nil:
-		kind = tNull
-	case bool:
-		kind, text = tBool, "false"
-		if x {
-			text = "true"
-		}
-	case string:
-		kind, text = tString, x
-	case json.Number:
-		kind, text = tNumber, string(x)
-	case map[string]any:
-		kind = tObject
-	case []any:
-		kind = tArray
-	default:
+	kind, text := kindOf(v)
+	if kind == 0 {
 		w.unsure = true
 		return true
 	}
@@ -690,6 +673,30 @@ func (w *walker) number(n *qnode, text string, isInt bool) bool {
 	return (!n.hasMin || i >= n.min) && (!n.hasMax || i <= n.max) &&
 		(!n.hasExMin || i > n.exMin) && (!n.hasExMax || i < n.exMax) &&
 		(!n.hasMultipleOf || i%n.multipleOf == 0)
+}
+
+// kindOf is v's type bit (0 for a value body.Decode never returns) and,
+// for a scalar, its text: a string itself, a number's JSON text, "true"
+// or "false".
+func kindOf(v any) (uint8, string) {
+	switch x := v.(type) {
+	case nil:
+		return tNull, ""
+	case bool:
+		if x {
+			return tBool, "true"
+		}
+		return tBool, "false"
+	case string:
+		return tString, x
+	case json.Number:
+		return tNumber, string(x)
+	case map[string]any:
+		return tObject, ""
+	case []any:
+		return tArray, ""
+	}
+	return 0, ""
 }
 
 // match compares a value with a const or enum scalar: Valid when equal,

@@ -16,48 +16,30 @@ import (
 // counts show it is not vacuous: it takes a good share of the schemas and
 // accepts most of their valid instances.
 func TestQuickSuite(t *testing.T) {
-	dir := suiteDir + "/tests/draft2020-12"
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var groups, eligible, validInstances, accepted int
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
-			continue
+	forEachSuiteGroup(t, func(file string, g suiteGroup) {
+		groups++
+		q := CompileQuick(mustDecode(t, string(g.Schema)), ProfileSet)
+		if q == nil {
+			return
 		}
-		raw, err := os.ReadFile(dir + "/" + e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gs []suiteGroup
-		if err := json.Unmarshal(raw, &gs); err != nil {
-			t.Fatal(err)
-		}
-		for _, g := range gs {
-			groups++
-			q := CompileQuick(mustDecode(t, string(g.Schema)), ProfileSet)
-			if q == nil {
-				continue
+		eligible++
+		for _, tc := range g.Tests {
+			doc, err := body.Decode(tc.Data, body.Limits{})
+			if err != nil {
+				continue // the suite's own test rejects it the same way
 			}
-			eligible++
-			for _, tc := range g.Tests {
-				doc, err := body.Decode(tc.Data, body.Limits{})
-				if err != nil {
-					continue // the suite's own test rejects it the same way
+			if tc.Valid {
+				validInstances++
+			}
+			if q.Valid(doc) {
+				if !tc.Valid {
+					t.Errorf("%s %q / %q: Quick says valid, the suite says invalid", file, g.Description, tc.Description)
 				}
-				if tc.Valid {
-					validInstances++
-				}
-				if q.Valid(doc) {
-					if !tc.Valid {
-						t.Errorf("%s %q / %q: Quick says valid, the suite says invalid", e.Name(), g.Description, tc.Description)
-					}
-					accepted++
-				}
+				accepted++
 			}
 		}
-	}
+	})
 	t.Logf("Quick took %d of %d suite schemas and accepted %d of their %d valid instances", eligible, groups, accepted, validInstances)
 	if eligible < 50 || accepted < validInstances*3/4 {
 		t.Errorf("Quick took %d of %d schemas and accepted %d of %d valid instances: the fast path has stopped working", eligible, groups, accepted, validInstances)
@@ -306,62 +288,44 @@ func FuzzQuick(f *testing.F) {
 // for every instance, and the fast path must report a good share of the
 // invalid instances itself (not vacuous).
 func TestQuickReportsLikeValidator(t *testing.T) {
-	dir := suiteDir + "/tests/draft2020-12"
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var invalid, reported int
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
-			continue
+	forEachSuiteGroup(t, func(file string, g suiteGroup) {
+		q := CompileQuick(mustDecode(t, string(g.Schema)), ProfileSet)
+		if q == nil {
+			return
 		}
-		raw, err := os.ReadFile(dir + "/" + e.Name())
+		src := []Source{{Name: "s", Data: g.Schema}}
+		full, err := Compile(src, Options{NoQuick: true, MaxViolations: 100})
+		if err != nil {
+			t.Fatalf("%s %q: %v", file, g.Description, err)
+		}
+		fast, err := Compile(src, Options{MaxViolations: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var gs []suiteGroup
-		if err := json.Unmarshal(raw, &gs); err != nil {
-			t.Fatal(err)
-		}
-		for _, g := range gs {
-			q := CompileQuick(mustDecode(t, string(g.Schema)), ProfileSet)
-			if q == nil {
+		for _, tc := range g.Tests {
+			doc, err := body.Decode(tc.Data, body.Limits{})
+			if err != nil {
 				continue
 			}
-			src := []Source{{Name: "s", Data: g.Schema}}
-			full, err := Compile(src, Options{NoQuick: true, MaxViolations: 100})
-			if err != nil {
-				t.Fatalf("%s %q: %v", e.Name(), g.Description, err)
+			want := full.Validate("s", doc)
+			if got := fast.Validate("s", doc); !reflect.DeepEqual(got, want) {
+				t.Errorf("%s %q / %q: with the fast path %v, without %v", file, g.Description, tc.Description, got, want)
 			}
-			fast, err := Compile(src, Options{MaxViolations: 100})
-			if err != nil {
-				t.Fatal(err)
+			// The reporter alone, whatever Verdict says.
+			if got := full.quickViolations(q, doc); got != nil {
+				if got = full.finish(got); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s %q / %q: reported %v, the validator %v", file, g.Description, tc.Description, got, want)
+				}
 			}
-			for _, tc := range g.Tests {
-				doc, err := body.Decode(tc.Data, body.Limits{})
-				if err != nil {
-					continue
-				}
-				want := full.Validate("s", doc)
-				if got := fast.Validate("s", doc); !reflect.DeepEqual(got, want) {
-					t.Errorf("%s %q / %q: with the fast path %v, without %v", e.Name(), g.Description, tc.Description, got, want)
-				}
-				// The reporter alone, whatever Verdict says.
-				if got := full.quickViolations(q, doc); got != nil {
-					if got = full.finish(got); !reflect.DeepEqual(got, want) {
-						t.Errorf("%s %q / %q: reported %v, the validator %v", e.Name(), g.Description, tc.Description, got, want)
-					}
-				}
-				if want != nil {
-					invalid++
-					if full.quickViolations(q, doc) != nil {
-						reported++
-					}
+			if want != nil {
+				invalid++
+				if full.quickViolations(q, doc) != nil {
+					reported++
 				}
 			}
 		}
-	}
+	})
 	t.Logf("the fast path reported %d of the %d invalid instances of its schemas", reported, invalid)
 	if reported < invalid/2 {
 		t.Errorf("the fast path reported only %d of %d invalid instances", reported, invalid)
@@ -413,6 +377,33 @@ func TestQuickFailures(t *testing.T) {
 			if got = full.finish(got); !reflect.DeepEqual(got, want) {
 				t.Errorf("%s on %s: reported %v, the validator %v", tc.schema, d, got, want)
 			}
+		}
+	}
+}
+
+// forEachSuiteGroup calls f with every test group of the draft 2020-12
+// suite and its file name.
+func forEachSuiteGroup(t *testing.T, f func(file string, g suiteGroup)) {
+	t.Helper()
+	dir := suiteDir + "/tests/draft2020-12"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		raw, err := os.ReadFile(dir + "/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gs []suiteGroup
+		if err := json.Unmarshal(raw, &gs); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range gs {
+			f(e.Name(), g)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package schema
 
 import (
-	"encoding/json"
 	"math/big"
 	"strconv"
 	"strings"
@@ -81,22 +80,8 @@ func (r *reporter) node(n *qnode, v any, depth int) {
 		r.unsure = true
 		return
 	}
-	var kd uint8
-	var text string
-	switch x := v.(type) {
-	case nil:
-		kd = tNull
-	case bool:
-		kd, text = tBool, strconv.FormatBool(x)
-	case string:
-		kd, text = tString, x
-	case json.Number:
-		kd, text = tNumber, string(x)
-	case map[string]any:
-		kd = tObject
-	case []any:
-		kd = tArray
-	default:
+	kd, text := kindOf(v)
+	if kd == 0 {
 		r.unsure = true
 		return
 	}
