@@ -139,7 +139,7 @@ func Decode(data []byte, lim Limits) (any, error) {
 		return nil, newError(data, lim.MaxBytes, KindTooLarge,
 			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(data), lim.MaxBytes))
 	}
-	return decode(string(data), lim)
+	return decodeValue(string(data), lim)
 }
 
 // DecodeString is Decode for a body held as a string (Envoy's `body`
@@ -151,58 +151,77 @@ func DecodeString(s string, lim Limits) (any, error) {
 		return nil, newError(s, lim.MaxBytes, KindTooLarge,
 			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(s), lim.MaxBytes))
 	}
-	return decode(s, lim)
+	return decodeValue(s, lim)
 }
 
-// scratch is a decoder's reusable stacks, pooled across requests so a
-// decode allocates only the values it returns.
+// DecodeTapeString is DecodeString into t (emptied first), without
+// converting to maps and slices: t.Nodes[0] is the document. It accepts
+// and refuses exactly what DecodeString does; t's strings and numbers are
+// slices of s.
+func DecodeTapeString(s string, lim Limits, t *Tape) error {
+	lim = lim.withDefaults()
+	t.Reset()
+	if len(s) > lim.MaxBytes {
+		return newError(s, lim.MaxBytes, KindTooLarge,
+			fmt.Sprintf("body is %d bytes, more than the limit of %d", len(s), lim.MaxBytes))
+	}
+	if err := decode(s, lim, t); err != nil {
+		t.Reset()
+		return err
+	}
+	return nil
+}
+
+// decodeValue decodes s into a pooled tape and converts it.
+func decodeValue(s string, lim Limits) (any, error) {
+	t := AcquireTape()
+	defer t.Release()
+	if err := decode(s, lim, t); err != nil {
+		return nil, err
+	}
+	return t.Value(0), nil
+}
+
+// scratch is a decoder's reusable stacks, pooled across requests.
 type scratch struct {
-	kvs  []kv
-	vals []any
+	keys []string
 	buf  []byte
 }
 
-var scratchPool = sync.Pool{New: func() any { return &scratch{kvs: make([]kv, 0, 16), vals: make([]any, 0, 16)} }}
+var scratchPool = sync.Pool{New: func() any { return &scratch{keys: make([]string, 0, 16)} }}
 
-// maxPooledScratch bounds the stacks kept in the pool (in elements or
-// bytes), so one huge body does not pin its scratch memory.
+// maxPooledScratch bounds the stacks and tapes kept in pools (in elements
+// or bytes), so one huge body does not pin its memory.
 const maxPooledScratch = 4096
 
-// decode parses s (at most lim.MaxBytes long, lim with defaults).
-func decode(s string, lim Limits) (any, error) {
+// decode parses s (at most lim.MaxBytes long, lim with defaults),
+// appending its nodes to t.
+func decode(s string, lim Limits, t *Tape) *Error {
 	sc := scratchPool.Get().(*scratch)
-	d := decoder{s: s, maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, kvs: sc.kvs[:0], vals: sc.vals[:0], buf: sc.buf[:0]}
+	d := decoder{s: s, t: t, maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, keys: sc.keys[:0], buf: sc.buf[:0]}
 	defer func() {
-		// The object and array stacks are cleared as each value
-		// completes (or fails); the string scratch holds body bytes.
+		// The key stack is cleared as each object completes (or
+		// fails); the string scratch holds body bytes.
 		clear(d.buf[:cap(d.buf)])
-		if cap(d.kvs) <= maxPooledScratch && cap(d.vals) <= maxPooledScratch && cap(d.buf) <= maxPooledScratch {
-			sc.kvs, sc.vals, sc.buf = d.kvs[:0], d.vals[:0], d.buf[:0]
+		if cap(d.keys) <= maxPooledScratch && cap(d.buf) <= maxPooledScratch {
+			sc.keys, sc.buf = d.keys[:0], d.buf[:0]
 			scratchPool.Put(sc)
 		}
 	}()
 	d.skipWS()
 	if d.pos >= len(d.s) {
 		d.fail(KindSyntax, "empty body, want a JSON value")
-		return nil, d.err
+		return d.err
 	}
-	v, ok := d.value()
-	if !ok {
-		return nil, d.err
+	if !d.value() {
+		return d.err
 	}
 	d.skipWS()
 	if d.pos < len(d.s) {
 		d.fail(KindSyntax, "data after the JSON value")
-		return nil, d.err
+		return d.err
 	}
-	return v, nil
-}
-
-// kv is one parsed object member, kept on the decoder's scratch stack until
-// its object is complete.
-type kv struct {
-	k string
-	v any
+	return nil
 }
 
 // foldMapMin is the member count from which case-variant keys are found
@@ -216,9 +235,9 @@ type decoder struct {
 	maxDepth int
 	// valuesLeft counts down from maxValues (Limits.MaxValues).
 	valuesLeft, maxValues int
-	kvs                   []kv   // members of the objects being parsed, innermost last
-	vals                  []any  // elements of the arrays being parsed, innermost last
-	buf                   []byte // scratch for strings with escapes
+	t                     *Tape    // where the nodes go
+	keys                  []string // keys of the objects being parsed, innermost last
+	buf                   []byte   // scratch for strings with escapes
 	err                   *Error
 }
 
@@ -257,10 +276,10 @@ func (d *decoder) skipWS() {
 }
 
 // unexpected reports the byte at d.pos (or the end) when want was expected.
-func (d *decoder) unexpected(want string) (any, bool) {
+func (d *decoder) unexpected(want string) bool {
 	if d.pos >= len(d.s) {
 		d.fail(KindSyntax, "unexpected end of body, want "+want)
-		return nil, false
+		return false
 	}
 	c := d.s[d.pos]
 	var got string
@@ -273,18 +292,19 @@ func (d *decoder) unexpected(want string) (any, bool) {
 		got = fmt.Sprintf("byte 0x%02x", c)
 	}
 	d.fail(KindSyntax, "unexpected "+got+", want "+want)
-	return nil, false
+	return false
 }
 
-// value parses one value at d.pos; whitespace before it is already skipped.
-func (d *decoder) value() (any, bool) {
+// value parses one value at d.pos, appending its nodes; whitespace
+// before it is already skipped.
+func (d *decoder) value() bool {
 	if d.pos >= len(d.s) {
 		return d.unexpected("a value")
 	}
 	d.valuesLeft--
 	if d.valuesLeft < 0 {
 		d.fail(KindTooManyValues, fmt.Sprintf("more JSON values than the limit of %d", d.maxValues))
-		return nil, false
+		return false
 	}
 	switch c := d.s[d.pos]; {
 	case c == '{':
@@ -293,30 +313,53 @@ func (d *decoder) value() (any, bool) {
 		return d.array()
 	case c == '"':
 		s, ok := d.str()
-		if !ok {
-			return nil, false
+		if ok {
+			d.scalar(StringNode, s)
 		}
-		return s, true
+		return ok
 	case c == '-' || (c >= '0' && c <= '9'):
 		return d.number()
 	case c == 't':
-		return d.literal("true", true)
+		return d.literal("true", BoolNode)
 	case c == 'f':
-		return d.literal("false", false)
+		return d.literal("false", BoolNode)
 	case c == 'n':
-		return d.literal("null", nil)
+		return d.literal("null", NullNode)
 	default:
 		return d.unexpected("a value")
 	}
 }
 
-func (d *decoder) literal(lit string, v any) (any, bool) {
+// scalar appends a string, number or literal node.
+func (d *decoder) scalar(k NodeKind, text string) {
+	i := int32(len(d.t.Nodes)) //nolint:gosec // bounded by MaxValues
+	d.t.Nodes = append(d.t.Nodes, Node{Kind: k, Text: text, End: i + 1})
+}
+
+// open appends an object or array node, to be closed by close.
+func (d *decoder) open(k NodeKind) int {
+	d.t.Nodes = append(d.t.Nodes, Node{Kind: k})
+	return len(d.t.Nodes) - 1
+}
+
+// close completes the object or array node at i with n members or items.
+func (d *decoder) close(i, n int) {
+	d.depth--
+	d.t.Nodes[i].Len = int32(n)                //nolint:gosec // bounded by MaxValues
+	d.t.Nodes[i].End = int32(len(d.t.Nodes)) //nolint:gosec // bounded by MaxValues
+}
+
+func (d *decoder) literal(lit string, k NodeKind) bool {
 	if !strings.HasPrefix(d.s[d.pos:], lit) {
 		d.fail(KindSyntax, "invalid literal, want "+lit)
-		return nil, false
+		return false
 	}
 	d.pos += len(lit)
-	return v, true
+	if k == NullNode {
+		lit = ""
+	}
+	d.scalar(k, lit)
+	return true
 }
 
 func (d *decoder) enter() bool {
@@ -328,22 +371,23 @@ func (d *decoder) enter() bool {
 	return true
 }
 
-func (d *decoder) object() (any, bool) {
+func (d *decoder) object() bool {
 	if !d.enter() {
-		return nil, false
+		return false
 	}
 	d.pos++ // {
-	base := len(d.kvs)
+	at := d.open(ObjectNode)
+	base := len(d.keys)
 	defer func() {
-		clear(d.kvs[base:]) // drop references for the garbage collector
-		d.kvs = d.kvs[:base]
+		clear(d.keys[base:]) // drop references for the garbage collector
+		d.keys = d.keys[:base]
 	}()
 	var folded map[string]struct{}
 	d.skipWS()
 	if d.pos < len(d.s) && d.s[d.pos] == '}' {
 		d.pos++
-		d.depth--
-		return map[string]any{}, true
+		d.close(at, 0)
+		return true
 	}
 	for {
 		if d.pos >= len(d.s) || d.s[d.pos] != '"' {
@@ -352,40 +396,40 @@ func (d *decoder) object() (any, bool) {
 		keyAt := d.pos
 		k, ok := d.str()
 		if !ok {
-			return nil, false
+			return false
 		}
-		// The object's keys so far are d.kvs[base:].
-		n := len(d.kvs) - base
+		// The object's keys so far are d.keys[base:].
+		n := len(d.keys) - base
 		switch {
 		case n < foldMapMin:
-			for _, m := range d.kvs[base:] {
-				if m.k == k {
+			for _, m := range d.keys[base:] {
+				if m == k {
 					d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
-					return nil, false
+					return false
 				}
-				if strings.EqualFold(m.k, k) {
+				if strings.EqualFold(m, k) {
 					d.failAt(keyAt, KindCaseVariantKey,
-						"keys "+quoteShort(m.k)+" and "+quoteShort(k)+" differ only in case")
-					return nil, false
+						"keys "+quoteShort(m)+" and "+quoteShort(k)+" differ only in case")
+					return false
 				}
 			}
 		default:
 			if folded == nil {
 				folded = make(map[string]struct{}, 2*foldMapMin)
-				for _, m := range d.kvs[base:] {
-					folded[foldKey(m.k)] = struct{}{}
+				for _, m := range d.keys[base:] {
+					folded[foldKey(m)] = struct{}{}
 				}
 			}
 			fk := foldKey(k)
 			if _, dup := folded[fk]; dup {
-				for _, m := range d.kvs[base:] {
-					if m.k == k {
+				for _, m := range d.keys[base:] {
+					if m == k {
 						d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
-						return nil, false
+						return false
 					}
 				}
 				d.failAt(keyAt, KindCaseVariantKey, "key "+quoteShort(k)+" differs only in case from another key")
-				return nil, false
+				return false
 			}
 			folded[fk] = struct{}{}
 		}
@@ -395,11 +439,12 @@ func (d *decoder) object() (any, bool) {
 		}
 		d.pos++
 		d.skipWS()
-		v, ok := d.value()
-		if !ok {
-			return nil, false
+		member := len(d.t.Nodes)
+		if !d.value() {
+			return false
 		}
-		d.kvs = append(d.kvs, kv{k, v})
+		d.t.Nodes[member].Key = k
+		d.keys = append(d.keys, k)
 		d.skipWS()
 		if d.pos >= len(d.s) {
 			return d.unexpected("',' or '}'")
@@ -411,40 +456,30 @@ func (d *decoder) object() (any, bool) {
 			continue
 		case '}':
 			d.pos++
-			d.depth--
-			m := make(map[string]any, len(d.kvs)-base)
-			for _, e := range d.kvs[base:] {
-				m[e.k] = e.v
-			}
-			return m, true
+			d.close(at, len(d.keys)-base)
+			return true
 		default:
 			return d.unexpected("',' or '}'")
 		}
 	}
 }
 
-func (d *decoder) array() (any, bool) {
+func (d *decoder) array() bool {
 	if !d.enter() {
-		return nil, false
+		return false
 	}
 	d.pos++ // [
-	base := len(d.vals)
-	defer func() {
-		clear(d.vals[base:])
-		d.vals = d.vals[:base]
-	}()
+	at := d.open(ArrayNode)
 	d.skipWS()
 	if d.pos < len(d.s) && d.s[d.pos] == ']' {
 		d.pos++
-		d.depth--
-		return []any{}, true
+		d.close(at, 0)
+		return true
 	}
-	for {
-		v, ok := d.value()
-		if !ok {
-			return nil, false
+	for n := 1; ; n++ {
+		if !d.value() {
+			return false
 		}
-		d.vals = append(d.vals, v)
 		d.skipWS()
 		if d.pos >= len(d.s) {
 			return d.unexpected("',' or ']'")
@@ -455,8 +490,8 @@ func (d *decoder) array() (any, bool) {
 			d.skipWS()
 		case ']':
 			d.pos++
-			d.depth--
-			return append([]any(nil), d.vals[base:]...), true
+			d.close(at, n)
+			return true
 		default:
 			return d.unexpected("',' or ']'")
 		}
@@ -594,7 +629,7 @@ func hex4(s string, at int) (rune, bool) {
 }
 
 // number parses an RFC 8259 number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (d *decoder) number() (any, bool) {
+func (d *decoder) number() bool {
 	s, start, i := d.s, d.pos, d.pos
 	if s[i] == '-' {
 		i++
@@ -606,14 +641,14 @@ func (d *decoder) number() (any, bool) {
 		i = digits(s, i)
 	default:
 		d.failAt(i, KindSyntax, "invalid number, want a digit")
-		return nil, false
+		return false
 	}
 	if i < len(s) && s[i] == '.' {
 		i++
 		j := digits(s, i)
 		if j == i {
 			d.failAt(i, KindSyntax, "invalid number, want a digit after '.'")
-			return nil, false
+			return false
 		}
 		i = j
 	}
@@ -625,21 +660,17 @@ func (d *decoder) number() (any, bool) {
 		j := digits(s, i)
 		if j == i {
 			d.failAt(i, KindSyntax, "invalid number, want a digit in the exponent")
-			return nil, false
+			return false
 		}
 		i = j
 	}
 	if i < len(s) && (s[i] >= '0' && s[i] <= '9') {
 		d.failAt(i, KindSyntax, "invalid number: leading zero")
-		return nil, false
+		return false
 	}
 	d.pos = i
-	if n := i - start; n <= 2 && s[start] != '-' && (n == 1 || s[start] != '0') {
-		if v := s[start:i]; n == 1 || (v[1] >= '0' && v[1] <= '9') {
-			return smallNumbers[atoi2(v)], true
-		}
-	}
-	return json.Number(s[start:i]), true
+	d.scalar(NumberNode, s[start:i])
+	return true
 }
 
 // smallNumbers holds json.Number("0") to json.Number("99") already boxed:
