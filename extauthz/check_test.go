@@ -22,6 +22,7 @@ import (
 	"github.com/meshward/meshward/examples/quickstart"
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/policy/body"
 	"github.com/meshward/meshward/policy/schema"
 )
 
@@ -625,5 +626,34 @@ func TestCowMapBounded(t *testing.T) {
 	}
 	if _, ok := c.get(0); ok {
 		t.Error("entry 0 survived a reset")
+	}
+}
+
+// bodylessAuditor records like recordingAuditor but says it drops bodies.
+type bodylessAuditor struct{ recordingAuditor }
+
+func (*bodylessAuditor) IncludesBody() bool { return false }
+
+// TestAuditRecordBody: the body the schema step decoded reaches the audit
+// record as values, when the auditor keeps bodies, and is not built when
+// it says it drops them.
+func TestAuditRecordBody(t *testing.T) {
+	srvCfg, pol := quickstartPolicy(t)
+	req := loadRefRequest(t, "allow.json")
+	want, err := body.DecodeString(req.GetAttributes().GetRequest().GetHttp().GetBody(), body.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keeps := &recordingAuditor{}
+	s := newServer(t, srvCfg, newStore(t, pol, quickstartOptions(pol)), Options{Auditor: keeps})
+	s.Check(testCtx(t), req)
+	if len(keeps.recs) != 1 || !reflect.DeepEqual(keeps.recs[0].Body, want) {
+		t.Fatalf("records %+v, want one with body %v", keeps.recs, want)
+	}
+	drops := &bodylessAuditor{}
+	s = newServer(t, srvCfg, newStore(t, pol, quickstartOptions(pol)), Options{Auditor: drops})
+	s.Check(testCtx(t), req)
+	if len(drops.recs) != 1 || drops.recs[0].Body != nil || drops.recs[0].Decision != "allow" {
+		t.Fatalf("records %+v, want one allow without body", drops.recs)
 	}
 }

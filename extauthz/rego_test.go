@@ -200,3 +200,46 @@ func TestRegoUndefinedIsError(t *testing.T) {
 		t.Errorf("counted as a policy deny (%v)", n)
 	}
 }
+
+// TestBothModesShareTheBody: with rules (and their schema step) and Rego
+// both deciding, Rego's input.parsed_body is the body the schema step
+// decoded, and a request Rego reads the body of is decided on it.
+func TestBothModesShareTheBody(t *testing.T) {
+	srvCfg, pol := quickstartPolicy(t)
+	pol.Mode = policy.ModeBoth
+	pol.Rego = &policy.RegoConfig{Files: []string{"p.rego"}}
+	opts := quickstartOptions(pol)
+	opts.NewRego = policy.NewOPARego
+	files := fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\nimport rego.v1\n" +
+		`default allow := false
+allow if input.attributes.request.http.method == "GET"
+allow if input.parsed_body.task.priority == 3`)}}
+	opts.Dir = layeredFS{files, opts.Dir}
+	s := newServer(t, srvCfg, newStore(t, pol, opts), Options{})
+	for _, tc := range []struct {
+		priority string
+		status   int
+	}{{"3", 200}, {"4", 403}, {"12", 400}} {
+		req := loadRefRequest(t, "allow.json")
+		http := req.Attributes.Request.Http
+		http.Body = strings.Replace(http.Body, `"priority":3`, `"priority":`+tc.priority, 1)
+		resp, _ := s.Check(testCtx(t), req)
+		if got := httpStatus(t, resp); got != tc.status {
+			t.Errorf("priority %s: status %d (%s), want %d", tc.priority, got, resp.GetDeniedResponse().GetBody(), tc.status)
+		}
+	}
+}
+
+// layeredFS reads from the first file system that has the file.
+type layeredFS []fs.FS
+
+func (l layeredFS) Open(name string) (fs.File, error) {
+	var err error
+	for _, f := range l {
+		var file fs.File
+		if file, err = f.Open(name); err == nil {
+			return file, nil
+		}
+	}
+	return nil, err
+}

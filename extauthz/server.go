@@ -82,6 +82,9 @@ type Server struct {
 	td      spiffeid.TrustDomain
 	decider Decider
 	auditor Auditor
+	// auditBody: the auditor writes bodies, so records carry the parsed
+	// body (converted from the schema step's tape only then).
+	auditBody bool
 	// auditHeaders are lowercase names of the headers audit records copy.
 	auditHeaders []string
 	log          *slog.Logger
@@ -135,6 +138,12 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 	s := &Server{
 		cfg: cfg, td: td, decider: d, auditor: opts.Auditor, log: log, m: m,
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
+	}
+	if opts.Auditor != nil {
+		s.auditBody = true // unless the auditor says it drops bodies
+		if b, ok := opts.Auditor.(interface{ IncludesBody() bool }); ok {
+			s.auditBody = b.IncludesBody()
+		}
 	}
 	for _, h := range opts.AuditHeaders {
 		if !strings.HasPrefix(h, ":") { // :path would carry the query audit drops
@@ -402,6 +411,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	// The input and the allow response's messages are allocated together.
 	c := &checkMsgs{}
 	in := &c.in
+	defer in.ReleaseBody() // after the audit record and the response
 	var d policy.Decision
 	fromPolicy := false
 	if rej := s.canonicalize(req, in); rej != nil {
@@ -508,8 +518,10 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 		// Refused before policy: the revision that was serving.
 		rec.PolicyRevision = s.decider.RevisionID()
 	}
-	if in.HasParsedBody {
-		rec.Body = in.ParsedBody
+	if s.auditBody {
+		if v, ok := in.ParsedBodyValue(); ok {
+			rec.Body = v
+		}
 	}
 	if sub, ok := in.Claims["sub"].(string); ok {
 		rec.Subject = sub

@@ -3,6 +3,7 @@ package policy
 import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/meshward/meshward/policy/body"
 	"github.com/meshward/meshward/policy/schema"
 )
 
@@ -37,13 +38,38 @@ type Input struct {
 	// Request is the original CheckRequest, for steps (Rego) that need the
 	// whole document. Read-only.
 	Request *authv3.CheckRequest
-	// ParsedBody is Body decoded by the schema step's strict decoder
-	// (map[string]any, []any, json.Number, string, bool or nil), set when
-	// HasParsedBody is. The body is parsed once per request: the schema
-	// step fills these and the Rego step reuses them as
-	// input.parsed_body.
+	// ParsedBody is Body decoded by the strict decoder (map[string]any,
+	// []any, json.Number, string, bool or nil), set when HasParsedBody is:
+	// by the caller, or by ParsedBodyValue. The body is parsed once per
+	// request: the schema step decodes it into a tape, which ParsedBodyValue
+	// converts for the steps that want values (Rego's input.parsed_body,
+	// audit).
 	ParsedBody    any
 	HasParsedBody bool
+
+	// tape is the schema step's decoded body, until ReleaseBody.
+	tape *body.Tape
+}
+
+// ParsedBodyValue returns the decoded body as values, converting the
+// schema step's tape on first use; false when no step decoded the body
+// (and the caller set none).
+func (in *Input) ParsedBodyValue() (any, bool) {
+	if !in.HasParsedBody && in.tape != nil {
+		in.ParsedBody, in.HasParsedBody = in.tape.Value(0), true
+	}
+	return in.ParsedBody, in.HasParsedBody
+}
+
+// ReleaseBody returns the schema step's decoded body to its pool. Call it
+// when nothing reads in any more (extauthz does, at the end of each
+// Check); without it the memory is simply left to the garbage collector.
+// Values from ParsedBodyValue stay valid.
+func (in *Input) ReleaseBody() {
+	if in.tape != nil {
+		in.tape.Release()
+		in.tape = nil
+	}
 }
 
 // Decision is the outcome of a policy evaluation.

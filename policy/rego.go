@@ -91,10 +91,11 @@ func (o *opaRego) Digest() string { return o.digest }
 // Eval evaluates the policy on in. A request the input cannot be built for
 // is a 400 deny (not an error); every other failure is an error.
 func (o *opaRego) Eval(ctx context.Context, in *Input, c Caller) (RegoResult, error) {
+	parsed, hasParsed := in.ParsedBodyValue()
 	oin := &opa.Input{
 		Check:         in.Request,
-		ParsedBody:    in.ParsedBody,
-		HasParsedBody: in.HasParsedBody,
+		ParsedBody:    parsed,
+		HasParsedBody: hasParsed,
 		Meshward: &opa.Meshward{
 			Principal: in.Principal, Roles: c.Roles, Attributes: c.Attributes, Claims: in.Claims, Rule: c.Rule,
 		},

@@ -199,7 +199,7 @@ func (c *schemaChecker) CheckBody(r *Rule, in *Input) BodyResult {
 	if p := body.CheckHeaders(body.HeadersFrom(func(n string) string { return in.Headers[n] })); p != nil {
 		return BodyResult{Status: p.Status, Code: p.Code, Message: p.Message}
 	}
-	doc, err := c.decode(in)
+	t, err := c.decode(in)
 	if err != nil {
 		var e *body.Error
 		if !errors.As(err, &e) {
@@ -210,7 +210,13 @@ func (c *schemaChecker) CheckBody(r *Rule, in *Input) BodyResult {
 	}
 	name := r.Schema
 	if r.SchemaBy != nil {
-		n, err := schema.Selector(*r.SchemaBy).Select(doc)
+		sel := schema.Selector(*r.SchemaBy)
+		var n string
+		if t != nil {
+			n, err = sel.SelectTape(t)
+		} else {
+			n, err = sel.Select(in.ParsedBody)
+		}
 		if err != nil {
 			var se *schema.SelectError
 			if !errors.As(err, &se) {
@@ -223,30 +229,40 @@ func (c *schemaChecker) CheckBody(r *Rule, in *Input) BodyResult {
 	if !c.set.Has(name) {
 		return BodyResult{Err: fmt.Errorf("rule %q: schema %q not compiled", r.Name, name)}
 	}
-	if vs := c.set.Validate(name, doc); vs != nil {
+	var vs []schema.Violation
+	if t != nil {
+		vs = c.set.ValidateTape(name, t)
+	} else {
+		vs = c.set.Validate(name, in.ParsedBody)
+	}
+	if vs != nil {
 		return violationResult("body does not match schema "+strconv.Quote(name), vs)
 	}
 	return BodyResult{OK: true}
 }
 
-// decode parses in.Body once per request: a later step (another rule's
-// check, Rego) reuses in.ParsedBody.
-func (c *schemaChecker) decode(in *Input) (any, error) {
+// decode parses the body once per request into a tape kept in in, which
+// a later step (another rule's check, Rego, audit) reuses. A body the
+// caller decoded already (in.HasParsedBody) gives a nil tape: it is
+// validated as values.
+func (c *schemaChecker) decode(in *Input) (*body.Tape, error) {
 	if in.HasParsedBody {
-		return in.ParsedBody, nil
+		return nil, nil
 	}
-	var doc any
-	var err error
-	if in.BodyText != "" {
-		doc, err = body.DecodeString(in.BodyText, c.lim)
-	} else {
-		doc, err = body.Decode(in.Body, c.lim)
+	if in.tape != nil {
+		return in.tape, nil
 	}
-	if err != nil {
+	text := in.BodyText
+	if text == "" {
+		text = string(in.Body)
+	}
+	t := body.AcquireTape()
+	if err := body.DecodeTapeString(text, c.lim, t); err != nil {
+		t.Release()
 		return nil, err
 	}
-	in.ParsedBody, in.HasParsedBody = doc, true
-	return doc, nil
+	in.tape = t
+	return t, nil
 }
 
 func violationResult(msg string, vs []schema.Violation) BodyResult {

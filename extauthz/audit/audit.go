@@ -218,6 +218,11 @@ func checkKey(k []byte) ([]byte, error) {
 // Process is the nonce that tells this run's records apart in a file.
 func (l *Logger) Process() string { return l.process }
 
+// IncludesBody reports whether records keep their Body (includeBody), so
+// that callers can skip building it otherwise. A nil Logger keeps
+// nothing.
+func (l *Logger) IncludesBody() bool { return l != nil && l.cfg.IncludeBody }
+
 // Audit queues rec without blocking. The logger then owns rec: the caller
 // must not use it again. A nil error means the record is queued; an error
 // means it was not kept and the caller must deny (with failClosed, the

@@ -345,7 +345,7 @@ func (d *decoder) open(k NodeKind) int {
 // close completes the object or array node at i with n members or items.
 func (d *decoder) close(i, n int) {
 	d.depth--
-	d.t.Nodes[i].Len = int32(n)                //nolint:gosec // bounded by MaxValues
+	d.t.Nodes[i].Len = int32(n)              //nolint:gosec // bounded by MaxValues
 	d.t.Nodes[i].End = int32(len(d.t.Nodes)) //nolint:gosec // bounded by MaxValues
 }
 

@@ -313,7 +313,7 @@ func metaschemaViolation(sve *jsonschema.SchemaValidationError, doc any) (string
 	}
 	// The leaf's location is within the document when the failing
 	// resource is the document itself, the usual case.
-	v := (&Set{maxValueLen: DefaultMaxValueLen}).violation(leaf, doc)
+	v := (&Set{maxValueLen: DefaultMaxValueLen}).violation(leaf, func(loc []string) (any, bool) { return lookup(doc, loc) })
 	ptr := strings.TrimSuffix(base, "/") + v.Path
 	return ptr, fmt.Errorf("not a valid schema: %s: %s", v.Keyword, v.Message)
 }

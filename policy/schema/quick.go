@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/meshward/meshward/policy/body"
 )
 
 // Quick answers one question fast: "is this message certainly valid?".
@@ -79,8 +81,9 @@ type qnode struct {
 
 	props        map[string]*qnode
 	required     []string
-	additional   *qnode // applies to members not in props; nil: anything
-	noAdditional bool   // additionalProperties: false
+	requiredAt   map[string]int // index in required
+	additional   *qnode         // applies to members not in props; nil: anything
+	noAdditional bool           // additionalProperties: false
 	minProps     int
 	maxProps     int
 
@@ -334,13 +337,16 @@ func (c *quickCompiler) required(n *qnode, v any) bool {
 	if !ok || len(arr) == 0 {
 		return false
 	}
-	seen := map[string]bool{}
+	if len(arr) > 64 { // found ones are marked in a uint64 while walking
+		return false
+	}
+	n.requiredAt = make(map[string]int, len(arr))
 	for _, e := range arr {
 		s, ok := e.(string)
-		if !ok || seen[s] || !utf8.ValidString(s) {
+		if _, dup := n.requiredAt[s]; !ok || dup || !utf8.ValidString(s) {
 			return false
 		}
-		seen[s] = true
+		n.requiredAt[s] = len(n.required)
 		n.required = append(n.required, s)
 	}
 	return true
@@ -498,17 +504,32 @@ func (q *Quick) Valid(v any) bool {
 	return q.Verdict(v) == Valid
 }
 
-// Verdict tells whether v is certainly valid, certainly invalid (some
-// keyword of the subset certainly fails: the subset has no alternatives,
-// so one failure is enough), or neither.
+// Verdict tells whether v (as body.Decode returns it) is certainly valid,
+// certainly invalid (some keyword of the subset certainly fails: the
+// subset has no alternatives, so one failure is enough), or neither. It
+// lays v out as a tape (pooled) and reads that; a message decoded by the
+// schema step is a tape already (VerdictTape).
 func (q *Quick) Verdict(v any) Verdict {
 	if q == nil {
 		return Unsure
 	}
-	w := walker{strict: q.strict}
-	ok := w.walk(q.root, v, 0)
+	t := body.AcquireTape()
+	defer t.Release()
+	if !t.FromValue(v, maxQuickDepth) {
+		return Unsure
+	}
+	return q.VerdictTape(t)
+}
+
+// VerdictTape is Verdict of the document t holds.
+func (q *Quick) VerdictTape(t *body.Tape) Verdict {
+	if q == nil || len(t.Nodes) == 0 {
+		return Unsure
+	}
+	w := walker{nodes: t.Nodes, strict: q.strict}
+	ok := w.walk(q.root, 0, 0)
 	switch {
-	case !ok && q.strict && !strictJSON(v, 0):
+	case !ok && q.strict && !strictJSON(t.Nodes):
 		// gojsonschema could fail to read the document at all.
 		return Unsure
 	case !ok:
@@ -521,23 +542,26 @@ func (q *Quick) Verdict(v any) Verdict {
 
 // walker walks a message against a compiled schema.
 type walker struct {
+	nodes  []body.Node
 	strict bool
 	unsure bool // some check could not be decided
 }
 
 // walk reports false when a keyword of n (or below it) certainly fails
-// on v; a check it cannot decide sets w.unsure and passes.
-func (w *walker) walk(n *qnode, v any, depth int) bool {
+// on node i; a check it cannot decide sets w.unsure and passes.
+func (w *walker) walk(n *qnode, i, depth int) bool {
 	if depth > maxQuickDepth {
 		w.unsure = true
 		return true
 	}
-	if !w.own(n, v) {
+	if !w.own(n, i) {
 		return false
 	}
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
+	v := &w.nodes[i]
+	switch v.Kind {
+	case body.ObjectNode:
+		for j := i + 1; j < int(v.End); j = int(w.nodes[j].End) {
+			k := w.nodes[j].Key
 			if w.strict && !utf8.ValidString(k) {
 				w.unsure = true
 				continue
@@ -548,24 +572,24 @@ func (w *walker) walk(n *qnode, v any, depth int) bool {
 			}
 			if sub == nil {
 				// n.noAdditional is one of n's own keywords.
-				if w.strict && !strictJSON(e, depth+1) {
+				if w.strict && !strictJSON(w.nodes[j:w.nodes[j].End]) {
 					w.unsure = true
 				}
 				continue
 			}
-			if !w.walk(sub, e, depth+1) {
+			if !w.walk(sub, j, depth+1) {
 				return false
 			}
 		}
-	case []any:
-		for _, e := range x {
+	case body.ArrayNode:
+		for j := i + 1; j < int(v.End); j = int(w.nodes[j].End) {
 			if n.items == nil {
-				if w.strict && !strictJSON(e, depth+1) {
+				if w.strict && !strictJSON(w.nodes[j:w.nodes[j].End]) {
 					w.unsure = true
 				}
 				continue
 			}
-			if !w.walk(n.items, e, depth+1) {
+			if !w.walk(n.items, j, depth+1) {
 				return false
 			}
 		}
@@ -573,12 +597,13 @@ func (w *walker) walk(n *qnode, v any, depth int) bool {
 	return true
 }
 
-// own checks n's keywords that concern v itself (not its members or
+// own checks n's keywords that concern node i itself (not its members or
 // items): false when one certainly fails.
-func (w *walker) own(n *qnode, v any) bool {
+func (w *walker) own(n *qnode, i int) bool {
 	if n.never {
 		return false
 	}
+	v := &w.nodes[i]
 	kind, text := kindOf(v)
 	if kind == 0 {
 		w.unsure = true
@@ -624,25 +649,27 @@ func (w *walker) own(n *qnode, v any) bool {
 	}
 	switch kind {
 	case tObject:
-		obj := v.(map[string]any)
-		if n.minProps >= 0 && len(obj) < n.minProps || n.maxProps >= 0 && len(obj) > n.maxProps {
+		if n.minProps >= 0 && int(v.Len) < n.minProps || n.maxProps >= 0 && int(v.Len) > n.maxProps {
 			return false
 		}
-		for _, r := range n.required {
-			if _, ok := obj[r]; !ok {
-				return false
-			}
+		if len(n.required) == 0 && !n.noAdditional {
+			return true
 		}
-		if n.noAdditional {
-			for k := range obj {
+		var seen uint64 // bit r: required[r] is present
+		for j := i + 1; j < int(v.End); j = int(w.nodes[j].End) {
+			k := w.nodes[j].Key
+			if r, ok := n.requiredAt[k]; ok {
+				seen |= 1 << r
+			}
+			if n.noAdditional {
 				if _, ok := n.props[k]; !ok {
 					return false
 				}
 			}
 		}
+		return seen == 1<<len(n.required)-1
 	case tArray:
-		arr := v.([]any)
-		if n.minItems >= 0 && len(arr) < n.minItems || n.maxItems >= 0 && len(arr) > n.maxItems {
+		if n.minItems >= 0 && int(v.Len) < n.minItems || n.maxItems >= 0 && int(v.Len) > n.maxItems {
 			return false
 		}
 	case tString:
@@ -675,25 +702,21 @@ func (w *walker) number(n *qnode, text string, isInt bool) bool {
 		(!n.hasMultipleOf || i%n.multipleOf == 0)
 }
 
-// kindOf is v's type bit (0 for a value body.Decode never returns) and,
-// for a scalar, its text: a string itself, a number's JSON text, "true"
-// or "false".
-func kindOf(v any) (uint8, string) {
-	switch x := v.(type) {
-	case nil:
+// kindOf is v's type bit and, for a scalar, its text: a string itself,
+// a number's JSON text, "true" or "false".
+func kindOf(v *body.Node) (uint8, string) {
+	switch v.Kind {
+	case body.NullNode:
 		return tNull, ""
-	case bool:
-		if x {
-			return tBool, "true"
-		}
-		return tBool, "false"
-	case string:
-		return tString, x
-	case json.Number:
-		return tNumber, string(x)
-	case map[string]any:
+	case body.BoolNode:
+		return tBool, v.Text
+	case body.StringNode:
+		return tString, v.Text
+	case body.NumberNode:
+		return tNumber, v.Text
+	case body.ObjectNode:
 		return tObject, ""
-	case []any:
+	case body.ArrayNode:
 		return tArray, ""
 	}
 	return 0, ""
@@ -725,33 +748,17 @@ func exactFloat(text string) bool {
 	return i <= maxExactFloat && i >= -maxExactFloat
 }
 
-// strictJSON checks, for ProfileOPA, what no subschema looks at: that v
-// holds only valid UTF-8 and JSON numbers.
-func strictJSON(v any, depth int) bool {
-	if depth > maxQuickDepth {
-		return false
-	}
-	switch x := v.(type) {
-	case nil, bool:
-		return true
-	case string:
-		return utf8.ValidString(x)
-	case json.Number:
-		return jsonNumber(string(x))
-	case []any:
-		for _, e := range x {
-			if !strictJSON(e, depth+1) {
-				return false
-			}
+// strictJSON checks, for ProfileOPA, what no subschema looks at: that
+// the nodes (a node and everything under it) hold only valid UTF-8 and
+// JSON numbers.
+func strictJSON(nodes []body.Node) bool {
+	for i := range nodes {
+		v := &nodes[i]
+		if !utf8.ValidString(v.Key) ||
+			v.Kind == body.StringNode && !utf8.ValidString(v.Text) ||
+			v.Kind == body.NumberNode && !jsonNumber(v.Text) {
+			return false
 		}
-		return true
-	case map[string]any:
-		for k, e := range x {
-			if !utf8.ValidString(k) || !strictJSON(e, depth+1) {
-				return false
-			}
-		}
-		return true
 	}
-	return false
+	return true
 }

@@ -313,14 +313,14 @@ func TestQuickReportsLikeValidator(t *testing.T) {
 				t.Errorf("%s %q / %q: with the fast path %v, without %v", file, g.Description, tc.Description, got, want)
 			}
 			// The reporter alone, whatever Verdict says.
-			if got := full.quickViolations(q, doc); got != nil {
+			if got := full.quickViolations(q, tapeOf(t, doc)); got != nil {
 				if got = full.finish(got); !reflect.DeepEqual(got, want) {
 					t.Errorf("%s %q / %q: reported %v, the validator %v", file, g.Description, tc.Description, got, want)
 				}
 			}
 			if want != nil {
 				invalid++
-				if full.quickViolations(q, doc) != nil {
+				if full.quickViolations(q, tapeOf(t, doc)) != nil {
 					reported++
 				}
 			}
@@ -367,7 +367,7 @@ func TestQuickFailures(t *testing.T) {
 		for _, d := range tc.docs {
 			doc := mustDecode(t, d)
 			want := full.Validate("s", doc)
-			got := full.quickViolations(q, doc)
+			got := full.quickViolations(q, tapeOf(t, doc))
 			if got == nil {
 				if want != nil && !slices.Contains(tc.defers, d) {
 					t.Errorf("%s on %s: no report, the validator %v", tc.schema, d, want)
@@ -406,4 +406,15 @@ func forEachSuiteGroup(t *testing.T, f func(file string, g suiteGroup)) {
 			f(e.Name(), g)
 		}
 	}
+}
+
+// tapeOf lays doc out as a tape, freed when the test ends.
+func tapeOf(t *testing.T, doc any) *body.Tape {
+	t.Helper()
+	tp := body.AcquireTape()
+	t.Cleanup(tp.Release)
+	if !tp.FromValue(doc, body.MaxDepthCeiling) {
+		t.Fatalf("%v: not a decoded value", doc)
+	}
+	return tp
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+
+	"github.com/meshward/meshward/policy/body"
 )
 
 // failures lists, for a message Quick found certainly invalid, every
@@ -23,12 +25,12 @@ import (
 // more than limit failures): the validator then reports instead.
 //
 // Only ProfileSet Quicks report: OPA's errors come from gojsonschema.
-func (q *Quick) failures(v any, limit int) (out []*jsonschema.ValidationError, ok bool) {
-	if q == nil || q.strict {
+func (q *Quick) failures(t *body.Tape, limit int) (out []*jsonschema.ValidationError, ok bool) {
+	if q == nil || q.strict || len(t.Nodes) == 0 {
 		return nil, false
 	}
-	r := reporter{limit: limit}
-	r.node(q.root, v, 0)
+	r := reporter{t: t, limit: limit}
+	r.node(q.root, 0, 0)
 	if r.unsure || len(r.out) == 0 {
 		return nil, false
 	}
@@ -36,6 +38,7 @@ func (q *Quick) failures(v any, limit int) (out []*jsonschema.ValidationError, o
 }
 
 type reporter struct {
+	t      *body.Tape
 	loc    []string
 	out    []*jsonschema.ValidationError
 	limit  int
@@ -72,7 +75,7 @@ func typeName(bit uint8) string {
 	return ""
 }
 
-func (r *reporter) node(n *qnode, v any, depth int) {
+func (r *reporter) node(n *qnode, i, depth int) {
 	if r.unsure {
 		return
 	}
@@ -80,6 +83,7 @@ func (r *reporter) node(n *qnode, v any, depth int) {
 		r.unsure = true
 		return
 	}
+	v := &r.t.Nodes[i]
 	kd, text := kindOf(v)
 	if kd == 0 {
 		r.unsure = true
@@ -107,7 +111,7 @@ func (r *reporter) node(n *qnode, v any, depth int) {
 	if n.hasConst {
 		switch n.constVal.match(kd, text, isInt, false) {
 		case Invalid:
-			r.fail(&kind.Const{Got: v, Want: n.constRaw})
+			r.fail(&kind.Const{Got: r.t.Value(i), Want: n.constRaw})
 			return
 		case Unsure:
 			r.unsure = true
@@ -126,26 +130,25 @@ func (r *reporter) node(n *qnode, v any, depth int) {
 			}
 		}
 		if !found {
-			r.fail(&kind.Enum{Got: v, Want: n.enumRaw})
+			r.fail(&kind.Enum{Got: r.t.Value(i), Want: n.enumRaw})
 			return
 		}
 	}
 
 	switch kd {
 	case tObject:
-		r.object(n, v.(map[string]any), depth)
+		r.object(n, i, depth)
 	case tArray:
-		arr := v.([]any)
-		if n.minItems >= 0 && len(arr) < n.minItems {
-			r.fail(&kind.MinItems{Got: len(arr), Want: n.minItems})
+		if n.minItems >= 0 && int(v.Len) < n.minItems {
+			r.fail(&kind.MinItems{Got: int(v.Len), Want: n.minItems})
 		}
-		if n.maxItems >= 0 && len(arr) > n.maxItems {
-			r.fail(&kind.MaxItems{Got: len(arr), Want: n.maxItems})
+		if n.maxItems >= 0 && int(v.Len) > n.maxItems {
+			r.fail(&kind.MaxItems{Got: int(v.Len), Want: n.maxItems})
 		}
 		if n.items != nil {
-			for i, e := range arr {
-				r.loc = append(r.loc, strconv.Itoa(i))
-				r.node(n.items, e, depth+1)
+			for j, k := i+1, 0; j < int(v.End); j, k = int(r.t.Nodes[j].End), k+1 {
+				r.loc = append(r.loc, strconv.Itoa(k))
+				r.node(n.items, j, depth+1)
 				r.loc = r.loc[:len(r.loc)-1]
 			}
 		}
@@ -165,16 +168,23 @@ func (r *reporter) node(n *qnode, v any, depth int) {
 	}
 }
 
-func (r *reporter) object(n *qnode, obj map[string]any, depth int) {
-	if n.minProps >= 0 && len(obj) < n.minProps {
-		r.fail(&kind.MinProperties{Got: len(obj), Want: n.minProps})
+func (r *reporter) object(n *qnode, i, depth int) {
+	v := &r.t.Nodes[i]
+	if n.minProps >= 0 && int(v.Len) < n.minProps {
+		r.fail(&kind.MinProperties{Got: int(v.Len), Want: n.minProps})
 	}
-	if n.maxProps >= 0 && len(obj) > n.maxProps {
-		r.fail(&kind.MaxProperties{Got: len(obj), Want: n.maxProps})
+	if n.maxProps >= 0 && int(v.Len) > n.maxProps {
+		r.fail(&kind.MaxProperties{Got: int(v.Len), Want: n.maxProps})
+	}
+	var seen uint64 // bit r: required[r] is present
+	for j := i + 1; j < int(v.End); j = int(r.t.Nodes[j].End) {
+		if at, ok := n.requiredAt[r.t.Nodes[j].Key]; ok {
+			seen |= 1 << at
+		}
 	}
 	var missing []string
-	for _, k := range n.required {
-		if _, ok := obj[k]; !ok {
+	for at, k := range n.required {
+		if seen&(1<<at) == 0 {
 			missing = append(missing, k)
 		}
 	}
@@ -182,7 +192,8 @@ func (r *reporter) object(n *qnode, obj map[string]any, depth int) {
 		r.fail(&kind.Required{Missing: missing})
 	}
 	var extra []string
-	for k, e := range obj {
+	for j := i + 1; j < int(v.End); j = int(r.t.Nodes[j].End) {
+		k := r.t.Nodes[j].Key
 		sub := n.additional
 		if p, found := n.props[k]; found {
 			sub = p
@@ -194,7 +205,7 @@ func (r *reporter) object(n *qnode, obj map[string]any, depth int) {
 			continue
 		}
 		r.loc = append(r.loc, k)
-		r.node(sub, e, depth+1)
+		r.node(sub, j, depth+1)
 		r.loc = r.loc[:len(r.loc)-1]
 	}
 	if extra != nil {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/meshward/meshward/policy/body"
 )
 
 // Selector picks a message's schema by one of its top-level fields, the
@@ -36,15 +38,40 @@ func (e *SelectError) Unwrap() error { return ErrNoSchema }
 // doc that is not an object, lacks the field, has a non-string value there
 // or a value not in the map gets a *SelectError (wrapping ErrNoSchema).
 func (sel Selector) Select(doc any) (string, error) {
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return sel.pick(false, nil, false)
+	}
+	raw, ok := obj[sel.Field]
+	return sel.pick(true, raw, ok)
+}
+
+// SelectTape is Select for a message decoded into a tape.
+func (sel Selector) SelectTape(t *body.Tape) (string, error) {
+	if len(t.Nodes) == 0 || t.Nodes[0].Kind != body.ObjectNode {
+		return sel.pick(false, nil, false)
+	}
+	for j := 1; j < int(t.Nodes[0].End); j = int(t.Nodes[j].End) {
+		if v := &t.Nodes[j]; v.Key == sel.Field {
+			if v.Kind == body.StringNode {
+				return sel.pick(true, v.Text, true)
+			}
+			return sel.pick(true, nil, true) // not a string
+		}
+	}
+	return sel.pick(true, nil, false)
+}
+
+// pick selects by the discriminator's value raw (present: the field is
+// there) in a message that is an object (isObject).
+func (sel Selector) pick(isObject bool, raw any, present bool) (string, error) {
 	fail := func(msg string) (string, error) {
 		return "", &SelectError{Violation{Path: "/" + escapeToken(sel.Field), Keyword: "discriminator", Message: msg}}
 	}
-	obj, ok := doc.(map[string]any)
-	if !ok {
+	if !isObject {
 		return "", &SelectError{Violation{Path: "", Keyword: "discriminator", Message: "want a JSON object with a " + strconv.Quote(sel.Field) + " field"}}
 	}
-	raw, ok := obj[sel.Field]
-	if !ok {
+	if !present {
 		return fail("missing property " + strconv.Quote(sel.Field))
 	}
 	val, ok := raw.(string)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+
+	"github.com/meshward/meshward/policy/body"
 )
 
 // Violation is one way a message fails its schema.
@@ -38,7 +40,25 @@ const maxCollect = 1000
 // schema. It returns nil when doc is valid, else at most MaxViolations
 // violations sorted by path. An unknown name is a violation (keyword
 // "schema"), so a caller that forgets to check Has still denies.
-func (s *Set) Validate(name string, doc any) (vs []Violation) {
+func (s *Set) Validate(name string, doc any) []Violation {
+	t := body.AcquireTape()
+	defer t.Release()
+	if !t.FromValue(doc, body.MaxDepthCeiling) {
+		t.Reset() // no fast path for this one
+	}
+	return s.validate(name, t, doc, true)
+}
+
+// ValidateTape is Validate for a message decoded by body.DecodeTapeString:
+// the fast path reads the tape as is, and the full validator gets the
+// message as maps only if it is needed.
+func (s *Set) ValidateTape(name string, t *body.Tape) []Violation {
+	return s.validate(name, t, nil, false)
+}
+
+// validate validates the message t holds (or, when t is empty, doc);
+// hasDoc says whether doc is the message as maps already.
+func (s *Set) validate(name string, t *body.Tape, doc any, hasDoc bool) (vs []Violation) {
 	defer func() {
 		// The validator is a dependency: whatever it does, deny.
 		if r := recover(); r != nil {
@@ -49,15 +69,20 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 	if !ok {
 		return []Violation{{Keyword: "schema", Message: fmt.Sprintf("no schema named %q", name)}}
 	}
-	q := s.quick[name]
-	switch q.Verdict(doc) {
-	case Valid:
-		return nil
-	case Invalid:
-		// The fast path reports what the validator would, when it can.
-		if out := s.quickViolations(q, doc); out != nil {
-			return s.finish(out)
+	if len(t.Nodes) > 0 {
+		q := s.quick[name]
+		switch q.VerdictTape(t) {
+		case Valid:
+			return nil
+		case Invalid:
+			// The fast path reports what the validator would, when it can.
+			if out := s.quickViolations(q, t); out != nil {
+				return s.finish(out)
+			}
 		}
+	}
+	if !hasDoc {
+		doc = t.Value(0)
 	}
 	err := sch.Validate(doc)
 	if err == nil {
@@ -68,23 +93,25 @@ func (s *Set) Validate(name string, doc any) (vs []Violation) {
 		return []Violation{{Keyword: "schema", Message: "validation failed"}}
 	}
 	var out []Violation
-	s.collect(ve, doc, &out)
+	get := func(loc []string) (any, bool) { return lookup(doc, loc) }
+	s.collect(ve, get, &out)
 	if len(out) == 0 { // cannot happen: an invalid doc has a leaf
 		out = append(out, Violation{Keyword: "schema", Message: "validation failed"})
 	}
 	return s.finish(out)
 }
 
-// quickViolations is the violations of doc as q finds them (see
-// Quick.failures), nil when q cannot tell them all.
-func (s *Set) quickViolations(q *Quick, doc any) []Violation {
-	fs, ok := q.failures(doc, maxCollect)
+// quickViolations is the violations of the message in t as q finds them
+// (see Quick.failures), nil when q cannot tell them all.
+func (s *Set) quickViolations(q *Quick, t *body.Tape) []Violation {
+	fs, ok := q.failures(t, maxCollect)
 	if !ok {
 		return nil
 	}
+	get := func(loc []string) (any, bool) { return scalarAt(t, loc) }
 	out := make([]Violation, 0, len(fs))
 	for _, f := range fs {
-		out = append(out, s.violation(f, doc))
+		out = append(out, s.violation(f, get))
 	}
 	return out
 }
@@ -102,28 +129,66 @@ func (s *Set) finish(out []Violation) []Violation {
 	return slices.Clip(out)
 }
 
+// scalarAt is the value at loc in t when it is a scalar (what
+// Set.short can quote), else a value short does not quote.
+func scalarAt(t *body.Tape, loc []string) (any, bool) {
+	i := 0
+	for _, tok := range loc {
+		v := &t.Nodes[i]
+		found := false
+		switch v.Kind {
+		case body.ObjectNode:
+			for j := i + 1; j < int(v.End); j = int(t.Nodes[j].End) {
+				if t.Nodes[j].Key == tok {
+					i, found = j, true
+					break
+				}
+			}
+		case body.ArrayNode:
+			k, err := strconv.Atoi(tok)
+			for j := i + 1; err == nil && j < int(v.End); j, k = int(t.Nodes[j].End), k-1 {
+				if k == 0 {
+					i, found = j, true
+					break
+				}
+			}
+		}
+		if !found {
+			return nil, false
+		}
+	}
+	switch t.Nodes[i].Kind {
+	case body.ObjectNode, body.ArrayNode:
+		return struct{}{}, true
+	}
+	return t.Value(i), true
+}
+
 // collect appends the leaves of e: the failures that say what is wrong,
 // not the groups ($ref, allOf, the root) that hold them. anyOf and oneOf
 // are reported themselves: their branches' failures would mislead.
-func (s *Set) collect(e *jsonschema.ValidationError, doc any, out *[]Violation) {
+func (s *Set) collect(e *jsonschema.ValidationError, get valueAt, out *[]Violation) {
 	if len(*out) >= maxCollect {
 		return
 	}
 	switch e.ErrorKind.(type) {
 	case *kind.AnyOf, *kind.OneOf:
-		*out = append(*out, s.violation(e, doc))
+		*out = append(*out, s.violation(e, get))
 		return
 	}
 	if len(e.Causes) == 0 {
-		*out = append(*out, s.violation(e, doc))
+		*out = append(*out, s.violation(e, get))
 		return
 	}
 	for _, c := range e.Causes {
-		s.collect(c, doc, out)
+		s.collect(c, get, out)
 	}
 }
 
-func (s *Set) violation(e *jsonschema.ValidationError, doc any) Violation {
+// valueAt returns the message's value at an instance location.
+type valueAt func(loc []string) (any, bool)
+
+func (s *Set) violation(e *jsonschema.ValidationError, get valueAt) Violation {
 	v := Violation{Path: pointer(e.InstanceLocation)}
 	if kp := e.ErrorKind.KeywordPath(); len(kp) > 0 {
 		v.Keyword = kp[0]
@@ -135,7 +200,7 @@ func (s *Set) violation(e *jsonschema.ValidationError, doc any) Violation {
 		if !echo {
 			return ""
 		}
-		x, ok := lookup(doc, e.InstanceLocation)
+		x, ok := get(e.InstanceLocation)
 		if !ok {
 			return ""
 		}
