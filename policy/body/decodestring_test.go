@@ -70,7 +70,68 @@ func FuzzDecodeString(f *testing.F) {
 		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(err, wantErr) {
 			t.Fatalf("DecodeString(%q) = %#v, %v; Decode = %#v, %v", s, got, err, want, wantErr)
 		}
+		// The tape: the same verdict, a well-formed layout, the same value.
+		tp := AcquireTape()
+		defer tp.Release()
+		if terr := DecodeTapeString(s, lim, tp); !reflect.DeepEqual(terr, err) {
+			t.Fatalf("DecodeTapeString(%q) = %v; DecodeString = %v", s, terr, err)
+		}
+		if err != nil {
+			if len(tp.Nodes) != 0 {
+				t.Fatalf("a refused body left %d nodes", len(tp.Nodes))
+			}
+			return
+		}
+		checkTape(t, tp)
+		if v := tp.Value(0); !reflect.DeepEqual(v, got) {
+			t.Fatalf("tape of %q reads %#v, DecodeString %#v", s, v, got)
+		}
+		// And back: the value laid out again reads the same.
+		back := AcquireTape()
+		defer back.Release()
+		if !back.FromValue(got, lim.MaxDepth) {
+			t.Fatalf("FromValue refused %#v", got)
+		}
+		checkTape(t, back)
+		if v := back.Value(0); !reflect.DeepEqual(v, got) {
+			t.Fatalf("FromValue then Value gives %#v, want %#v", v, got)
+		}
 	})
+}
+
+// checkTape checks the layout: one root spanning the tape, every node's
+// End past itself and within its parent, Len the count of its children,
+// keys on the members of objects only.
+func checkTape(t *testing.T, tp *Tape) {
+	t.Helper()
+	if len(tp.Nodes) == 0 || int(tp.Nodes[0].End) != len(tp.Nodes) || tp.Nodes[0].Key != "" {
+		t.Fatalf("root %+v does not span the tape of %d nodes", tp.Nodes[0], len(tp.Nodes))
+	}
+	var walk func(i int)
+	walk = func(i int) {
+		v := tp.Nodes[i]
+		if int(v.End) <= i || int(v.End) > len(tp.Nodes) {
+			t.Fatalf("node %d: End %d", i, v.End)
+		}
+		if v.Kind != ObjectNode && v.Kind != ArrayNode {
+			if int(v.End) != i+1 || v.Len != 0 {
+				t.Fatalf("scalar node %d: %+v", i, v)
+			}
+			return
+		}
+		n := 0
+		for j := i + 1; j < int(v.End); j = int(tp.Nodes[j].End) {
+			if v.Kind == ArrayNode && tp.Nodes[j].Key != "" {
+				t.Fatalf("item %d of array %d has key %q", j, i, tp.Nodes[j].Key)
+			}
+			walk(j)
+			n++
+		}
+		if n != int(v.Len) {
+			t.Fatalf("node %d: Len %d, %d children", i, v.Len, n)
+		}
+	}
+	walk(0)
 }
 
 // BenchmarkDecodeString decodes the task.request body held as a string,

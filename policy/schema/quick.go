@@ -15,7 +15,8 @@ import (
 // It is compiled from a schema document that uses only a common subset of
 // JSON Schema (type, const, enum, properties, required,
 // additionalProperties, items, the size and length bounds, pattern, and
-// integer numeric bounds), and walks a decoded message without allocating.
+// integer numeric bounds), and walks a decoded message (a body.Tape)
+// without allocating.
 //
 // Quick never says "invalid": when it does not say "valid" the full
 // validator decides and reports the violations. It says "valid" only when
