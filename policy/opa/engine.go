@@ -665,34 +665,36 @@ func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
 	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return e.decision(ctx, nil, false)
+	}
+	return e.decision(ctx, rs[0].Expressions[0].Value, true)
+}
+
+// result is the residual decision's value v (nil: undefined) as a Result,
+// exactly as eval gives OPA's.
+func (e *Engine) result(ctx context.Context, v ast.Value) (*Result, error) {
+	if v == nil {
+		return e.decision(ctx, nil, false)
+	}
+	d, err := ast.JSON(v)
+	if err != nil {
+		return nil, fmt.Errorf("opa: eval: %w", err)
+	}
+	return e.decision(ctx, d, true)
+}
+
+// decision validates the decision d (defined false: undefined) into a
+// Result, for OPA's evaluation and the residual one alike.
+func (e *Engine) decision(ctx context.Context, d any, defined bool) (*Result, error) {
 	// OPA checks the context only now and then, so a short evaluation can
 	// finish after a cancellation or deadline. Such a result is not a
 	// decision: fail closed, deterministically.
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opa: eval: %w", err)
 	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+	if !defined {
 		return nil, fmt.Errorf("opa: %s: %w", e.query, ErrUndefined)
-	}
-	r, err := decisionToResult(rs[0].Expressions[0].Value)
-	if err != nil {
-		return nil, fmt.Errorf("opa: %s: %w", e.query, err)
-	}
-	return r, nil
-}
-
-// result is the residual decision's value v (nil: undefined) as a Result,
-// exactly as eval gives OPA's.
-func (e *Engine) result(ctx context.Context, v ast.Value) (*Result, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("opa: eval: %w", err)
-	}
-	if v == nil {
-		return nil, fmt.Errorf("opa: %s: %w", e.query, ErrUndefined)
-	}
-	d, err := ast.JSON(v)
-	if err != nil {
-		return nil, fmt.Errorf("opa: eval: %w", err)
 	}
 	r, err := decisionToResult(d)
 	if err != nil {
