@@ -184,8 +184,9 @@ func decodeValue(s string, lim Limits) (any, error) {
 
 // scratch is a decoder's reusable stacks, pooled across requests.
 type scratch struct {
-	keys []string
-	buf  []byte
+	keys   []string
+	frames []frame
+	buf    []byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{keys: make([]string, 0, 16)} }}
@@ -198,13 +199,17 @@ const maxPooledScratch = 4096
 // appending its nodes to t.
 func decode(s string, lim Limits, t *Tape) *Error {
 	sc := scratchPool.Get().(*scratch)
-	d := decoder{s: s, t: t, maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues, keys: sc.keys[:0], buf: sc.buf[:0]}
+	d := decoder{s: s, t: t, maxDepth: lim.MaxDepth, valuesLeft: lim.MaxValues, maxValues: lim.MaxValues,
+		keys: sc.keys[:0], frames: sc.frames[:0], buf: sc.buf[:0]}
 	defer func() {
-		// The key stack is cleared as each object completes (or
-		// fails); the string scratch holds body bytes.
+		// What a failure left on the stacks is dropped, for the garbage
+		// collector (each object clears its keys as it completes); the
+		// string scratch holds body bytes.
+		clear(d.keys)
+		clear(d.frames)
 		clear(d.buf[:cap(d.buf)])
-		if cap(d.keys) <= maxPooledScratch && cap(d.buf) <= maxPooledScratch {
-			sc.keys, sc.buf = d.keys[:0], d.buf[:0]
+		if cap(d.keys) <= maxPooledScratch && cap(d.frames) <= maxPooledScratch && cap(d.buf) <= maxPooledScratch {
+			sc.keys, sc.frames, sc.buf = d.keys[:0], d.frames[:0], d.buf[:0]
 			scratchPool.Put(sc)
 		}
 	}()
@@ -213,7 +218,7 @@ func decode(s string, lim Limits, t *Tape) *Error {
 		d.fail(KindSyntax, "empty body, want a JSON value")
 		return d.err
 	}
-	if !d.value() {
+	if !d.parse() {
 		return d.err
 	}
 	d.skipWS()
@@ -231,12 +236,13 @@ const foldMapMin = 16
 type decoder struct {
 	s        string // the body: every string and number is a slice of it
 	pos      int
-	depth    int
 	maxDepth int
 	// valuesLeft counts down from maxValues (Limits.MaxValues).
 	valuesLeft, maxValues int
 	t                     *Tape    // where the nodes go
+	frames                []frame  // the objects and arrays being parsed, innermost last
 	keys                  []string // keys of the objects being parsed, innermost last
+	key                   string   // the key of the next node appended
 	buf                   []byte   // scratch for strings with escapes
 	err                   *Error
 }
@@ -295,8 +301,33 @@ func (d *decoder) unexpected(want string) bool {
 	return false
 }
 
-// value parses one value at d.pos, appending its nodes; whitespace
-// before it is already skipped.
+// parse parses the value at d.pos (whitespace before it skipped) and
+// everything nested in it. It keeps the objects and arrays being parsed
+// on d.frames instead of recursing, so the goroutine's stack stays the
+// same size whatever the nesting: a request handler's stack is not grown
+// (and copied) for a deep body.
+func (d *decoder) parse() bool {
+	for {
+		if !d.value() {
+			return false
+		}
+		for {
+			if len(d.frames) == 0 {
+				return true
+			}
+			more, ok := d.next()
+			if !ok {
+				return false
+			}
+			if more {
+				break
+			}
+		}
+	}
+}
+
+// value parses one value at d.pos, appending its node with key d.key; an
+// object or array is opened on d.frames for parse to fill.
 func (d *decoder) value() bool {
 	if d.pos >= len(d.s) {
 		return d.unexpected("a value")
@@ -308,9 +339,9 @@ func (d *decoder) value() bool {
 	}
 	switch c := d.s[d.pos]; {
 	case c == '{':
-		return d.object()
+		return d.open(ObjectNode)
 	case c == '[':
-		return d.array()
+		return d.open(ArrayNode)
 	case c == '"':
 		s, ok := d.str()
 		if ok {
@@ -333,20 +364,81 @@ func (d *decoder) value() bool {
 // scalar appends a string, number or literal node.
 func (d *decoder) scalar(k NodeKind, text string) {
 	i := int32(len(d.t.Nodes)) //nolint:gosec // bounded by MaxValues
-	d.t.Nodes = append(d.t.Nodes, Node{Kind: k, Text: text, End: i + 1})
+	d.t.Nodes = append(d.t.Nodes, Node{Kind: k, Key: d.key, Text: text, End: i + 1})
 }
 
-// open appends an object or array node, to be closed by close.
-func (d *decoder) open(k NodeKind) int {
-	d.t.Nodes = append(d.t.Nodes, Node{Kind: k})
-	return len(d.t.Nodes) - 1
+// frame is an object or array being parsed.
+type frame struct {
+	at int // its node
+	n  int // members or items begun
+	// base: an object's keys so far are d.keys[base:].
+	base int
+	// folded holds an object's keys case-folded, once it has foldMapMin.
+	folded map[string]struct{}
+	object bool
 }
 
-// close completes the object or array node at i with n members or items.
-func (d *decoder) close(i, n int) {
-	d.depth--
-	d.t.Nodes[i].Len = int32(n)              //nolint:gosec // bounded by MaxValues
-	d.t.Nodes[i].End = int32(len(d.t.Nodes)) //nolint:gosec // bounded by MaxValues
+// open appends the object or array node at d.pos (on its bracket) and
+// pushes its frame.
+func (d *decoder) open(k NodeKind) bool {
+	if len(d.frames) >= d.maxDepth {
+		d.fail(KindTooDeep, fmt.Sprintf("nesting deeper than the limit of %d", d.maxDepth))
+		return false
+	}
+	d.pos++
+	d.t.Nodes = append(d.t.Nodes, Node{Kind: k, Key: d.key})
+	d.frames = append(d.frames, frame{at: len(d.t.Nodes) - 1, base: len(d.keys), object: k == ObjectNode})
+	return true
+}
+
+// next continues the innermost open object or array after its bracket or
+// after its last member or item. It either closes it (more false), or
+// reads up to its next member's value, setting d.key (more true).
+func (d *decoder) next() (more, ok bool) {
+	f := &d.frames[len(d.frames)-1]
+	closer, want := byte(']'), "',' or ']'"
+	if f.object {
+		closer, want = '}', "',' or '}'"
+	}
+	d.skipWS()
+	switch {
+	case f.n == 0:
+		if d.pos < len(d.s) && d.s[d.pos] == closer {
+			d.pos++
+			d.close(f)
+			return false, true
+		}
+	case d.pos >= len(d.s):
+		return false, d.unexpected(want)
+	case d.s[d.pos] == ',':
+		d.pos++
+		d.skipWS()
+	case d.s[d.pos] == closer:
+		d.pos++
+		d.close(f)
+		return false, true
+	default:
+		return false, d.unexpected(want)
+	}
+	f.n++
+	d.key = ""
+	if f.object {
+		return true, d.member(f)
+	}
+	return true, true
+}
+
+// close completes the object or array of f, the innermost frame, and
+// pops it.
+func (d *decoder) close(f *frame) {
+	d.t.Nodes[f.at].Len = int32(f.n)            //nolint:gosec // bounded by MaxValues
+	d.t.Nodes[f.at].End = int32(len(d.t.Nodes)) //nolint:gosec // bounded by MaxValues
+	if f.object {
+		clear(d.keys[f.base:]) // drop references for the garbage collector
+		d.keys = d.keys[:f.base]
+	}
+	*f = frame{}
+	d.frames = d.frames[:len(d.frames)-1]
 }
 
 func (d *decoder) literal(lit string, k NodeKind) bool {
@@ -362,140 +454,59 @@ func (d *decoder) literal(lit string, k NodeKind) bool {
 	return true
 }
 
-func (d *decoder) enter() bool {
-	d.depth++
-	if d.depth > d.maxDepth {
-		d.fail(KindTooDeep, fmt.Sprintf("nesting deeper than the limit of %d", d.maxDepth))
+// member reads an object member's key and colon, refusing a key the
+// object already has (or has in another case), and sets d.key.
+func (d *decoder) member(f *frame) bool {
+	if d.pos >= len(d.s) || d.s[d.pos] != '"' {
+		return d.unexpected("a string key")
+	}
+	keyAt := d.pos
+	k, ok := d.str()
+	if !ok {
 		return false
 	}
-	return true
-}
-
-func (d *decoder) object() bool {
-	if !d.enter() {
-		return false
-	}
-	d.pos++ // {
-	at := d.open(ObjectNode)
-	base := len(d.keys)
-	defer func() {
-		clear(d.keys[base:]) // drop references for the garbage collector
-		d.keys = d.keys[:base]
-	}()
-	var folded map[string]struct{}
-	d.skipWS()
-	if d.pos < len(d.s) && d.s[d.pos] == '}' {
-		d.pos++
-		d.close(at, 0)
-		return true
-	}
-	for {
-		if d.pos >= len(d.s) || d.s[d.pos] != '"' {
-			return d.unexpected("a string key")
+	switch keys := d.keys[f.base:]; {
+	case len(keys) < foldMapMin:
+		for _, m := range keys {
+			if m == k {
+				d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
+				return false
+			}
+			if strings.EqualFold(m, k) {
+				d.failAt(keyAt, KindCaseVariantKey,
+					"keys "+quoteShort(m)+" and "+quoteShort(k)+" differ only in case")
+				return false
+			}
 		}
-		keyAt := d.pos
-		k, ok := d.str()
-		if !ok {
-			return false
+	default:
+		if f.folded == nil {
+			f.folded = make(map[string]struct{}, 2*foldMapMin)
+			for _, m := range keys {
+				f.folded[foldKey(m)] = struct{}{}
+			}
 		}
-		// The object's keys so far are d.keys[base:].
-		n := len(d.keys) - base
-		switch {
-		case n < foldMapMin:
-			for _, m := range d.keys[base:] {
+		fk := foldKey(k)
+		if _, dup := f.folded[fk]; dup {
+			for _, m := range keys {
 				if m == k {
 					d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
 					return false
 				}
-				if strings.EqualFold(m, k) {
-					d.failAt(keyAt, KindCaseVariantKey,
-						"keys "+quoteShort(m)+" and "+quoteShort(k)+" differ only in case")
-					return false
-				}
 			}
-		default:
-			if folded == nil {
-				folded = make(map[string]struct{}, 2*foldMapMin)
-				for _, m := range d.keys[base:] {
-					folded[foldKey(m)] = struct{}{}
-				}
-			}
-			fk := foldKey(k)
-			if _, dup := folded[fk]; dup {
-				for _, m := range d.keys[base:] {
-					if m == k {
-						d.failAt(keyAt, KindDuplicateKey, "duplicate key "+quoteShort(k))
-						return false
-					}
-				}
-				d.failAt(keyAt, KindCaseVariantKey, "key "+quoteShort(k)+" differs only in case from another key")
-				return false
-			}
-			folded[fk] = struct{}{}
-		}
-		d.skipWS()
-		if d.pos >= len(d.s) || d.s[d.pos] != ':' {
-			return d.unexpected("':' after an object key")
-		}
-		d.pos++
-		d.skipWS()
-		member := len(d.t.Nodes)
-		if !d.value() {
+			d.failAt(keyAt, KindCaseVariantKey, "key "+quoteShort(k)+" differs only in case from another key")
 			return false
 		}
-		d.t.Nodes[member].Key = k
-		d.keys = append(d.keys, k)
-		d.skipWS()
-		if d.pos >= len(d.s) {
-			return d.unexpected("',' or '}'")
-		}
-		switch d.s[d.pos] {
-		case ',':
-			d.pos++
-			d.skipWS()
-			continue
-		case '}':
-			d.pos++
-			d.close(at, len(d.keys)-base)
-			return true
-		default:
-			return d.unexpected("',' or '}'")
-		}
+		f.folded[fk] = struct{}{}
 	}
-}
-
-func (d *decoder) array() bool {
-	if !d.enter() {
-		return false
-	}
-	d.pos++ // [
-	at := d.open(ArrayNode)
+	d.keys = append(d.keys, k)
 	d.skipWS()
-	if d.pos < len(d.s) && d.s[d.pos] == ']' {
-		d.pos++
-		d.close(at, 0)
-		return true
+	if d.pos >= len(d.s) || d.s[d.pos] != ':' {
+		return d.unexpected("':' after an object key")
 	}
-	for n := 1; ; n++ {
-		if !d.value() {
-			return false
-		}
-		d.skipWS()
-		if d.pos >= len(d.s) {
-			return d.unexpected("',' or ']'")
-		}
-		switch d.s[d.pos] {
-		case ',':
-			d.pos++
-			d.skipWS()
-		case ']':
-			d.pos++
-			d.close(at, n)
-			return true
-		default:
-			return d.unexpected("',' or ']'")
-		}
-	}
+	d.pos++
+	d.skipWS()
+	d.key = k
+	return true
 }
 
 // str parses a string at d.pos (on its opening quote).
