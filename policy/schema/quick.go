@@ -3,7 +3,6 @@ package schema
 import (
 	"encoding/json"
 	"math/big"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -94,7 +93,7 @@ type qnode struct {
 
 	minLen  int
 	maxLen  int
-	pattern *regexp.Regexp
+	pattern *pattern
 
 	// Numeric bounds, kept only when they are plain integers; numUnsure
 	// marks a bound that is not, so that numbers here defer.
@@ -259,11 +258,11 @@ func (c *quickCompiler) keyword(n *qnode, k string, v any, depth int, root bool)
 		if !ok || !utf8.ValidString(s) {
 			return false
 		}
-		re, err := regexp.Compile(s)
+		p, err := compilePattern(s)
 		if err != nil {
 			return false
 		}
-		n.pattern = re
+		n.pattern = p
 		return true
 	case "minimum":
 		return c.bound(n, k, v, &n.min, &n.hasMin)

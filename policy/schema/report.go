@@ -29,7 +29,8 @@ func (q *Quick) failures(t *body.Tape, limit int) (out []*jsonschema.ValidationE
 	if q == nil || q.strict || len(t.Nodes) == 0 {
 		return nil, false
 	}
-	r := reporter{t: t, limit: limit}
+	var loc [4]string // the location stack, on the stack for usual depths
+	r := reporter{t: t, limit: limit, loc: loc[:0]}
 	r.node(q.root, 0, 0)
 	if r.unsure || len(r.out) == 0 {
 		return nil, false
