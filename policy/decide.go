@@ -22,11 +22,12 @@ func (r *Revision) Decide(ctx context.Context, in *Input) Decision {
 		d.Roles = id.rolesJoined
 	}
 	if r.mode == ModeRego {
-		return r.decideRego(ctx, in, id, d)
+		r.decideRego(ctx, in, id, &d)
+		return d
 	}
 	r.decideRules(in, id, &d)
 	if d.Allow && r.mode == ModeBoth {
-		return r.decideRego(ctx, in, id, d)
+		r.decideRego(ctx, in, id, &d)
 	}
 	return d
 }
@@ -155,23 +156,25 @@ func (r *Revision) checkBody(ru *rule, in *Input, d *Decision) {
 	}
 }
 
-func (r *Revision) decideRego(ctx context.Context, in *Input, id *identity, d Decision) Decision {
+// decideRego completes d (the rules' allow in mode both) with the Rego
+// step's decision.
+func (r *Revision) decideRego(ctx context.Context, in *Input, id *identity, d *Decision) {
 	res, err := r.rego.Eval(ctx, in, caller(id, d.Rule))
 	if err == nil {
 		err = ctx.Err()
 	}
 	if err != nil {
-		deny(&d, http.StatusForbidden, ReasonEvalError, d.Rule, "policy evaluation failed")
+		deny(d, http.StatusForbidden, ReasonEvalError, d.Rule, "policy evaluation failed")
 		d.DryRun = false
 		d.Err = fmt.Errorf("rego: %w", err)
-		return d
+		return
 	}
 	d.Mutations = res.Mutations
 	if res.Allow {
 		if d.Reason == "" {
 			d.Allow, d.Status, d.Reason = true, http.StatusOK, ReasonAllowed
 		}
-		return d
+		return
 	}
 	status := res.Status
 	if status == 0 {
@@ -185,9 +188,8 @@ func (r *Revision) decideRego(ctx context.Context, in *Input, id *identity, d De
 	if msg == "" {
 		msg = "denied by Rego policy"
 	}
-	deny(&d, status, code, d.Rule, msg)
+	deny(d, status, code, d.Rule, msg)
 	d.DryRun = false
-	return d
 }
 
 func deny(d *Decision, status int, reason, rule, msg string) {

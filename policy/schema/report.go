@@ -76,6 +76,8 @@ func typeName(bit uint8) string {
 	return ""
 }
 
+// node reports the failures of node i against n and under it. It is
+// recursive, so it keeps a small frame: the failure cases are in helpers.
 func (r *reporter) node(n *qnode, i, depth int) {
 	if r.unsure {
 		return
@@ -90,9 +92,29 @@ func (r *reporter) node(n *qnode, i, depth int) {
 		r.unsure = true
 		return
 	}
-	_, isInt := plainInt(text)
+	if r.stopsHere(n, i, kd, text) {
+		return
+	}
+	switch kd {
+	case tObject:
+		r.object(n, i, depth)
+	case tArray:
+		r.array(n, i, depth)
+	case tString:
+		r.str(n, text)
+	case tNumber:
+		_, isInt := plainInt(text)
+		r.number(n, text, isInt)
+	}
+}
 
-	// type, const, enum: the first failing one is the only failure here.
+// stopsHere reports a failing type, const or enum at node i, the one
+// failure there (true), or gives up on an unsure one (true).
+func (r *reporter) stopsHere(n *qnode, i int, kd uint8, text string) bool {
+	if n.types == 0 && !n.hasConst && !n.hasEnum {
+		return false
+	}
+	_, isInt := plainInt(text)
 	if n.types != 0 && n.types&kd == 0 {
 		switch {
 		case kd != tNumber || n.types&tInteger == 0:
@@ -103,20 +125,20 @@ func (r *reporter) node(n *qnode, i, depth int) {
 				}
 			}
 			r.fail(&kind.Type{Got: typeName(kd), Want: want})
-			return
+			return true
 		case strings.ContainsAny(text, ".eE"):
 			r.unsure = true
-			return
+			return true
 		}
 	}
 	if n.hasConst {
 		switch n.constVal.match(kd, text, isInt, false) {
 		case Invalid:
 			r.fail(&kind.Const{Got: r.t.Value(i), Want: n.constRaw})
-			return
+			return true
 		case Unsure:
 			r.unsure = true
-			return
+			return true
 		}
 	}
 	if n.hasEnum {
@@ -127,33 +149,36 @@ func (r *reporter) node(n *qnode, i, depth int) {
 				found = true
 			case Unsure:
 				r.unsure = true
-				return
+				return true
 			}
 		}
 		if !found {
 			r.fail(&kind.Enum{Got: r.t.Value(i), Want: n.enumRaw})
-			return
+			return true
 		}
 	}
+	return false
+}
 
-	switch kd {
-	case tObject:
-		r.object(n, i, depth)
-	case tArray:
-		if n.minItems >= 0 && int(v.Len) < n.minItems {
-			r.fail(&kind.MinItems{Got: int(v.Len), Want: n.minItems})
+func (r *reporter) array(n *qnode, i, depth int) {
+	v := &r.t.Nodes[i]
+	if n.minItems >= 0 && int(v.Len) < n.minItems {
+		r.fail(&kind.MinItems{Got: int(v.Len), Want: n.minItems})
+	}
+	if n.maxItems >= 0 && int(v.Len) > n.maxItems {
+		r.fail(&kind.MaxItems{Got: int(v.Len), Want: n.maxItems})
+	}
+	if n.items != nil {
+		for j, k := i+1, 0; j < int(v.End); j, k = int(r.t.Nodes[j].End), k+1 {
+			r.loc = append(r.loc, strconv.Itoa(k))
+			r.node(n.items, j, depth+1)
+			r.loc = r.loc[:len(r.loc)-1]
 		}
-		if n.maxItems >= 0 && int(v.Len) > n.maxItems {
-			r.fail(&kind.MaxItems{Got: int(v.Len), Want: n.maxItems})
-		}
-		if n.items != nil {
-			for j, k := i+1, 0; j < int(v.End); j, k = int(r.t.Nodes[j].End), k+1 {
-				r.loc = append(r.loc, strconv.Itoa(k))
-				r.node(n.items, j, depth+1)
-				r.loc = r.loc[:len(r.loc)-1]
-			}
-		}
-	case tString:
+	}
+}
+
+func (r *reporter) str(n *qnode, text string) {
+	if n.minLen >= 0 || n.maxLen >= 0 {
 		l := utf8.RuneCountInString(text)
 		if n.minLen >= 0 && l < n.minLen {
 			r.fail(&kind.MinLength{Got: l, Want: n.minLen})
@@ -161,11 +186,9 @@ func (r *reporter) node(n *qnode, i, depth int) {
 		if n.maxLen >= 0 && l > n.maxLen {
 			r.fail(&kind.MaxLength{Got: l, Want: n.maxLen})
 		}
-		if n.pattern != nil && !n.pattern.MatchString(text) {
-			r.fail(&kind.Pattern{Got: text, Want: n.pattern.String()})
-		}
-	case tNumber:
-		r.number(n, text, isInt)
+	}
+	if n.pattern != nil && !n.pattern.MatchString(text) {
+		r.fail(&kind.Pattern{Got: text, Want: n.pattern.String()})
 	}
 }
 
