@@ -261,8 +261,11 @@ func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Log
 }
 
 // ServerOptions are the gRPC server options meshward's listener uses
-// besides credentials: message limits and keepalive. Exported so that
-// load benchmarks serve the same way.
+// besides credentials: message limits, keepalive, and the codec that
+// encodes responses with go-control-plane's generated marshallers when
+// built with -tags vtprotobuf. Exported so that load benchmarks serve the
+// same way, and so that a program serving Server on its own gRPC server
+// can too.
 func ServerOptions(cfg Config) []grpc.ServerOption {
 	cfg.SetDefaults()
 	return []grpc.ServerOption{
@@ -270,6 +273,7 @@ func ServerOptions(cfg Config) []grpc.ServerOption {
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive.Time, Timeout: cfg.Keepalive.Timeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.Keepalive.MinTime, PermitWithoutStream: true}),
+		grpc.ForceServerCodecV2(newCodec()),
 	}
 }
 
