@@ -256,6 +256,12 @@ func (ca testCA) issue(t *testing.T, name string, eku x509.ExtKeyUsage) (certPEM
 
 func (ca testCA) clientCreds(t *testing.T, serverCA testCA) credentials.TransportCredentials {
 	t.Helper()
+	return credentials.NewTLS(ca.clientTLS(t, serverCA))
+}
+
+// clientTLS is the TLS configuration of a client with a certificate of ca.
+func (ca testCA) clientTLS(t *testing.T, serverCA testCA) *tls.Config {
+	t.Helper()
 	cc, ck := ca.issue(t, "envoy", x509.ExtKeyUsageClientAuth)
 	pair, err := tls.X509KeyPair(cc, ck)
 	if err != nil {
@@ -263,7 +269,7 @@ func (ca testCA) clientCreds(t *testing.T, serverCA testCA) credentials.Transpor
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(serverCA.cert)
-	return credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}})
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}
 }
 
 func TestMTLSListener(t *testing.T) {
@@ -310,6 +316,30 @@ func TestMTLSListener(t *testing.T) {
 				t.Fatalf("Check = %v, want success %v", err, tt.ok)
 			}
 		})
+	}
+
+	// Secure defaults (SECURITY.md): TLS 1.2 at least, and in TLS 1.2
+	// ECDHE with AEAD ciphers only.
+	for _, tc := range []struct {
+		name    string
+		version uint16
+		suite   uint16
+		ok      bool
+	}{
+		{"TLS 1.2 ECDHE-ECDSA-AES128-GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{"TLS 1.2 ECDHE-ECDSA-CHACHA20", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+		{"TLS 1.2 ECDHE-ECDSA-AES128-CBC-SHA", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"TLS 1.1", tls.VersionTLS11, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+	} {
+		c := ca.clientTLS(t, ca)
+		c.MinVersion, c.MaxVersion, c.CipherSuites = tls.VersionTLS10, tc.version, []uint16{tc.suite}
+		conn, err := tls.Dial("tcp", addr, c)
+		if err == nil {
+			_ = conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: handshake error %v, want success %v", tc.name, err, tc.ok)
+		}
 	}
 
 	// Rotation: new CA, server certificate and key on disk are used by

@@ -237,6 +237,7 @@ func (t *tlsFiles) load() (*tls.Config, error) {
 		ClientCAs:    pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS12,
+		CipherSuites: aeadSuites,
 	}
 	return t.conf, nil
 }
@@ -252,12 +253,23 @@ func (t *tlsFiles) forClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	return conf, nil
 }
 
+// aeadSuites are the TLS 1.2 cipher suites served: ECDHE with AEAD
+// ciphers only (SECURITY.md, secure defaults). TLS 1.3 suites are all AEAD.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Logger) (*tls.Config, error) {
 	t := &tlsFiles{files: f, readFile: readFile, log: log}
 	if _, err := t.load(); err != nil {
 		return nil, err
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: t.forClient}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, GetConfigForClient: t.forClient}, nil
 }
 
 // ServerOptions are the gRPC server options meshward's listener uses

@@ -261,6 +261,33 @@ func TestServerCertificateRotation(t *testing.T) {
 		return conn.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber.String()
 	}
 	first := serial()
+
+	// Secure defaults (SECURITY.md): TLS 1.2 at least, and in TLS 1.2
+	// ECDHE with AEAD ciphers only (set explicitly; gRPC's credentials
+	// would also refuse CBC, which HTTP/2 forbids).
+	for _, tc := range []struct {
+		name    string
+		version uint16
+		suite   uint16
+		ok      bool
+	}{
+		{"TLS 1.2 ECDHE-ECDSA-AES128-GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{"TLS 1.2 ECDHE-ECDSA-CHACHA20", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+		{"TLS 1.2 ECDHE-ECDSA-AES128-CBC-SHA", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"TLS 1.1", tls.VersionTLS11, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+	} {
+		cfg := xdstest.ClientTLS(ca, client)
+		cfg.MinVersion, cfg.MaxVersion, cfg.CipherSuites = tls.VersionTLS10, tc.version, []uint16{tc.suite}
+		d := tls.Dialer{Config: cfg}
+		conn, err := d.DialContext(ctx, "tcp", srv.Addr().String())
+		if err == nil {
+			_ = conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: handshake error %v, want success %v", tc.name, err, tc.ok)
+		}
+	}
+
 	src.mu.Lock()
 	src.cert = issue()
 	want := src.cert.Leaf.SerialNumber.String()
