@@ -16,7 +16,8 @@ type Config struct {
 	// Plaintext serves without TLS. Only for local setups; the default is
 	// mTLS with TLS set.
 	Plaintext bool `yaml:"plaintext"`
-	// TLS names the server certificate, key and client CA files.
+	// TLS names the server certificate, key and client CA files, or takes
+	// them from the secrets source (FromSecrets).
 	TLS *TLSFiles `yaml:"tls"`
 	// Reflection registers the gRPC server reflection service.
 	Reflection bool `yaml:"reflection"`
@@ -42,11 +43,17 @@ type Config struct {
 	JWT JWTSource `yaml:"jwt"`
 }
 
-// TLSFiles are PEM files for the gRPC listener's mTLS.
+// TLSFiles are PEM files for the gRPC listener's mTLS, or FromSecrets.
 type TLSFiles struct {
 	CertFile string `yaml:"certFile"`
 	KeyFile  string `yaml:"keyFile"`
 	CAFile   string `yaml:"caFile"`
+	// FromSecrets takes the listener's certificate and the client trust
+	// bundle from Options.TLSSource instead of files: in meshward serve,
+	// an SVID for spiffe://<trustDomain>/meshward/authz from the secrets
+	// source (local CA or Vault PKI) and the mesh's trust bundle, rotated
+	// with the agents' certificates. Exclusive with the files.
+	FromSecrets bool `yaml:"fromSecrets"`
 }
 
 // Keepalive configures gRPC keepalive.
@@ -150,10 +157,16 @@ func (c *Config) Validate(path string) error {
 		add("%s: plaintext and tls are exclusive", path)
 	}
 	if c.TLS == nil && !c.Plaintext {
-		add("%s.tls: required unless plaintext is true (certFile, keyFile, caFile)", path)
+		add("%s.tls: required unless plaintext is true (certFile, keyFile, caFile, or fromSecrets)", path)
 	}
-	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.CAFile == "") {
-		add("%s.tls: certFile, keyFile and caFile are all required", path)
+	if t := c.TLS; t != nil {
+		files := t.CertFile != "" || t.KeyFile != "" || t.CAFile != ""
+		switch {
+		case t.FromSecrets && files:
+			add("%s.tls: fromSecrets and certFile/keyFile/caFile are exclusive", path)
+		case !t.FromSecrets && (t.CertFile == "" || t.KeyFile == "" || t.CAFile == ""):
+			add("%s.tls: certFile, keyFile and caFile are all required (or fromSecrets: true)", path)
+		}
 	}
 	if c.MaxRecvMsgBytes < 0 || c.MaxSendMsgBytes < 0 {
 		add("%s: maxRecvMsgBytes and maxSendMsgBytes must be positive", path)

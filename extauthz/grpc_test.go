@@ -15,6 +15,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -423,5 +425,118 @@ func TestConcurrentChecks(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// rotatingSource is a TLSSource whose certificate and bundle tests swap.
+type rotatingSource struct {
+	mu   sync.Mutex
+	cert *tls.Certificate
+	pool *x509.CertPool
+	err  error
+}
+
+func (r *rotatingSource) set(t *testing.T, ca testCA) {
+	t.Helper()
+	sc, sk := ca.issue(t, "authz", x509.ExtKeyUsageServerAuth)
+	pair, err := tls.X509KeyPair(sc, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cert, r.pool, r.err = &pair, pool, nil
+}
+
+func (r *rotatingSource) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
+}
+
+func (r *rotatingSource) ServerCertificate() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cert, r.err
+}
+
+func (r *rotatingSource) ClientCAs() (*x509.CertPool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pool, r.err
+}
+
+// TestTLSFromSecrets: with tls.fromSecrets the listener serves the
+// source's certificate and verifies clients against its bundle, asking at
+// every handshake; without material it refuses connections.
+func TestTLSFromSecrets(t *testing.T) {
+	cfg := Config{Address: "127.0.0.1:0", TLS: &TLSFiles{FromSecrets: true}}
+	if err := newServer(t, cfg, emptyStore(t), Options{}).Listen(); err == nil || !strings.Contains(err.Error(), "TLS source") {
+		t.Fatalf("Listen with fromSecrets and no source = %v, want an error naming the TLS source", err)
+	}
+	ca := newTestCA(t, "mesh root")
+	src := &rotatingSource{}
+	src.set(t, ca)
+	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{TLSSource: src})
+	addr := startServer(t, s)
+	check := func(creds credentials.TransportCredentials) error {
+		ac := authv3.NewAuthorizationClient(dial(t, addr, creds))
+		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+		defer cancel()
+		resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+		if err == nil && resp.GetOkResponse() == nil {
+			err = errors.New("not allowed")
+		}
+		return err
+	}
+	if err := check(ca.clientCreds(t, ca)); err != nil {
+		t.Fatalf("client of the mesh CA: %v", err)
+	}
+	if err := check(newTestCA(t, "other").clientCreds(t, ca)); err == nil {
+		t.Fatal("a client certificate from another CA was accepted")
+	}
+	if err := check(insecure.NewCredentials()); err == nil {
+		t.Fatal("a plaintext client was served")
+	}
+
+	// Rotation reaches the next connection.
+	ca2 := newTestCA(t, "mesh root 2")
+	src.set(t, ca2)
+	if err := check(ca2.clientCreds(t, ca2)); err != nil {
+		t.Fatalf("after rotation, a client of the new CA: %v", err)
+	}
+	if err := check(ca.clientCreds(t, ca)); err == nil {
+		t.Fatal("after rotation, a client of the old CA still connects")
+	}
+	// No material: the handshake fails rather than serve without it.
+	src.fail(errors.New("vault down"))
+	if err := check(ca2.clientCreds(t, ca2)); err == nil {
+		t.Fatal("served while the source had no certificate")
+	}
+}
+
+func TestConfigTLSValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // "" = valid
+	}{
+		{"plaintext", Config{Plaintext: true}, ""},
+		{"files", Config{TLS: &TLSFiles{CertFile: "c", KeyFile: "k", CAFile: "ca"}}, ""},
+		{"fromSecrets", Config{TLS: &TLSFiles{FromSecrets: true}}, ""},
+		{"neither", Config{}, "authz.tls: required unless plaintext"},
+		{"both plaintext and tls", Config{Plaintext: true, TLS: &TLSFiles{FromSecrets: true}}, "plaintext and tls are exclusive"},
+		{"missing file", Config{TLS: &TLSFiles{CertFile: "c", KeyFile: "k"}}, "certFile, keyFile and caFile are all required"},
+		{"fromSecrets and files", Config{TLS: &TLSFiles{FromSecrets: true, CertFile: "c"}}, "fromSecrets and certFile/keyFile/caFile are exclusive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.SetDefaults()
+			err := tc.cfg.Validate("authz")
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

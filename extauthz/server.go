@@ -64,6 +64,18 @@ type Options struct {
 	AuditHeaders []string
 	// ReadFile reads the TLS files; default os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
+	// TLSSource provides the listener's certificate and client trust
+	// bundle when Config.TLS.FromSecrets is set (Listen fails without it;
+	// an in-process Server that never listens does not need it).
+	TLSSource TLSSource
+}
+
+// TLSSource provides the listener's own certificate and the bundle its
+// clients' certificates are verified against; both are asked for at every
+// handshake, so rotations apply to new connections without a restart.
+type TLSSource interface {
+	ServerCertificate() (*tls.Certificate, error)
+	ClientCAs() (*x509.CertPool, error)
 }
 
 // ServiceName is the gRPC service (and health service name) served.
@@ -92,6 +104,8 @@ type Server struct {
 	health       *health.Server
 	// readFile reads TLS files.
 	readFile func(string) ([]byte, error)
+	// tlsSrc serves the listener's TLS when cfg.TLS.FromSecrets.
+	tlsSrc TLSSource
 
 	// identityHeaders may not be repeated; removal lists by which of the
 	// roles and dry-run headers are set on the response.
@@ -166,7 +180,7 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 			s.remove[roles][dry] = l
 		}
 	}
-	s.readFile = opts.ReadFile
+	s.readFile, s.tlsSrc = opts.ReadFile, opts.TLSSource
 	if s.readFile == nil {
 		s.readFile = os.ReadFile
 	}
@@ -180,7 +194,14 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 // Authorization, health and (optionally) reflection services.
 func (s *Server) newGRPC() (*grpc.Server, error) {
 	creds := insecure.NewCredentials()
-	if !s.cfg.Plaintext {
+	switch {
+	case s.cfg.Plaintext:
+	case s.cfg.TLS.FromSecrets:
+		if s.tlsSrc == nil {
+			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source")
+		}
+		creds = credentials.NewTLS(sourceTLS(s.tlsSrc, s.log))
+	default:
 		tc, err := serverTLS(s.cfg.TLS, s.readFile, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("extauthz: tls: %w", err)
@@ -262,6 +283,36 @@ var aeadSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// sourceTLS serves the certificate and client bundle src holds at each
+// handshake; when it has none the handshake fails (never plaintext, never
+// an unverified client).
+func sourceTLS(src TLSSource, log *slog.Logger) *tls.Config {
+	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, ClientAuth: tls.RequireAndVerifyClientCert}
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cert, err := src.ServerCertificate()
+		if err == nil && cert == nil {
+			err = errors.New("no certificate")
+		}
+		if err != nil {
+			log.Error("ext_authz: server certificate unavailable; refusing the connection", "error", err)
+			return nil, fmt.Errorf("extauthz: server certificate: %w", err)
+		}
+		pool, err := src.ClientCAs()
+		if err == nil && pool == nil {
+			err = errors.New("no trust bundle")
+		}
+		if err != nil {
+			log.Error("ext_authz: client trust bundle unavailable; refusing the connection", "error", err)
+			return nil, fmt.Errorf("extauthz: client CAs: %w", err)
+		}
+		c := base.Clone()
+		c.Certificates, c.ClientCAs = []tls.Certificate{*cert}, pool
+		return c, nil
+	}
+	return cfg
 }
 
 func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Logger) (*tls.Config, error) {

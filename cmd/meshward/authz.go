@@ -247,6 +247,17 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 		// Only the headers the audit section digests are recorded.
 		opts.AuditHeaders = d.cfg.Audit.Redaction.Headers
 	}
+	if t := d.cfg.Authz.Server.TLS; t != nil && t.FromSecrets {
+		mgr, err := d.secretsManager()
+		if err != nil {
+			return nil, err
+		}
+		id := authzServerID(d.cfg.TrustDomain)
+		if err := mgr.Register(id); err != nil {
+			return nil, err
+		}
+		opts.TLSSource = svidSource{mgr, id}
+	}
 	srv, err := extauthz.New(d.cfg.Authz.Server, d.cfg.TrustDomain, store, opts)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,9 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/envoy"
 )
 
 func viewerPost() *authv3.CheckRequest {
@@ -162,5 +165,50 @@ func TestValidateCompilesUnusedSchemas(t *testing.T) {
 	code, _, errs := runCmd(t, "validate", "--config", path)
 	if code != 1 || !strings.Contains(errs, "unused") {
 		t.Errorf("validate = exit %d, stderr %q; want 1 naming the schema", code, errs)
+	}
+}
+
+// TestAuthzFromSecretsPinsTheEnvoySAN: with authz.tls.fromSecrets, the
+// Envoys are told to accept only the ext_authz listener's own SPIFFE ID;
+// with files, any SPIFFE ID of the trust domain (the files' certificate
+// is the operator's).
+func TestAuthzFromSecretsPinsTheEnvoySAN(t *testing.T) {
+	for _, tc := range []struct {
+		tls, want, notWant string
+	}{
+		{"  tls: {fromSecrets: true}\n", `"exact":"spiffe://mesh.local/meshward/authz"`, ""},
+		{"  tls: {certFile: c.pem, keyFile: k.pem, caFile: ca.pem}\n", `"prefix":"spiffe://mesh.local/"`, "meshward/authz"},
+	} {
+		path := testConfig(t)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.Replace(string(raw), "  plaintext: true\n", tc.tls, 1)
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.XDS.AuthzAddress = "meshward.mesh.local:9191"
+		m, err := translateMesh(cfg)
+		if err != nil || m.err != nil {
+			t.Fatalf("translateMesh: %v %v", err, m.err)
+		}
+		var authz string
+		for _, c := range m.nodes["planner"].Clusters {
+			if c.GetName() == envoy.ClusterAuthz {
+				b, err := protojson.Marshal(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				authz = strings.ReplaceAll(string(b), " ", "")
+			}
+		}
+		if !strings.Contains(authz, tc.want) || tc.notWant != "" && strings.Contains(authz, tc.notWant) {
+			t.Errorf("%s: authz cluster %s\nwant %s", strings.TrimSpace(tc.tls), authz, tc.want)
+		}
 	}
 }

@@ -39,6 +39,32 @@ type serveDeps struct {
 	// audit receives every decision and security event. It outlives the
 	// components so that decisions made while they drain are recorded.
 	audit *audit.Logger
+	// secrets is the secrets manager the components share (one CA, one
+	// Vault login), made by the first component that needs it; serve runs
+	// it.
+	secrets *secrets.Manager
+}
+
+// secretsManager returns the components' shared secrets manager, making
+// it on first use.
+func (d *serveDeps) secretsManager() (*secrets.Manager, error) {
+	if d.secrets != nil {
+		return d.secrets, nil
+	}
+	sm, err := secrets.NewMetrics(d.reg)
+	if err != nil {
+		return nil, err
+	}
+	opts := []secrets.Option{secrets.WithLogger(d.log), secrets.WithMetrics(sm)}
+	if d.audit != nil {
+		opts = append(opts, secrets.WithEventSink(secretsEvents{d.audit}))
+	}
+	mgr, err := secrets.New(d.cfg.Secrets, opts...)
+	if err != nil {
+		return nil, err
+	}
+	d.secrets = mgr
+	return mgr, nil
 }
 
 type serveFlags struct {
@@ -124,6 +150,10 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 		}
 		checks[name] = c.ready
 		tasks = append(tasks, c.tasks...)
+	}
+	if mgr := deps.secrets; mgr != nil {
+		checks["secrets"] = admin.CheckerFunc(mgr.Ready)
+		tasks = append(tasks, task.Task{Name: "secrets", Run: mgr.Run})
 	}
 	if err := adm.Listen(); err != nil {
 		return fmt.Errorf("admin: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"io"
@@ -13,11 +14,14 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	vault "github.com/hashicorp/vault/api"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/secrets/vaulttest"
 )
@@ -25,7 +29,9 @@ import (
 // TestServeWithVault runs serve against a real Vault: an agent's Envoy
 // asking over xDS for its certificate gets one issued by Vault's PKI with
 // its SPIFFE ID, the trust bundle is Vault's root, the API key comes from
-// Vault KV, and the audit redaction key is read from Vault KV too.
+// Vault KV, and the audit redaction key is read from Vault KV too. The
+// ext_authz listener (authz.tls.fromSecrets) serves mTLS with its own
+// Vault-issued SVID, and the agent's certificate is what it accepts.
 func TestServeWithVault(t *testing.T) {
 	srv := vaulttest.Start(t)
 	vc := srv.Client()
@@ -56,9 +62,10 @@ func TestServeWithVault(t *testing.T) {
       - {name: exec-api-key, mount: secret, path: agents/executor, key: apiKey}
 `, 1)
 	s = strings.Replace(s, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.mesh.local:9191\n", 1)
+	s = strings.Replace(s, "  plaintext: true\n", "  tls: {fromSecrets: true}\n", 1)
 	s = strings.Replace(s, "audit:\n  sinks:\n    - type: stdout\n", "audit:\n  redaction: {keySecret: audit-key}\n  sinks:\n    - {type: file, path: "+filepath.Join(dir, "audit.log")+"}\n", 1)
 	s = strings.Replace(s, "      - name: executor\n        addresses: [127.0.0.1:15003]\n", "      - name: executor\n        addresses: [127.0.0.1:15003]\n        credential: {secret: exec-api-key, format: \"Bearer %s\"}\n", 1)
-	if !strings.Contains(s, "source: vault") || !strings.Contains(s, "keySecret") || !strings.Contains(s, "exec-api-key, format") {
+	if !strings.Contains(s, "source: vault") || !strings.Contains(s, "keySecret") || !strings.Contains(s, "exec-api-key, format") || !strings.Contains(s, "fromSecrets") {
 		t.Fatal("test setup: could not rewrite the quickstart for Vault")
 	}
 	if err := os.WriteFile(cfgPath, []byte(s), 0o600); err != nil {
@@ -69,11 +76,13 @@ func TestServeWithVault(t *testing.T) {
 	lw, wait := serveInProcess(t, sctx, io.Discard, "--config", cfgPath)
 	admin := lw.waitFor(t, "admin server listening", "address")
 	xdsAddr := lw.waitFor(t, "xds serving", "address")
+	authzAddr := lw.waitFor(t, "ext_authz server listening", "address")
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
 	waitReady(t, rctx, admin)
 
 	secretsGot := fetchSecrets(t, ctx, xdsAddr, "planner", "default", "ROOTCA", "exec-api-key")
+	checkOverMTLS(t, ctx, authzAddr, secretsGot["default"], secretsGot["ROOTCA"])
 	stop()
 	wait()
 
@@ -91,6 +100,87 @@ func TestServeWithVault(t *testing.T) {
 	}
 	if got := string(secretsGot["exec-api-key"].GetGenericSecret().GetSecret().GetInlineBytes()); got != "sk-test-123" {
 		t.Errorf("generic secret = %q, want the value stored in Vault KV", got)
+	}
+}
+
+// checkOverMTLS calls Check on the ext_authz listener as an agent's Envoy
+// does: presenting the agent's SVID, and accepting only a server
+// certificate that chains to the bundle and carries the ext_authz SPIFFE
+// ID (Envoy's SAN match, not a host name).
+func checkOverMTLS(t *testing.T, ctx context.Context, addr string, svid, bundle *tlsv3.Secret) {
+	t.Helper()
+	tc := svid.GetTlsCertificate()
+	pair, err := tls.X509KeyPair(tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle.GetValidationContext().GetTrustedCa().GetInlineBytes()) {
+		t.Fatal("empty trust bundle")
+	}
+	var serverID string
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		MinVersion:   tls.VersionTLS12,
+		// Verified below as Envoy does: chain to the bundle, SAN match.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyPeerCertificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			certs := make([]*x509.Certificate, len(raw))
+			for i, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return err
+				}
+				certs[i] = c
+			}
+			inter := x509.NewCertPool()
+			for _, c := range certs[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return err
+			}
+			if len(certs[0].URIs) == 1 {
+				serverID = certs[0].URIs[0].String()
+			}
+			return nil
+		},
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, err := os.ReadFile(filepath.Join(refload, "allow_get.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(raw, req); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(cctx, req)
+	if err != nil {
+		t.Fatalf("Check over mTLS with the agent's Vault-issued SVID: %v", err)
+	}
+	if resp.GetOkResponse() == nil {
+		t.Errorf("allow_get.json over mTLS: %v", resp)
+	}
+	if want := "spiffe://mesh.local/meshward/authz"; serverID != want {
+		t.Errorf("ext_authz server SPIFFE ID = %q, want %q", serverID, want)
+	}
+	// Without a client certificate the listener refuses.
+	plainCfg := cfg.Clone()
+	plainCfg.Certificates = nil
+	conn2, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(plainCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	if _, err := authv3.NewAuthorizationClient(conn2).Check(cctx, req); err == nil {
+		t.Error("Check without a client certificate succeeded")
 	}
 }
 

@@ -30,6 +30,10 @@ func init() { builders["xds"] = buildXDS }
 // xdsServerID is the SPIFFE ID of the xDS listener's own certificate.
 func xdsServerID(td string) string { return "spiffe://" + td + "/meshward/xds" }
 
+// authzServerID is the SPIFFE ID of the ext_authz listener's certificate
+// with authz.tls.fromSecrets.
+func authzServerID(td string) string { return "spiffe://" + td + "/meshward/authz" }
+
 // meshModel is one translation of the configuration's agents: immutable,
 // swapped whole on reload.
 type meshModel struct {
@@ -60,6 +64,10 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 		TrustDomain: cfg.TrustDomain,
 		Agents:      cfg.Agents,
 		Authz:       envoy.Authz{Address: authzAddr, Plaintext: cfg.Authz.Server.Plaintext},
+	}
+	if t := cfg.Authz.Server.TLS; t != nil && t.FromSecrets {
+		// The Envoys accept only the ext_authz listener's own SVID.
+		m.Authz.SPIFFEID = authzServerID(cfg.TrustDomain)
 	}
 	nodes, err := envoy.Translate(m)
 	if err != nil {
@@ -128,22 +136,32 @@ func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeReso
 	return out, nil
 }
 
-// ServerCertificate implements xds.TLSSource.
-func (x *xdsMesh) ServerCertificate() (*tls.Certificate, error) {
+// svidSource serves one SPIFFE ID's SVID from the secrets manager as a
+// listener's certificate, and the trust bundle as the CAs its clients'
+// certificates must chain to: the xDS listener's (xds.TLSSource) and,
+// with authz.tls.fromSecrets, the ext_authz listener's
+// (extauthz.TLSSource). Both are asked at every handshake.
+type svidSource struct {
+	mgr *secrets.Manager
+	id  string
+}
+
+// ServerCertificate is the SVID, issued and rotated by the manager.
+func (s svidSource) ServerCertificate() (*tls.Certificate, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := x.mgr.SVID(ctx, x.self)
+	v, err := s.mgr.SVID(ctx, s.id)
 	if err != nil {
 		return nil, err
 	}
-	return s.TLSCertificate(), nil
+	return v.TLSCertificate(), nil
 }
 
-// ClientCAs implements xds.TLSSource.
-func (x *xdsMesh) ClientCAs() (*x509.CertPool, error) {
+// ClientCAs is the trust bundle.
+func (s svidSource) ClientCAs() (*x509.CertPool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, err := x.mgr.Bundle(ctx)
+	b, err := s.mgr.Bundle(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -173,17 +191,11 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	if err != nil {
 		return nil, err
 	}
-	sm, err := secrets.NewMetrics(d.reg)
-	if err != nil {
-		return nil, err
-	}
-	sopts := []secrets.Option{secrets.WithLogger(d.log), secrets.WithMetrics(sm)}
 	xopts := []xds.Option{xds.WithLogger(d.log), xds.WithRegisterer(d.reg)}
 	if d.audit != nil {
-		sopts = append(sopts, secrets.WithEventSink(secretsEvents{d.audit}))
 		xopts = append(xopts, xds.WithEventSink(xdsEvents{d.audit}))
 	}
-	mgr, err := secrets.New(d.cfg.Secrets, sopts...)
+	mgr, err := d.secretsManager()
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +211,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	if err := mgr.Register(ids...); err != nil {
 		return nil, err
 	}
-	var src xds.TLSSource = mesh
+	var src xds.TLSSource = svidSource{mgr, mesh.self}
 	if d.cfg.XDS.Insecure {
 		src = nil
 	}
@@ -270,11 +282,10 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	}
 	return &component{
 		tasks: []task.Task{
-			{Name: "secrets", Run: mgr.Run},
 			{Name: "xds", Run: srv.Run},
 			{Name: "xds-secret-push", Run: push},
 			{Name: "xds-reload", Run: watch},
 		},
-		ready: admin.CheckerFunc(func() error { return errors.Join(srv.Ready(), mgr.Ready()) }),
+		ready: admin.CheckerFunc(srv.Ready), // and "secrets", run by serve
 	}, nil
 }
