@@ -657,3 +657,37 @@ func TestAuditRecordBody(t *testing.T) {
 		t.Fatalf("records %+v, want one allow without body", drops.recs)
 	}
 }
+
+// TestValidHeaderChars: every byte, in names and in values of several
+// lengths, at the start, middle and end, against the rule spelled out.
+func TestValidHeaderChars(t *testing.T) {
+	ref := func(s string, name bool) bool {
+		if name && s == "" {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if c == 0 || c == '\r' || c == '\n' || name && c >= 'A' && c <= 'Z' {
+				return false
+			}
+		}
+		return true
+	}
+	for c := range 256 {
+		for _, n := range []int{1, 10, 63, 64, 200} {
+			for _, at := range []int{0, n / 2, n - 1} {
+				b := []byte(strings.Repeat("a", n))
+				b[at] = byte(c)
+				s := string(b)
+				for _, name := range []bool{true, false} {
+					if got, want := validHeaderChars(s, name), ref(s, name); got != want {
+						t.Fatalf("validHeaderChars(byte 0x%02x at %d of %d, name %v) = %v, want %v", c, at, n, name, got, want)
+					}
+				}
+			}
+		}
+	}
+	if validHeaderChars("", true) || !validHeaderChars("", false) {
+		t.Error("empty name must be invalid, empty value valid")
+	}
+}
