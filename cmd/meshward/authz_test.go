@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,4 +212,30 @@ func TestAuthzFromSecretsPinsTheEnvoySAN(t *testing.T) {
 			t.Errorf("%s: authz cluster %s\nwant %s", strings.TrimSpace(tc.tls), authz, tc.want)
 		}
 	}
+}
+
+// TestAuthzFromSecretsAlone: ext_authz alone takes its SVID from the
+// secrets manager serve runs for it (ready once issued), and warns that an
+// in-memory local CA is not the Envoys' CA.
+func TestAuthzFromSecretsAlone(t *testing.T) {
+	path := testConfig(t)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(raw), "  plaintext: true\n", "  tls: {fromSecrets: true}\n", 1)
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "authz")
+	defer func() {
+		cancel()
+		wait()
+	}()
+	admin := lw.waitFor(t, "admin server listening", "address")
+	lw.waitFor(t, warnAuthzOwnCA, "level")
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	waitReady(t, rctx, admin)
 }

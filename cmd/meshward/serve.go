@@ -45,6 +45,12 @@ type serveDeps struct {
 	secrets *secrets.Manager
 }
 
+// warnAuthzOwnCA is logged when ext_authz takes its certificate from an
+// in-memory local CA that no xDS component in the process shares.
+const warnAuthzOwnCA = "authz.tls.fromSecrets with an in-memory local CA and no xds component in this process: " +
+	"the Envoys' certificates come from another CA, which does not trust this one; " +
+	"persist the CA (secrets.local.dataDir) or use Vault"
+
 // secretsManager returns the components' shared secrets manager, making
 // it on first use.
 func (d *serveDeps) secretsManager() (*secrets.Manager, error) {
@@ -154,6 +160,9 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if mgr := deps.secrets; mgr != nil {
 		checks["secrets"] = admin.CheckerFunc(mgr.Ready)
 		tasks = append(tasks, task.Task{Name: "secrets", Run: mgr.Run})
+		if !slices.Contains(enabled, "xds") && cfg.Secrets.Source != secrets.SourceVault && cfg.Secrets.Local.DataDir == "" {
+			log.Warn(warnAuthzOwnCA)
+		}
 	}
 	if err := adm.Listen(); err != nil {
 		return fmt.Errorf("admin: %w", err)
