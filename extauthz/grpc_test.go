@@ -264,14 +264,24 @@ func (ca testCA) clientCreds(t *testing.T, serverCA testCA) credentials.Transpor
 // clientTLS is the TLS configuration of a client with a certificate of ca.
 func (ca testCA) clientTLS(t *testing.T, serverCA testCA) *tls.Config {
 	t.Helper()
-	cc, ck := ca.issue(t, "envoy", x509.ExtKeyUsageClientAuth)
-	pair, err := tls.X509KeyPair(cc, ck)
+	return &tls.Config{RootCAs: serverCA.pool(), Certificates: []tls.Certificate{ca.keyPair(t, "envoy", x509.ExtKeyUsageClientAuth)}}
+}
+
+// keyPair issues a certificate of ca and returns it with its key.
+func (ca testCA) keyPair(t *testing.T, name string, eku x509.ExtKeyUsage) tls.Certificate {
+	t.Helper()
+	pair, err := tls.X509KeyPair(ca.issue(t, name, eku))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(serverCA.cert)
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}
+	return pair
+}
+
+// pool holds ca's certificate alone.
+func (ca testCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
 }
 
 func TestMTLSListener(t *testing.T) {
@@ -290,18 +300,8 @@ func TestMTLSListener(t *testing.T) {
 	}}
 	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{})
 	addr := startServer(t, s)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	try := func(t *testing.T, creds credentials.TransportCredentials) error {
-		ac := authv3.NewAuthorizationClient(dial(t, addr, creds))
-		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
-		defer cancel()
-		resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
-		if err == nil && resp.GetOkResponse() == nil {
-			err = errors.New("not allowed")
-		}
-		return err
-	}
+	pool := ca.pool()
+	try := func(t *testing.T, creds credentials.TransportCredentials) error { return checkOver(t, addr, creds) }
 	tests := []struct {
 		name  string
 		creds credentials.TransportCredentials
@@ -428,6 +428,18 @@ func TestConcurrentChecks(t *testing.T) {
 	}
 }
 
+// checkOver sends an allowed Check to addr with creds: nil when allowed.
+func checkOver(t *testing.T, addr string, creds credentials.TransportCredentials) error {
+	ac := authv3.NewAuthorizationClient(dial(t, addr, creds))
+	ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+	defer cancel()
+	resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
+	if err == nil && resp.GetOkResponse() == nil {
+		err = errors.New("not allowed")
+	}
+	return err
+}
+
 // rotatingSource is a TLSSource whose certificate and bundle tests swap.
 type rotatingSource struct {
 	mu   sync.Mutex
@@ -438,16 +450,10 @@ type rotatingSource struct {
 
 func (r *rotatingSource) set(t *testing.T, ca testCA) {
 	t.Helper()
-	sc, sk := ca.issue(t, "authz", x509.ExtKeyUsageServerAuth)
-	pair, err := tls.X509KeyPair(sc, sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pair := ca.keyPair(t, "authz", x509.ExtKeyUsageServerAuth)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cert, r.pool, r.err = &pair, pool, nil
+	r.cert, r.pool, r.err = &pair, ca.pool(), nil
 }
 
 func (r *rotatingSource) fail(err error) {
@@ -481,16 +487,7 @@ func TestTLSFromSecrets(t *testing.T) {
 	src.set(t, ca)
 	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{TLSSource: src})
 	addr := startServer(t, s)
-	check := func(creds credentials.TransportCredentials) error {
-		ac := authv3.NewAuthorizationClient(dial(t, addr, creds))
-		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
-		defer cancel()
-		resp, err := ac.Check(ctx, checkReq(spiffe("viewer"), "GET", "/v1/tasks", nil))
-		if err == nil && resp.GetOkResponse() == nil {
-			err = errors.New("not allowed")
-		}
-		return err
-	}
+	check := func(creds credentials.TransportCredentials) error { return checkOver(t, addr, creds) }
 	if err := check(ca.clientCreds(t, ca)); err != nil {
 		t.Fatalf("client of the mesh CA: %v", err)
 	}
