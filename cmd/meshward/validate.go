@@ -15,7 +15,7 @@ import (
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("validate", stderr)
 	path := fs.String("config", "", "configuration file to check (required)")
-	live := fs.Bool("live", false, "also log in to Vault and check that the PKI role allows every agent's SPIFFE ID")
+	live := fs.Bool("live", false, "also log in to Vault and check that the PKI role allows every SPIFFE ID serve issues")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
@@ -53,14 +53,25 @@ func compileAll(cfg *config.Config) error {
 }
 
 // checkLive contacts the secrets source (`validate --live`): for Vault it
-// logs in and checks that the PKI role allows every agent's SPIFFE ID, that
-// the trust bundle has a root and that the KV secrets are readable.
+// logs in and checks that the PKI role allows every SPIFFE ID serve would
+// have issued, that the trust bundle has a root and that the KV secrets
+// are readable.
 func checkLive(ctx context.Context, cfg *config.Config) error {
-	ids := make([]string, 0, len(cfg.Agents))
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return secrets.CheckLive(ctx, cfg.Secrets, servedIDs(cfg))
+}
+
+// servedIDs are the SPIFFE IDs `serve` has issued: every agent's, the xDS
+// listener's, and the ext_authz listener's with authz.tls.fromSecrets.
+func servedIDs(cfg *config.Config) []string {
+	ids := make([]string, 0, len(cfg.Agents)+2)
 	for _, a := range cfg.Agents {
 		ids = append(ids, a.SPIFFEID)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return secrets.CheckLive(ctx, cfg.Secrets, ids)
+	ids = append(ids, xdsServerID(cfg.TrustDomain))
+	if t := cfg.Authz.Server.TLS; t != nil && t.FromSecrets {
+		ids = append(ids, authzServerID(cfg.TrustDomain))
+	}
+	return ids
 }

@@ -101,6 +101,21 @@ func TestServeWithVault(t *testing.T) {
 	if got := string(secretsGot["exec-api-key"].GetGenericSecret().GetSecret().GetInlineBytes()); got != "sk-test-123" {
 		t.Errorf("generic secret = %q, want the value stored in Vault KV", got)
 	}
+
+	// validate --live checks every SPIFFE ID serve issues, the
+	// listeners' included: fine with the role above, refused once the
+	// role allows the agents' namespace only.
+	if code, _, errs := runCmd(t, "validate", "--config", cfgPath, "--live"); code != 0 {
+		t.Fatalf("validate --live = %d: %s", code, errs)
+	}
+	if _, err := vc.Logical().WriteWithContext(ctx, "pki/roles/agent", map[string]any{"allowed_uri_sans": "spiffe://mesh.local/ns/*",
+		"require_cn": false, "key_type": "ec", "key_bits": 256, "max_ttl": "1h", "client_flag": true, "server_flag": true}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, "validate", "--config", cfgPath, "--live")
+	if code == 0 || !strings.Contains(errs, "spiffe://mesh.local/meshward/authz") || !strings.Contains(errs, "spiffe://mesh.local/meshward/xds") {
+		t.Errorf("validate --live with a role for ns/* only = %d: %s; want both listeners' IDs refused", code, errs)
+	}
 }
 
 // checkOverMTLS calls Check on the ext_authz listener as an agent's Envoy
