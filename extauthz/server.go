@@ -266,7 +266,7 @@ func (t *tlsFiles) load() (*tls.Config, error) {
 func (t *tlsFiles) forClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	conf, err := t.load()
 	if err != nil {
-		t.log.Warn("ext_authz TLS files unreadable; serving the last good ones", "error", err)
+		t.log.Warn("ext_authz TLS files unreadable; serving the last good ones", logError, err)
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		return t.conf, nil
@@ -297,7 +297,7 @@ func sourceTLS(src TLSSource, log *slog.Logger) *tls.Config {
 			err = errors.New("no certificate")
 		}
 		if err != nil {
-			log.Error("ext_authz: server certificate unavailable; refusing the connection", "error", err)
+			log.Error("ext_authz: server certificate unavailable; refusing the connection", logError, err)
 			return nil, fmt.Errorf("extauthz: server certificate: %w", err)
 		}
 		pool, err := src.ClientCAs()
@@ -305,7 +305,7 @@ func sourceTLS(src TLSSource, log *slog.Logger) *tls.Config {
 			err = errors.New("no trust bundle")
 		}
 		if err != nil {
-			log.Error("ext_authz: client trust bundle unavailable; refusing the connection", "error", err)
+			log.Error("ext_authz: client trust bundle unavailable; refusing the connection", logError, err)
 			return nil, fmt.Errorf("extauthz: client CAs: %w", err)
 		}
 		c := base.Clone()
@@ -358,7 +358,7 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("extauthz: listen: %w", err)
 	}
 	s.listener = l
-	s.log.Info("ext_authz server listening", "address", l.Addr().String(), "plaintext", s.cfg.Plaintext)
+	s.log.Info("ext_authz server listening", logAddress, l.Addr().String(), logPlaintext, s.cfg.Plaintext)
 	return nil
 }
 
@@ -424,7 +424,7 @@ func (s *Server) Run(ctx context.Context) error {
 				<-stopped
 			}
 			if err := <-served; err != nil {
-				s.log.Debug("ext_authz server ended", "error", err)
+				s.log.Debug("ext_authz server ended", logError, err)
 			}
 			return nil
 		}
@@ -469,7 +469,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	id := s.newDecisionID()
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("ext_authz check panicked; denying", "decision_id", id, "panic", fmt.Sprint(r))
+			s.log.Error("ext_authz check panicked; denying", logDecisionID, id, logPanic, fmt.Sprint(r))
 			s.m.errors.WithLabelValues(ReasonInternal).Inc()
 			s.m.decision(resultError, ReasonInternal)
 			resp = s.errorResponse(id, ReasonInternal)
@@ -517,12 +517,12 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision, a *all
 		reason := errorReason(d)
 		s.m.errors.WithLabelValues(reason).Inc()
 		s.m.decision(resultError, reason)
-		s.log.Warn("ext_authz check failed; denying", "decision_id", id, "reason", reason, "error", d.Err)
+		s.log.Warn("ext_authz check failed; denying", logDecisionID, id, logReason, reason, logError, d.Err)
 		if s.auditor != nil && reason != ReasonAudit {
 			rec := s.record(id, in, d, 0)
 			rec.Kind, rec.Decision, rec.Reason, rec.Status = audit.KindDecision, resultError, reason, s.cfg.StatusOnError
 			if err := s.auditor.Audit(rec); err != nil {
-				s.log.Error("audit of a failed check failed", "decision_id", id, "error", err)
+				s.log.Error("audit of a failed check failed", logDecisionID, id, logError, err)
 			}
 		}
 		return s.errorResponse(id, reason)
