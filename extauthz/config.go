@@ -56,6 +56,12 @@ type TLSFiles struct {
 	FromSecrets bool `yaml:"fromSecrets"`
 }
 
+// TLSFromSecrets reports whether the listener's certificate comes from
+// Options.TLSSource (tls.fromSecrets).
+func (c *Config) TLSFromSecrets() bool {
+	return !c.Plaintext && c.TLS != nil && c.TLS.FromSecrets
+}
+
 // Keepalive configures gRPC keepalive.
 type Keepalive struct {
 	// Time between server pings on an idle connection. Default 30s.

@@ -196,7 +196,7 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 	creds := insecure.NewCredentials()
 	switch {
 	case s.cfg.Plaintext:
-	case s.cfg.TLS.FromSecrets:
+	case s.cfg.TLSFromSecrets():
 		if s.tlsSrc == nil {
 			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source")
 		}

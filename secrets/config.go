@@ -20,6 +20,13 @@ type Config struct {
 	Vault VaultConfig `yaml:"vault"`
 }
 
+// InMemoryCA reports whether certificates come from a local CA that lives
+// in memory only: new at every start and in every process, so nothing
+// another process issued from it is trusted.
+func (c *Config) InMemoryCA() bool {
+	return c.Source != SourceVault && c.Local.DataDir == ""
+}
+
 // LocalConfig is `secrets.local`: the embedded CA.
 type LocalConfig struct {
 	// DataDir, when set, is where the CA's root certificate and key are

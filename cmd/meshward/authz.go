@@ -247,7 +247,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 		// Only the headers the audit section digests are recorded.
 		opts.AuditHeaders = d.cfg.Audit.Redaction.Headers
 	}
-	if t := d.cfg.Authz.Server.TLS; t != nil && t.FromSecrets {
+	if d.cfg.Authz.Server.TLSFromSecrets() {
 		mgr, err := d.secretsManager()
 		if err != nil {
 			return nil, err

@@ -137,7 +137,7 @@ func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Age
 // issueXDSClient issues the node's certificate (its agent SPIFFE ID) and
 // returns the PEM files for XDSCertFile, XDSKeyFile and XDSCAFile.
 func issueXDSClient(ctx context.Context, cfg *config.Config, spiffeID string) (map[string][]byte, error) {
-	if cfg.Secrets.Source != secrets.SourceVault && cfg.Secrets.Local.DataDir == "" {
+	if cfg.Secrets.InMemoryCA() {
 		return nil, errors.New("bootstrap: --out needs secrets.local.dataDir: an in-memory local CA is new at every start, " +
 			"so a certificate issued now would not be trusted by `meshward serve` (or set xds.insecure for a local demo)")
 	}

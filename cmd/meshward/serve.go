@@ -160,9 +160,9 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if mgr := deps.secrets; mgr != nil {
 		checks["secrets"] = admin.CheckerFunc(mgr.Ready)
 		tasks = append(tasks, task.Task{Name: "secrets", Run: mgr.Run})
-		if !slices.Contains(enabled, "xds") && cfg.Secrets.Source != secrets.SourceVault && cfg.Secrets.Local.DataDir == "" {
-			log.Warn(warnAuthzOwnCA)
-		}
+	}
+	if cfg.Authz.Server.TLSFromSecrets() && !slices.Contains(enabled, "xds") && cfg.Secrets.InMemoryCA() {
+		log.Warn(warnAuthzOwnCA)
 	}
 	if err := adm.Listen(); err != nil {
 		return fmt.Errorf("admin: %w", err)

@@ -70,7 +70,7 @@ func servedIDs(cfg *config.Config) []string {
 		ids = append(ids, a.SPIFFEID)
 	}
 	ids = append(ids, xdsServerID(cfg.TrustDomain))
-	if t := cfg.Authz.Server.TLS; t != nil && t.FromSecrets {
+	if cfg.Authz.Server.TLSFromSecrets() {
 		ids = append(ids, authzServerID(cfg.TrustDomain))
 	}
 	return ids

@@ -65,7 +65,7 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 		Agents:      cfg.Agents,
 		Authz:       envoy.Authz{Address: authzAddr, Plaintext: cfg.Authz.Server.Plaintext},
 	}
-	if t := cfg.Authz.Server.TLS; t != nil && t.FromSecrets {
+	if cfg.Authz.Server.TLSFromSecrets() {
 		// The Envoys accept only the ext_authz listener's own SVID.
 		m.Authz.SPIFFEID = authzServerID(cfg.TrustDomain)
 	}
