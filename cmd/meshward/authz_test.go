@@ -180,16 +180,7 @@ func TestAuthzFromSecretsPinsTheEnvoySAN(t *testing.T) {
 		{"  tls: {fromSecrets: true}\n", `"exact":"spiffe://mesh.local/meshward/authz"`, ""},
 		{"  tls: {certFile: c.pem, keyFile: k.pem, caFile: ca.pem}\n", `"prefix":"spiffe://mesh.local/"`, "meshward/authz"},
 	} {
-		path := testConfig(t)
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := strings.Replace(string(raw), "  plaintext: true\n", tc.tls, 1)
-		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := config.Load(path)
+		cfg, err := config.Load(testConfigReplacing(t, "  plaintext: true\n", tc.tls))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -218,15 +209,7 @@ func TestAuthzFromSecretsPinsTheEnvoySAN(t *testing.T) {
 // secrets manager serve runs for it (ready once issued), and warns that an
 // in-memory local CA is not the Envoys' CA.
 func TestAuthzFromSecretsAlone(t *testing.T) {
-	path := testConfig(t)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := strings.Replace(string(raw), "  plaintext: true\n", "  tls: {fromSecrets: true}\n", 1)
-	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testConfigReplacing(t, "  plaintext: true\n", "  tls: {fromSecrets: true}\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "authz")
 	defer func() {

@@ -125,6 +125,24 @@ func TestServeFlagErrors(t *testing.T) {
 }
 
 // testConfig writes the quickstart with every listener on a free port.
+// testConfigReplacing is testConfig with old (which must be there)
+// replaced by new once.
+func testConfigReplacing(t *testing.T, old, new string) string {
+	t.Helper()
+	path := testConfig(t)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), old) {
+		t.Fatalf("test setup: %q not in the quickstart", old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(raw), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func testConfig(t *testing.T) string {
 	t.Helper()
 	qs, err := os.ReadFile(quickstartPath)

@@ -29,8 +29,8 @@ func (q *Quick) failures(t *body.Tape, limit int) (out []*jsonschema.ValidationE
 	if q == nil || q.strict || len(t.Nodes) == 0 {
 		return nil, false
 	}
-	var loc [4]string // the location stack, on the stack for usual depths
-	r := reporter{t: t, limit: limit, loc: loc[:0]}
+	// Room for the usual depths, so that the location stack grows once.
+	r := reporter{t: t, limit: limit, loc: make([]string, 0, 4)}
 	r.node(q.root, 0, 0)
 	if r.unsure || len(r.out) == 0 {
 		return nil, false
@@ -111,10 +111,6 @@ func (r *reporter) node(n *qnode, i, depth int) {
 // stopsHere reports a failing type, const or enum at node i, the one
 // failure there (true), or gives up on an unsure one (true).
 func (r *reporter) stopsHere(n *qnode, i int, kd uint8, text string) bool {
-	if n.types == 0 && !n.hasConst && !n.hasEnum {
-		return false
-	}
-	_, isInt := plainInt(text)
 	if n.types != 0 && n.types&kd == 0 {
 		switch {
 		case kd != tNumber || n.types&tInteger == 0:
@@ -131,6 +127,10 @@ func (r *reporter) stopsHere(n *qnode, i int, kd uint8, text string) bool {
 			return true
 		}
 	}
+	if !n.hasConst && !n.hasEnum {
+		return false
+	}
+	_, isInt := plainInt(text)
 	if n.hasConst {
 		switch n.constVal.match(kd, text, isInt, false) {
 		case Invalid:
