@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -23,6 +24,21 @@ type Agent struct {
 	App string `yaml:"app"`
 	// OutboundPort is the loopback port the app sends plain HTTP to.
 	OutboundPort uint32 `yaml:"outboundPort"`
+	// Host names the machine (or network namespace, e.g. a pod) the agent
+	// and its Envoy run on. Agents with the same Host, or none, share one
+	// set of ports: their inbound, outbound, admin and (loopback) app
+	// ports must all differ.
+	Host string `yaml:"host"`
+	// AdminPort is the loopback port of the agent's Envoy admin server
+	// (meshward bootstrap's default for --admin-port). Zero: the
+	// bootstrap's flag, else DefaultAdminPort when the agent is alone on
+	// its host.
+	AdminPort uint32 `yaml:"adminPort"`
+	// SharedSPIFFEID allows this agent's SPIFFEID to be another agent's
+	// too (every agent of the group must set it). Each of them can then
+	// fetch the others' configuration and credentials over xDS, since xDS
+	// binds a node to its certificate's SPIFFE ID.
+	SharedSPIFFEID bool `yaml:"sharedSPIFFEID"`
 	// Peers are the agents this agent may call.
 	Peers []Peer `yaml:"peers"`
 	// JWTProviders, when set, make the inbound listener verify a JWT
@@ -78,6 +94,23 @@ var (
 	headerRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 )
 
+// ReservedPath is the SPIFFE ID path under which meshward names its own
+// services (spiffe://<td>/meshward/xds, spiffe://<td>/meshward/authz):
+// no agent may take an ID there, or it would be served that service's
+// key over SDS and could pose as it to every Envoy.
+const ReservedPath = "/meshward"
+
+// IsReservedSPIFFEID reports whether id's path is ReservedPath or under
+// it (in any trust domain). An id that does not parse is not reserved.
+func IsReservedSPIFFEID(id string) bool {
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		return false
+	}
+	p := sid.Path()
+	return p == ReservedPath || strings.HasPrefix(p, ReservedPath+"/")
+}
+
 // reservedSecrets are SDS names the translator itself uses.
 var reservedSecrets = map[string]bool{SecretDefault: true, SecretRootCA: true}
 
@@ -96,6 +129,8 @@ func ValidateAgents(path string, agents []Agent) error {
 		names[a.Name] = true
 		if _, err := spiffeid.FromString(a.SPIFFEID); err != nil {
 			add("%s.spiffeID: %q: %v", p, a.SPIFFEID, err)
+		} else if IsReservedSPIFFEID(a.SPIFFEID) {
+			add("%s.spiffeID: %q is under %s, reserved for meshward's own services", p, a.SPIFFEID, ReservedPath)
 		}
 		if a.InboundPort == 0 || a.InboundPort > 65535 {
 			add("%s.inboundPort: must be 1-65535", p)
@@ -106,14 +141,15 @@ func ValidateAgents(path string, agents []Agent) error {
 		if len(a.Peers) > 0 && a.OutboundPort == 0 {
 			add("%s.outboundPort: required when the agent has peers", p)
 		}
-		if a.OutboundPort != 0 && a.OutboundPort == a.InboundPort {
-			add("%s.outboundPort: must differ from inboundPort", p)
+		if a.AdminPort > 65535 {
+			add("%s.adminPort: must be 1-65535", p)
 		}
 		if err := checkHostPort(a.App); err != nil {
 			add("%s.app: %v", p, err)
 		}
 		errs = append(errs, validateJWTProviders(p+".jwtProviders", a.JWTProviders))
 	}
+	errs = append(errs, checkSharedIDs(path, agents), checkPorts(path, agents))
 	jwt := map[string]bool{} // agents whose inbound listener verifies JWTs
 	for _, a := range agents {
 		jwt[a.Name] = len(a.JWTProviders) > 0
@@ -150,6 +186,126 @@ func ValidateAgents(path string, agents []Agent) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkSharedIDs reports a SPIFFE ID held by two agents, unless every
+// agent holding it sets sharedSPIFFEID.
+func checkSharedIDs(path string, agents []Agent) error {
+	var errs []error
+	first := map[string]int{}
+	for i, a := range agents {
+		j, dup := first[a.SPIFFEID]
+		if !dup {
+			first[a.SPIFFEID] = i
+			continue
+		}
+		if !a.SharedSPIFFEID || !agents[j].SharedSPIFFEID {
+			errs = append(errs, fmt.Errorf("%s[%d].spiffeID: %q is also %s[%d]'s; set sharedSPIFFEID on both to allow it (each could then fetch the other's configuration)", path, i, a.SPIFFEID, path, j))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkPorts reports a port two listeners would take on one host: the
+// Envoys' inbound, outbound and admin ports and the apps' ports, of every
+// agent with the same Host. Envoy binds with reuse_port, so a collision
+// between two Envoys is not refused by the kernel: it silently splits the
+// connections between them.
+func checkPorts(path string, agents []Agent) error {
+	var errs []error
+	type key struct {
+		host string
+		port uint32
+	}
+	owner := map[key]string{}
+	claim := func(host string, port uint32, field string) {
+		if port == 0 || port > 65535 {
+			return
+		}
+		k := key{host, port}
+		if prev, ok := owner[k]; ok {
+			errs = append(errs, fmt.Errorf("%s: port %d is already %s on the same host (%s)", field, port, prev, hostLabel(host)))
+			return
+		}
+		owner[k] = field
+	}
+	for i, a := range agents {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		claim(a.Host, a.InboundPort, p+".inboundPort")
+		claim(a.Host, a.OutboundPort, p+".outboundPort")
+		claim(a.Host, a.AdminPort, p+".adminPort")
+		if host, port, err := splitHostPort(a.App); err == nil && onHost(host, a.Host) {
+			claim(a.Host, port, p+".app")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hostLabel(host string) string {
+	if host == "" {
+		return "agents without host"
+	}
+	return "host " + strconv.Quote(host)
+}
+
+// onHost reports whether an app address host is on the agent's own host:
+// loopback, or the host's own name.
+func onHost(addrHost, agentHost string) bool {
+	if addrHost == "localhost" || (agentHost != "" && addrHost == agentHost) {
+		return true
+	}
+	ip, err := netip.ParseAddr(addrHost)
+	return err == nil && (ip.IsLoopback() || ip.IsUnspecified())
+}
+
+// CheckAdminPort reports whether port can be the admin port of node's
+// Envoy: it must not be a port another listener takes on node's host
+// (see Agent.Host), nor another agent's adminPort there.
+func CheckAdminPort(agents []Agent, node string, port uint32) error {
+	var self *Agent
+	for i := range agents {
+		if agents[i].Name == node {
+			self = &agents[i]
+		}
+	}
+	if self == nil {
+		return fmt.Errorf("admin port: %w %q", ErrUnknownAgent, node)
+	}
+	for i, a := range agents {
+		if a.Host != self.Host {
+			continue
+		}
+		ports := map[string]uint32{"inboundPort": a.InboundPort, "outboundPort": a.OutboundPort}
+		if a.Name != node {
+			ports["adminPort"] = a.AdminPort
+		}
+		if host, p, err := splitHostPort(a.App); err == nil && onHost(host, a.Host) {
+			ports["app"] = p
+		}
+		for _, f := range []string{"inboundPort", "outboundPort", "adminPort", "app"} {
+			if ports[f] == port {
+				return fmt.Errorf("admin port %d is already agents[%d].%s (%s) on the same host (%s)", port, i, f, a.Name, hostLabel(self.Host))
+			}
+		}
+	}
+	return nil
+}
+
+// HostMates returns the names of the other agents on node's host.
+func HostMates(agents []Agent, node string) []string {
+	host, found := "", false
+	for _, a := range agents {
+		if a.Name == node {
+			host, found = a.Host, true
+		}
+	}
+	var out []string
+	for _, a := range agents {
+		if found && a.Name != node && a.Host == host {
+			out = append(out, a.Name)
+		}
+	}
+	return out
 }
 
 func (c *Credential) validate(path string) error {

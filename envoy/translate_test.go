@@ -264,7 +264,24 @@ func TestTranslateInvalid(t *testing.T) {
 		{"self peer", func(m *Mesh) { m.Agents[0].Peers[0].Name = "a" }, "its own peer"},
 		{"duplicate peer", func(m *Mesh) { m.Agents[0].Peers = append(m.Agents[0].Peers, m.Agents[0].Peers[0]) }, "listed twice"},
 		{"peers without outbound port", func(m *Mesh) { m.Agents[0].OutboundPort = 0 }, "outboundPort: required"},
-		{"outbound equals inbound", func(m *Mesh) { m.Agents[0].OutboundPort = 1 }, "must differ"},
+		{"outbound equals inbound", func(m *Mesh) { m.Agents[0].OutboundPort = 1 }, "agents[0].outboundPort: port 1 is already agents[0].inboundPort"},
+		{"xds server id", func(m *Mesh) { m.Agents[1].SPIFFEID = "spiffe://mesh.local/meshward/xds" }, "agents[1].spiffeID: \"spiffe://mesh.local/meshward/xds\" is under /meshward, reserved"},
+		{"authz server id", func(m *Mesh) { m.Agents[1].SPIFFEID = "spiffe://mesh.local/meshward/authz" }, "reserved for meshward"},
+		{"reserved path itself", func(m *Mesh) { m.Agents[1].SPIFFEID = "spiffe://mesh.local/meshward" }, "reserved for meshward"},
+		{"under reserved path", func(m *Mesh) { m.Agents[1].SPIFFEID = "spiffe://mesh.local/meshward/xds/replica-2" }, "reserved for meshward"},
+		{"shared spiffe id", func(m *Mesh) { m.Agents[1].SPIFFEID = m.Agents[0].SPIFFEID }, "agents[1].spiffeID: \"spiffe://mesh.local/sa/a\" is also agents[0]'s"},
+		{"shared spiffe id allowed on one side only", func(m *Mesh) {
+			m.Agents[1].SPIFFEID = m.Agents[0].SPIFFEID
+			m.Agents[1].SharedSPIFFEID = true
+		}, "set sharedSPIFFEID on both"},
+		{"inbound ports collide", func(m *Mesh) { m.Agents[1].InboundPort = 1 }, "agents[1].inboundPort: port 1 is already agents[0].inboundPort on the same host (agents without host)"},
+		{"outbound on another agent's app port", func(m *Mesh) { m.Agents[1].OutboundPort = 8080 }, "agents[1].outboundPort: port 8080 is already agents[0].app"},
+		{"app on another agent's inbound port", func(m *Mesh) { m.Agents[1].App = "127.0.0.1:1" }, "agents[1].app: port 1 is already agents[0].inboundPort"},
+		{"app on own inbound port", func(m *Mesh) { m.Agents[1].App = "localhost:3" }, "agents[1].app: port 3 is already agents[1].inboundPort"},
+		{"admin ports collide", func(m *Mesh) { m.Agents[0].AdminPort = 9901; m.Agents[1].AdminPort = 9901 }, "agents[1].adminPort: port 9901 is already agents[0].adminPort"},
+		{"admin on another agent's inbound", func(m *Mesh) { m.Agents[0].AdminPort = 3 }, "agents[1].inboundPort: port 3 is already agents[0].adminPort"},
+		{"same named host collides", func(m *Mesh) { m.Agents[0].Host, m.Agents[1].Host, m.Agents[1].InboundPort = "h1", "h1", 1 }, "on the same host (host \"h1\")"},
+		{"admin port range", func(m *Mesh) { m.Agents[0].AdminPort = 70000 }, "agents[0].adminPort: must be 1-65535"},
 		{"peer address without host", func(m *Mesh) { m.Agents[0].Peers[0].Addresses = []string{":3"} }, "missing host"},
 		{"credential without secret", cred(Credential{}), "credential.secret: required"},
 		{"credential reserved secret", cred(Credential{Secret: "default"}), "reserved"},
@@ -311,6 +328,83 @@ func TestTranslateInvalid(t *testing.T) {
 	}
 	if _, err := Translate(base()); err != nil {
 		t.Fatalf("base mesh: %v", err)
+	}
+	// What the checks above must not refuse.
+	valid := []struct {
+		name   string
+		mutate func(*Mesh)
+	}{
+		{"shared spiffe id allowed on both", func(m *Mesh) {
+			m.Agents[1].SPIFFEID = m.Agents[0].SPIFFEID
+			m.Agents[0].SharedSPIFFEID, m.Agents[1].SharedSPIFFEID = true, true
+		}},
+		{"path only starting with meshward", func(m *Mesh) { m.Agents[1].SPIFFEID = "spiffe://mesh.local/meshwardish/b" }},
+		{"meshward below the first segment", func(m *Mesh) { m.Agents[1].SPIFFEID = "spiffe://mesh.local/ns/meshward/sa/b" }},
+		{"same ports on other hosts", func(m *Mesh) {
+			m.Agents[1].Host, m.Agents[1].InboundPort, m.Agents[1].App = "h2", 1, "127.0.0.1:8080"
+			m.Agents[0].Peers[0].Addresses = []string{"10.0.0.2:1"}
+		}},
+		{"remote app port not on the host", func(m *Mesh) { m.Agents[1].App = "10.0.0.9:1" }},
+		{"distinct admin ports", func(m *Mesh) { m.Agents[0].AdminPort, m.Agents[1].AdminPort = 9901, 9902 }},
+	}
+	for _, tc := range valid {
+		t.Run("valid/"+tc.name, func(t *testing.T) {
+			m := base()
+			tc.mutate(&m)
+			if _, err := Translate(m); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestIsReservedSPIFFEID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"spiffe://mesh.local/meshward/xds":      true,
+		"spiffe://mesh.local/meshward/authz":    true,
+		"spiffe://other.td/meshward/anything/x": true,
+		"spiffe://mesh.local/meshward":          true,
+		"spiffe://mesh.local/meshwardx":         false,
+		"spiffe://mesh.local/ns/meshward/sa/m":  false,
+		"not a spiffe id":                       false,
+	} {
+		if got := IsReservedSPIFFEID(id); got != want {
+			t.Errorf("IsReservedSPIFFEID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestCheckAdminPort(t *testing.T) {
+	agents := []Agent{
+		{Name: "a", InboundPort: 15001, OutboundPort: 15101, App: "127.0.0.1:8081", AdminPort: 19001},
+		{Name: "b", InboundPort: 15002, App: "127.0.0.1:8082"},
+		{Name: "c", Host: "other", InboundPort: 15003, App: "127.0.0.1:8083"},
+	}
+	tests := []struct {
+		node string
+		port uint32
+		want string // "" = accepted
+	}{
+		{"b", 19002, ""},
+		{"b", 19001, "agents[0].adminPort (a)"},
+		{"b", 15101, "agents[0].outboundPort (a)"},
+		{"b", 8082, "agents[1].app (b)"},
+		{"b", 15002, "agents[1].inboundPort (b)"},
+		{"a", 19001, ""}, // its own configured port
+		{"c", 15001, ""}, // another host
+		{"nobody", 1, "unknown agent"},
+	}
+	for _, tc := range tests {
+		err := CheckAdminPort(agents, tc.node, tc.port)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s:%d: %v", tc.node, tc.port, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s:%d: got %v, want an error mentioning %q", tc.node, tc.port, err, tc.want)
+		}
+	}
+	if got := HostMates(agents, "a"); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("HostMates(a) = %v, want [b]", got)
 	}
 }
 
