@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -12,6 +13,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Names and files of the bootstrap.
@@ -27,6 +29,20 @@ const (
 	XDSCAFile        = "ca.pem"          // trust bundle for the xDS server, PEM
 	XDSClientSDSFile = "xds-client.yaml" // SDS file naming the two above
 	XDSCASDSFile     = "xds-ca.yaml"     // SDS file naming the bundle
+
+	// The xDS connection's liveness checks: an HTTP/2 PING every
+	// XDSKeepaliveInterval, the connection closed when one is not answered
+	// within XDSKeepaliveTimeout; and TCP keepalive probes after
+	// XDSTCPKeepaliveTime idle, every XDSTCPKeepaliveInterval, up to
+	// XDSTCPKeepaliveProbes. A replica that vanished without closing the
+	// connection is left within about 15 s (HTTP/2) or 25 s (TCP), and
+	// Envoy reconnects, to another replica behind the address if there is
+	// one. The xDS server accepts pings every 5 s or more.
+	XDSKeepaliveInterval    = 10 * time.Second
+	XDSKeepaliveTimeout     = 5 * time.Second
+	XDSTCPKeepaliveTime     = 10 * time.Second
+	XDSTCPKeepaliveInterval = 5 * time.Second
+	XDSTCPKeepaliveProbes   = 3
 
 	DefaultNodeCluster = "meshward"
 	DefaultAdminPort   = 9901
@@ -50,16 +66,22 @@ type BootstrapOptions struct {
 	CertDir string
 	// Cluster is the node's cluster. Default DefaultNodeCluster.
 	Cluster string
-	// AdminPort of Envoy's admin server, always on 127.0.0.1. Default
-	// DefaultAdminPort.
+	// AdminPort of Envoy's admin server, always on 127.0.0.1. Default:
+	// the agent's AdminPort, else DefaultAdminPort. Each Envoy on a host
+	// needs its own (see CheckAdminPort).
 	AdminPort uint32
+	// AdminSocket, when set, is the absolute path of a unix socket (mode
+	// 0600) Envoy's admin server listens on instead of a loopback port.
+	AdminSocket string
 }
 
 func (o *BootstrapOptions) withDefaults() BootstrapOptions {
 	c := *o
 	setDefault(&c.CertDir, DefaultCertDir)
 	setDefault(&c.Cluster, DefaultNodeCluster)
-	setDefault(&c.AdminPort, DefaultAdminPort)
+	if c.AdminSocket == "" {
+		setDefault(&c.AdminPort, DefaultAdminPort)
+	}
 	return c
 }
 
@@ -87,6 +109,14 @@ func (o *BootstrapOptions) validate() error {
 	if o.AdminPort > 65535 {
 		errs = append(errs, errors.New("admin port: must be 1-65535"))
 	}
+	if o.AdminSocket != "" {
+		if !path.IsAbs(o.AdminSocket) {
+			errs = append(errs, fmt.Errorf("admin socket: %q must be absolute", o.AdminSocket))
+		}
+		if o.AdminPort != 0 {
+			errs = append(errs, errors.New("admin socket: exclusive with admin port"))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -103,16 +133,29 @@ func Bootstrap(a Agent, opts BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("bootstrap %q: %w", a.Name, err)
 	}
+	if opts.AdminPort == 0 {
+		opts.AdminPort = a.AdminPort
+	}
 	o := opts.withDefaults()
 	b := &builder{mesh: &Mesh{TrustDomain: o.TrustDomain, Options: Options{ConnectTimeout: DefaultConnectTimeout,
 		MaxConcurrentStreams: DefaultMaxConcurrentStreams, InitialStreamWindowSize: DefaultInitialStreamWindowSize,
 		InitialConnectionWindowSize: DefaultInitialConnectionWindowSize, BufferLimitBytes: DefaultBufferLimitBytes}}}
 
 	xds := b.cluster(ClusterXDS, o.XDSAddress)
-	b.useHTTP2(xds)
 	// Keepalive on the long-lived ADS connection, so that a dead control
-	// plane is noticed and Envoy reconnects (possibly to another replica).
-	xds.UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{TcpKeepalive: &corev3.TcpKeepalive{}}
+	// plane is noticed in seconds, not after the OS's two hours, and Envoy
+	// reconnects (possibly to another replica).
+	h2 := b.http2Options()
+	h2.ConnectionKeepalive = &corev3.KeepaliveSettings{
+		Interval: dur(XDSKeepaliveInterval),
+		Timeout:  dur(XDSKeepaliveTimeout),
+	}
+	b.useHTTP2With(xds, h2)
+	xds.UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{TcpKeepalive: &corev3.TcpKeepalive{
+		KeepaliveProbes:   wrapperspb.UInt32(XDSTCPKeepaliveProbes),
+		KeepaliveTime:     wrapperspb.UInt32(uint32(XDSTCPKeepaliveTime / time.Second)),
+		KeepaliveInterval: wrapperspb.UInt32(uint32(XDSTCPKeepaliveInterval / time.Second)),
+	}}
 	if !o.Insecure {
 		san := b.trustDomainSAN()
 		if o.XDSServerSPIFFEID != "" {
@@ -144,10 +187,8 @@ func Bootstrap(a Agent, opts BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}
 	bs := &bootstrapv3.Bootstrap{
-		Node: &corev3.Node{Id: a.Name, Cluster: o.Cluster},
-		Admin: &bootstrapv3.Admin{
-			Address: socketAddress(loopbackAddress, o.AdminPort),
-		},
+		Node:            &corev3.Node{Id: a.Name, Cluster: o.Cluster},
+		Admin:           &bootstrapv3.Admin{Address: adminAddress(o)},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xds}},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
@@ -169,6 +210,15 @@ func Bootstrap(a Agent, opts BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		return nil, fmt.Errorf("bootstrap %q: %w", a.Name, err)
 	}
 	return bs, nil
+}
+
+// adminAddress is the admin server's: a unix socket only the Envoy's user
+// may open, or a loopback port.
+func adminAddress(o BootstrapOptions) *corev3.Address {
+	if o.AdminSocket != "" {
+		return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: o.AdminSocket, Mode: 0o600}}}
+	}
+	return socketAddress(loopbackAddress, o.AdminPort)
 }
 
 // fileSDS reads secret name from file in dir, watching dir for rotation.

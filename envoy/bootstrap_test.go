@@ -8,10 +8,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -46,6 +49,7 @@ func TestBootstrapGolden(t *testing.T) {
 			XDSServerSPIFFEID: "spiffe://mesh.local/ns/meshward/sa/meshward", CertDir: "/etc/meshward/planner", AdminPort: 19001}},
 		{"mtls-defaults", BootstrapOptions{XDSAddress: "127.0.0.1:18000", TrustDomain: "mesh.local"}},
 		{"insecure", BootstrapOptions{XDSAddress: "127.0.0.1:18000", Insecure: true, Cluster: "demo"}},
+		{"admin-socket", BootstrapOptions{XDSAddress: "127.0.0.1:18000", Insecure: true, AdminSocket: "/run/meshward/planner-admin.sock"}},
 	}
 	var written []string
 	golden := func(t *testing.T, path string, got []byte) {
@@ -72,9 +76,14 @@ func TestBootstrapGolden(t *testing.T) {
 			if back.GetNode().GetId() != "planner" {
 				t.Errorf("node id %q", back.GetNode().GetId())
 			}
-			if a := back.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" {
+			if tc.opts.AdminSocket != "" {
+				if p := back.GetAdmin().GetAddress().GetPipe(); p.GetPath() != tc.opts.AdminSocket || p.GetMode() != 0o600 {
+					t.Errorf("admin pipe %v, want %s mode 0600", p, tc.opts.AdminSocket)
+				}
+			} else if a := back.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" {
 				t.Errorf("admin on %q, want loopback only", a)
 			}
+			checkXDSKeepalive(t, back.GetStaticResources().GetClusters()[0])
 			if ads := back.GetDynamicResources().GetAdsConfig(); ads.GetApiType() != corev3.ApiConfigSource_DELTA_GRPC || ads.GetTransportApiVersion() != corev3.ApiVersion_V3 {
 				t.Errorf("ads config %v", ads)
 			}
@@ -105,6 +114,49 @@ func TestBootstrapGolden(t *testing.T) {
 		})
 	}
 	deleteStale(t, filepath.Join("testdata", "bootstrap", "*"), written)
+}
+
+// checkXDSKeepalive: the xDS connection is probed by HTTP/2 PINGs and TCP
+// keepalive on a scale of seconds (the OS default starts after 2 h).
+func checkXDSKeepalive(t *testing.T, c *clusterv3.Cluster) {
+	t.Helper()
+	var po httpv3.HttpProtocolOptions
+	if err := c.GetTypedExtensionProtocolOptions()[httpProtocolOpts].UnmarshalTo(&po); err != nil {
+		t.Fatal(err)
+	}
+	ka := po.GetExplicitHttpConfig().GetHttp2ProtocolOptions().GetConnectionKeepalive()
+	if ka.GetInterval().AsDuration() != XDSKeepaliveInterval || ka.GetTimeout().AsDuration() != XDSKeepaliveTimeout {
+		t.Errorf("HTTP/2 keepalive %v, want a PING every %v answered within %v", ka, XDSKeepaliveInterval, XDSKeepaliveTimeout)
+	}
+	// The xDS server (xds/server.go) refuses pings closer than 5 s apart
+	// with GOAWAY too_many_pings.
+	if ka.GetInterval().AsDuration() < 5*time.Second {
+		t.Errorf("keepalive interval %v is below the xDS server's 5 s minimum", ka.GetInterval().AsDuration())
+	}
+	tcp := c.GetUpstreamConnectionOptions().GetTcpKeepalive()
+	if tcp.GetKeepaliveTime().GetValue() != 10 || tcp.GetKeepaliveInterval().GetValue() != 5 || tcp.GetKeepaliveProbes().GetValue() != 3 {
+		t.Errorf("TCP keepalive %v, want time 10 s, interval 5 s, 3 probes", tcp)
+	}
+}
+
+func TestBootstrapAdminPortFromAgent(t *testing.T) {
+	a := planner
+	a.AdminPort = 19005
+	opts := BootstrapOptions{XDSAddress: "127.0.0.1:18000", Insecure: true}
+	bs, err := Bootstrap(a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bs.GetAdmin().GetAddress().GetSocketAddress().GetPortValue(); got != 19005 {
+		t.Errorf("admin port %d, want the agent's 19005", got)
+	}
+	opts.AdminPort = 19006
+	if bs, err = Bootstrap(a, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := bs.GetAdmin().GetAddress().GetSocketAddress().GetPortValue(); got != 19006 {
+		t.Errorf("admin port %d, want the option's 19006 over the agent's", got)
+	}
 }
 
 // deleteStale reports (or with -update deletes) golden files matching
@@ -142,6 +194,8 @@ func TestBootstrapInvalid(t *testing.T) {
 		{"relative cert dir", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", CertDir: "certs"}, "absolute"},
 		{"server id outside td", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", XDSServerSPIFFEID: "spiffe://x.local/m"}, "not in trust domain"},
 		{"admin port", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", AdminPort: 70000}, "admin port"},
+		{"relative admin socket", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", AdminSocket: "admin.sock"}, "must be absolute"},
+		{"admin socket and port", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", AdminSocket: "/a.sock", AdminPort: 1}, "exclusive"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -424,11 +424,13 @@ func (b *builder) cluster(name string, addrs ...string) *clusterv3.Cluster {
 }
 
 // useHTTP2 makes c speak HTTP/2 to its endpoints.
-func (b *builder) useHTTP2(c *clusterv3.Cluster) {
+func (b *builder) useHTTP2(c *clusterv3.Cluster) { b.useHTTP2With(c, b.http2Options()) }
+
+func (b *builder) useHTTP2With(c *clusterv3.Cluster, h2 *corev3.Http2ProtocolOptions) {
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		httpProtocolOpts: b.any(&httpv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: b.http2Options()},
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: h2},
 			}},
 		}),
 	}

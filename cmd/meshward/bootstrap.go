@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
@@ -18,8 +20,8 @@ import (
 const bootstrapFile = "envoy.yaml"
 
 type bootstrapFlags struct {
-	node, configPath, out, certDir, xdsAddress, xdsSPIFFEID, cluster string
-	adminPort                                                        uint
+	node, configPath, out, certDir, xdsAddress, xdsSPIFFEID, cluster, adminSocket string
+	adminPort                                                                     uint
 }
 
 func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -32,15 +34,21 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&f.xdsAddress, "xds-address", "", "host:port Envoy dials for xDS (default: xds.address of the configuration)")
 	fs.StringVar(&f.xdsSPIFFEID, "xds-spiffe-id", "", "SPIFFE ID the xDS server's certificate must carry (default: the one meshward serve gives it, spiffe://<trustDomain>/meshward/xds)")
 	fs.StringVar(&f.cluster, "cluster", envoy.DefaultNodeCluster, "the node's cluster")
-	fs.UintVar(&f.adminPort, "admin-port", envoy.DefaultAdminPort, "port of Envoy's admin server, on 127.0.0.1 only")
+	fs.UintVar(&f.adminPort, "admin-port", 0, fmt.Sprintf("port of Envoy's admin server, on 127.0.0.1 only (default: the agent's adminPort, else %d when no other agent shares its host)", envoy.DefaultAdminPort))
+	fs.StringVar(&f.adminSocket, "admin-socket", "", "absolute path of a unix socket (mode 0600) for Envoy's admin server, instead of --admin-port")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
 	if f.node == "" {
 		return errors.New("bootstrap: --node is required")
 	}
-	if f.adminPort == 0 || f.adminPort > 65535 {
+	portSet := false
+	fs.Visit(func(fl *flag.Flag) { portSet = portSet || fl.Name == "admin-port" })
+	if portSet && (f.adminPort == 0 || f.adminPort > 65535) {
 		return errors.New("bootstrap: --admin-port must be 1-65535")
+	}
+	if portSet && f.adminSocket != "" {
+		return errors.New("bootstrap: --admin-port and --admin-socket are exclusive")
 	}
 	cfg, err := loadConfig(f.configPath)
 	if err != nil {
@@ -55,6 +63,9 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if agent == nil {
 		return fmt.Errorf("bootstrap: %w %q in %s", envoy.ErrUnknownAgent, f.node, cfg.Source)
 	}
+	if err := checkAdminPort(cfg.Agents, agent, f.adminSocket, uint32(f.adminPort)); err != nil {
+		return err
+	}
 	if f.xdsSPIFFEID == "" {
 		f.xdsSPIFFEID = xdsServerID(cfg.TrustDomain)
 	}
@@ -66,6 +77,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		CertDir:           f.certDir,
 		Cluster:           f.cluster,
 		AdminPort:         uint32(f.adminPort),
+		AdminSocket:       f.adminSocket,
 	}
 	if f.xdsAddress != "" {
 		opts.XDSAddress = f.xdsAddress
@@ -93,6 +105,29 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	_, err = stdout.Write(y)
 	return err
+}
+
+// checkAdminPort refuses an admin port another listener takes on the
+// node's host (agents[].host), and the default port when other agents
+// share the host, whose Envoys would take it too.
+func checkAdminPort(agents []envoy.Agent, agent *envoy.Agent, socket string, port uint32) error {
+	if socket != "" {
+		return nil
+	}
+	if port == 0 {
+		port = agent.AdminPort
+	}
+	if port == 0 {
+		if mates := envoy.HostMates(agents, agent.Name); len(mates) > 0 {
+			return fmt.Errorf("bootstrap: --admin-port, --admin-socket or the agent's adminPort is required: %s shares its host with %s, whose Envoys would also take the default admin port %d (set agents[].host for agents on separate hosts)",
+				agent.Name, strings.Join(mates, ", "), envoy.DefaultAdminPort)
+		}
+		port = envoy.DefaultAdminPort
+	}
+	if err := envoy.CheckAdminPort(agents, agent.Name, port); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
 }
 
 // writeBootstrapDir writes the bootstrap and, unless xDS is insecure, the

@@ -75,16 +75,24 @@ func TestBootstrapCommand(t *testing.T) {
 		outDir     string
 		wantStderr string
 	}{
-		{name: "quickstart planner", args: []string{"bootstrap", "--node", "planner"}, wantStderr: "insecure"},
+		{name: "quickstart planner", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001"}, wantStderr: "insecure"},
+		{name: "default admin port on a shared host", args: []string{"bootstrap", "--node", "planner"}, wantCode: 1,
+			wantErr: "planner shares its host with viewer, executor, whose Envoys would also take the default admin port 9901"},
+		{name: "admin port of another agent", args: []string{"bootstrap", "--node", "planner", "--admin-port", "15003"}, wantCode: 1,
+			wantErr: "admin port 15003 is already agents[2].inboundPort (executor)"},
+		{name: "admin port of an app", args: []string{"bootstrap", "--node", "planner", "--admin-port", "8082"}, wantCode: 1,
+			wantErr: "admin port 8082 is already agents[1].app (viewer)"},
+		{name: "admin socket", args: []string{"bootstrap", "--node", "planner", "--admin-socket", "/run/planner-admin.sock"}, wantStderr: "insecure"},
+		{name: "admin socket and port", args: []string{"bootstrap", "--node", "planner", "--admin-socket", "/a.sock", "--admin-port", "19001"}, wantCode: 1, wantErr: "exclusive"},
 		{name: "quickstart file executor", args: []string{"bootstrap", "--node", "executor", "--config", quickstartPath, "--admin-port", "19003"}},
 		{name: "unknown node", args: []string{"bootstrap", "--node", "nobody"}, wantCode: 1, wantErr: `unknown agent "nobody"`},
 		{name: "no node", args: []string{"bootstrap"}, wantCode: 1, wantErr: "--node is required"},
 		{name: "bad admin port", args: []string{"bootstrap", "--node", "planner", "--admin-port", "0"}, wantCode: 1, wantErr: "--admin-port"},
-		{name: "mtls printed", args: []string{"bootstrap", "--node", "viewer", "--config", mtlsPath}, wantTLS: true},
-		{name: "quickstart out", args: []string{"bootstrap", "--node", "planner"}, outDir: "insecure-out", wantFiles: []string{"envoy.yaml"}},
-		{name: "mtls out", args: []string{"bootstrap", "--node", "planner", "--config", mtlsPath}, outDir: "planner", wantTLS: true,
+		{name: "mtls printed", args: []string{"bootstrap", "--node", "viewer", "--config", mtlsPath, "--admin-port", "19002"}, wantTLS: true},
+		{name: "quickstart out", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001"}, outDir: "insecure-out", wantFiles: []string{"envoy.yaml"}},
+		{name: "mtls out", args: []string{"bootstrap", "--node", "planner", "--config", mtlsPath, "--admin-port", "19001"}, outDir: "planner", wantTLS: true,
 			wantFiles: []string{"envoy.yaml", envoy.XDSCertFile, envoy.XDSKeyFile, envoy.XDSCAFile, envoy.XDSClientSDSFile, envoy.XDSCASDSFile}},
-		{name: "mtls out without data dir", args: []string{"bootstrap", "--node", "planner", "--config", quickstartPathNoInsecure(t, qs, dir)},
+		{name: "mtls out without data dir", args: []string{"bootstrap", "--node", "planner", "--config", quickstartPathNoInsecure(t, qs, dir), "--admin-port", "19001"},
 			outDir: "nodata", wantCode: 1, wantErr: "secrets.local.dataDir"},
 	}
 	for _, tc := range tests {
