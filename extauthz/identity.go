@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net/url"
+	"strconv"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -18,8 +19,11 @@ func (s *Server) identity(src *authv3.AttributeContext_Peer) (string, *rejection
 	principal := src.GetPrincipal()
 	if cert := src.GetCertificate(); cert != "" {
 		id, ok := s.certs.lookup(cert, s.idFromCert)
-		if !ok || (principal != "" && principal != id) {
-			return "", rejBadIdentity
+		if !ok {
+			return "", s.badIdentity("peer certificate is not an X.509-SVID of trust domain " + s.quotedTD() + " (one spiffe:// URI SAN, not a CA, clientAuth usage)")
+		}
+		if principal != "" && principal != id {
+			return "", s.badIdentity("peer certificate identity " + quoteSeen(id) + " does not match source.principal " + quoteSeen(principal) + " (trust domain " + s.quotedTD() + ")")
 		}
 		return id, nil
 	}
@@ -27,9 +31,30 @@ func (s *Server) identity(src *authv3.AttributeContext_Peer) (string, *rejection
 		return "", rejNoIdentity
 	}
 	if !s.validID(principal) {
-		return "", rejBadIdentity
+		return "", s.badIdentity("peer identity " + quoteSeen(principal) + " is not a valid SPIFFE ID of trust domain " + s.quotedTD())
 	}
 	return principal, nil
+}
+
+// badIdentity is the 401 for an identity Envoy verified but meshward does
+// not accept; msg names what was seen and the trust domain expected. It
+// allocates, which only this deny path does; rejBadIdentity's status and
+// reason are kept.
+func (s *Server) badIdentity(msg string) *rejection {
+	return &rejection{status: rejBadIdentity.status, reason: rejBadIdentity.reason, msg: msg}
+}
+
+func (s *Server) quotedTD() string { return strconv.Quote(s.td.String()) }
+
+// maxSeenIdentity bounds how much of an identity a deny message repeats.
+const maxSeenIdentity = 256
+
+// quoteSeen quotes an identity for a message, cut to maxSeenIdentity bytes.
+func quoteSeen(v string) string {
+	if len(v) > maxSeenIdentity {
+		return strconv.Quote(v[:maxSeenIdentity]) + "..."
+	}
+	return strconv.Quote(v)
 }
 
 // validID accepts a workload SPIFFE ID of the configured trust domain;
