@@ -87,7 +87,7 @@ func (o *BootstrapOptions) withDefaults() BootstrapOptions {
 
 func (o *BootstrapOptions) validate() error {
 	var errs []error
-	if err := checkHostPort(o.XDSAddress); err != nil {
+	if err := CheckDialAddress(o.XDSAddress); err != nil {
 		errs = append(errs, fmt.Errorf("xds address: %w", err))
 	}
 	if !o.Insecure {

@@ -190,6 +190,7 @@ func TestBootstrapInvalid(t *testing.T) {
 	}{
 		{"bad node", Agent{Name: "Planner!"}, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local"}, "DNS label"},
 		{"no xds address", planner, BootstrapOptions{TrustDomain: "mesh.local"}, "xds address"},
+		{"wildcard xds address", planner, BootstrapOptions{XDSAddress: "0.0.0.0:18000", TrustDomain: "mesh.local"}, "xds address: address 0.0.0.0:18000: wildcard address"},
 		{"no trust domain", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1"}, "trust domain"},
 		{"relative cert dir", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", CertDir: "certs"}, "absolute"},
 		{"server id outside td", planner, BootstrapOptions{XDSAddress: "127.0.0.1:1", TrustDomain: "mesh.local", XDSServerSPIFFEID: "spiffe://x.local/m"}, "not in trust domain"},

@@ -171,7 +171,7 @@ func ValidateAgents(path string, agents []Agent) error {
 				add("%s.addresses: at least one address is required", p)
 			}
 			for k, addr := range peer.Addresses {
-				if err := checkHostPort(addr); err != nil {
+				if err := CheckDialAddress(addr); err != nil {
 					add("%s.addresses[%d]: %v", p, k, err)
 				}
 			}
@@ -429,6 +429,33 @@ func jwksTarget(uri string) (host string, port uint32, err error) {
 		port = uint32(n)
 	}
 	return u.Hostname(), port, nil
+}
+
+// ErrWildcardAddress: an address to dial has a wildcard host (0.0.0.0,
+// ::), which is a listen address: every Envoy would dial its own host.
+var ErrWildcardAddress = errors.New("wildcard address")
+
+// CheckDialAddress checks a host:port address that Envoys dial: a
+// non-empty host that is not a wildcard, and a port in 1-65535.
+func CheckDialAddress(addr string) error {
+	host, _, err := splitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if IsWildcardHost(host) {
+		return fmt.Errorf("address %s: %w: it means \"every local address\" to a listener, and an Envoy dialling it reaches its own host", addr, ErrWildcardAddress)
+	}
+	return nil
+}
+
+// IsWildcardHost reports whether host is an unspecified IP address
+// (0.0.0.0, ::) or empty.
+func IsWildcardHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsUnspecified()
 }
 
 // checkHostPort checks a host:port address with a non-empty host and a

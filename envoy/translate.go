@@ -161,8 +161,8 @@ func (m *Mesh) Validate() error {
 			errs = append(errs, fmt.Errorf("agents[%d].spiffeID: %q is not in trust domain %q", i, a.SPIFFEID, m.TrustDomain))
 		}
 	}
-	if err := checkHostPort(m.Authz.Address); err != nil {
-		errs = append(errs, fmt.Errorf("authz.address: %w", err))
+	if err := CheckDialAddress(m.Authz.Address); err != nil {
+		errs = append(errs, fmt.Errorf("authz.address: %w (give the address Envoys reach ext_authz at; in meshward serve's configuration, xds.authzAddress)", err))
 	}
 	if m.Authz.SPIFFEID != "" {
 		if id, err := spiffeid.FromString(m.Authz.SPIFFEID); err != nil {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,8 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if f.xdsAddress != "" {
 		opts.XDSAddress = f.xdsAddress
+	} else if host, _, err := net.SplitHostPort(opts.XDSAddress); err == nil && envoy.IsWildcardHost(host) {
+		return fmt.Errorf("bootstrap: --xds-address is required: xds.address %s of %s is a wildcard listen address, and an Envoy dialling it would reach its own host", opts.XDSAddress, cfg.Source)
 	}
 	if f.out != "" {
 		if opts.CertDir, err = filepath.Abs(f.out); err != nil {

@@ -88,6 +88,10 @@ func TestBootstrapCommand(t *testing.T) {
 		{name: "unknown node", args: []string{"bootstrap", "--node", "nobody"}, wantCode: 1, wantErr: `unknown agent "nobody"`},
 		{name: "no node", args: []string{"bootstrap"}, wantCode: 1, wantErr: "--node is required"},
 		{name: "bad admin port", args: []string{"bootstrap", "--node", "planner", "--admin-port", "0"}, wantCode: 1, wantErr: "--admin-port"},
+		{name: "wildcard xds address", args: []string{"bootstrap", "--node", "planner", "--config", wildcardXDS(t, qs, dir), "--admin-port", "19001"}, wantCode: 1,
+			wantErr: "--xds-address is required: xds.address 0.0.0.0:18000"},
+		{name: "wildcard xds address overridden", args: []string{"bootstrap", "--node", "planner", "--config", wildcardXDS(t, qs, dir), "--admin-port", "19001", "--xds-address", "meshward.internal:18000"},
+			wantStderr: "insecure"},
 		{name: "mtls printed", args: []string{"bootstrap", "--node", "viewer", "--config", mtlsPath, "--admin-port", "19002"}, wantTLS: true},
 		{name: "quickstart out", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001"}, outDir: "insecure-out", wantFiles: []string{"envoy.yaml"}},
 		{name: "mtls out", args: []string{"bootstrap", "--node", "planner", "--config", mtlsPath, "--admin-port", "19001"}, outDir: "planner", wantTLS: true,
@@ -148,6 +152,20 @@ func TestBootstrapCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wildcardXDS writes the quickstart with xDS listening on 0.0.0.0.
+func wildcardXDS(t *testing.T, qs []byte, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "wildcard.yaml")
+	edited := strings.Replace(string(qs), "  address: 127.0.0.1:18000\n", "  address: 0.0.0.0:18000\n", 1)
+	if edited == string(qs) {
+		t.Fatal("test setup: could not edit the quickstart")
+	}
+	if err := os.WriteFile(p, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // quickstartPathNoInsecure writes the quickstart with mTLS xDS and an

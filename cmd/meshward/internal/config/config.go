@@ -145,6 +145,11 @@ func (c *Config) Validate() error {
 	if name := c.Audit.Redaction.KeySecret; name != "" && !c.hasSecret(name) {
 		errs = append(errs, fmt.Errorf("audit.redaction.keySecret: %q is not a secret of the %s secrets source (secrets.vault.kv or secrets.local.secrets)", name, c.Secrets.Source))
 	}
+	if len(c.Agents) > 0 && c.XDS.AuthzAddress == "" {
+		if host, _, err := net.SplitHostPort(c.Authz.Server.Address); err == nil && envoy.IsWildcardHost(host) {
+			errs = append(errs, fmt.Errorf("xds.authzAddress: required because authz.address %q is a wildcard listen address: the agents' Envoys dial xds.authzAddress (default authz.address) for ext_authz, and each would reach its own host", c.Authz.Server.Address))
+		}
+	}
 	for i, a := range c.Agents {
 		if want := "spiffe://" + c.TrustDomain + "/"; !strings.HasPrefix(a.SPIFFEID, want) {
 			errs = append(errs, fmt.Errorf("agents[%d].spiffeID: %q is not in trust domain %q", i, a.SPIFFEID, c.TrustDomain))

@@ -115,6 +115,16 @@ agents:
 			yaml: "trustDomain: mesh.local\nsecrets:\n  local:\n    secrets: {api-key: k.txt}\naudit:\n  redaction: {keySecret: audit-key}\n",
 			want: []string{`audit.redaction.keySecret: "audit-key" is not a secret of the local secrets source`},
 		},
+		{
+			name: "wildcard authz address without xds.authzAddress",
+			yaml: "trustDomain: mesh.local\nauthz:\n  address: 0.0.0.0:9191\n  plaintext: true\nagents:\n  - {name: a, spiffeID: spiffe://mesh.local/a, inboundPort: 1, app: 127.0.0.1:2}\n",
+			want: []string{`xds.authzAddress: required because authz.address "0.0.0.0:9191" is a wildcard listen address`},
+		},
+		{
+			name: "agent with meshward's own identity",
+			yaml: "trustDomain: mesh.local\nagents:\n  - {name: a, spiffeID: spiffe://mesh.local/meshward/xds, inboundPort: 1, app: 127.0.0.1:2}\n",
+			want: []string{`agents[0].spiffeID: "spiffe://mesh.local/meshward/xds" is under /meshward, reserved`},
+		},
 		{name: "type mismatch", yaml: "trustDomain: [a]\n", want: []string{"cannot unmarshal"}},
 		{name: "empty document", yaml: "", want: []string{"empty document"}},
 		{name: "two documents", yaml: "trustDomain: a\n---\ntrustDomain: b\n", want: []string{"more than one YAML document"}},
