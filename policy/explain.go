@@ -45,7 +45,7 @@ func (r *Revision) Explain(in *Input) []Step {
 				st.Satisfied = true
 				st.Why = "all requirements met"
 				if ru.withBody {
-					st.Why += "; body must pass its schema"
+					st.Why += "; the body schema step decides next (see the verdict)"
 				}
 			}
 		}

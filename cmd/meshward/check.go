@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -63,7 +64,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("check: %w", err)
 	}
 	if *explain {
-		if err := writeExplain(ctx, stderr, srv, rev, req); err != nil {
+		if err := writeExplain(ctx, stderr, srv, rev, req, resp, cfg.TrustDomain); err != nil {
 			return err
 		}
 	}
@@ -85,11 +86,57 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func writeExplain(ctx context.Context, w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest) error {
+func writeExplain(ctx context.Context, w io.Writer, srv *extauthz.Server, rev *policy.Revision, req *authv3.CheckRequest, resp *authv3.CheckResponse, trustDomain string) error {
 	var b strings.Builder
 	explain(ctx, &b, srv, rev, req)
+	b.WriteString(verdict(req, resp, trustDomain))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// verdict is the last line of an explanation: the decision the server
+// made (allow or deny), its HTTP status, the rule and the reason, and for a
+// deny its message; for a 401, the identity seen and the trust domain
+// expected.
+func verdict(req *authv3.CheckRequest, resp *authv3.CheckResponse, trustDomain string) string {
+	meta := resp.GetDynamicMetadata().GetFields()
+	rule := cmp.Or(meta[extauthz.MetaRule].GetStringValue(), "-")
+	reason := meta[extauthz.MetaReason].GetStringValue()
+	var b strings.Builder
+	if resp.GetStatus().GetCode() == int32(codes.OK) {
+		fmt.Fprintf(&b, "verdict: allow 200 rule=%s reason=%s", rule, cmp.Or(reason, policy.ReasonAllowed))
+		if meta[extauthz.MetaDryRun].GetBoolValue() {
+			b.WriteString(" (dry run: the policy denied)")
+		}
+		b.WriteString("\n")
+		return b.String()
+	}
+	dr := resp.GetDeniedResponse()
+	var body struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal([]byte(dr.GetBody()), &body) // a Rego body may be anything: the status still says deny
+	status := int(dr.GetStatus().GetCode())
+	fmt.Fprintf(&b, "verdict: deny %d rule=%s reason=%s", status, rule, cmp.Or(reason, body.Error, "-"))
+	if status == 401 {
+		src := req.GetAttributes().GetSource()
+		seen := src.GetPrincipal()
+		switch {
+		case seen == "" && src.GetCertificate() != "":
+			seen = "(peer certificate only)"
+		case seen == "":
+			seen = "(none)"
+		default:
+			seen = strconv.Quote(seen)
+		}
+		fmt.Fprintf(&b, " identity=%s trustDomain=%q", seen, trustDomain)
+	}
+	if body.Message != "" {
+		fmt.Fprintf(&b, ": %s", body.Message)
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 // explain writes why each rule and the Rego step decided as they did.
