@@ -159,9 +159,11 @@ func (b *builder) hcm(statPrefix, route string, filters []*hcmv3.HttpFilter) *hc
 	return &hcmv3.HttpConnectionManager{
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		StatPrefix: statPrefix,
+		// As for SDS, an initial fetch timeout of 0: the listener waits
+		// for its routes instead of going live without them after 15 s.
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: route,
-			ConfigSource:    adsSource(nil),
+			ConfigSource:    adsSource(durationpb.New(0)),
 		}},
 		HttpFilters:                  filters,
 		NormalizePath:                wrapperspb.Bool(true),
@@ -245,11 +247,11 @@ func (b *builder) inboundListener(a *Agent) *listenerv3.Listener {
 }
 
 func (b *builder) extAuthz(withJWT bool) *extauthzv3.ExtAuthz {
-	z := &b.mesh.Authz
+	z := &b.mesh.Options
 	cfg := &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: ClusterAuthz}},
-			Timeout:         dur(z.Timeout),
+			Timeout:         dur(z.AuthzTimeout),
 		}},
 		TransportApiVersion: corev3.ApiVersion_V3,
 		FailureModeAllow:    false,
@@ -325,7 +327,7 @@ func (b *builder) routeTo(cluster string) *routev3.Route {
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
-			Timeout:          dur(b.mesh.Options.RequestTimeout),
+			Timeout:          dur(b.mesh.Options.RouteTimeout),
 		}},
 	}
 }
@@ -446,6 +448,14 @@ func (b *builder) authzCluster() *clusterv3.Cluster {
 	z := &b.mesh.Authz
 	c := b.cluster(ClusterAuthz, z.Address)
 	b.useHTTP2(c)
+	cb := &b.mesh.Options.AuthzCircuitBreakers
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     wrapperspb.UInt32(cb.MaxConnections),
+		MaxPendingRequests: wrapperspb.UInt32(cb.MaxPendingRequests),
+		MaxRequests:        wrapperspb.UInt32(cb.MaxRequests),
+		MaxRetries:         wrapperspb.UInt32(cb.MaxRetries),
+	}}}
 	if !z.Plaintext {
 		san := b.trustDomainSAN()
 		if z.SPIFFEID != "" {

@@ -47,11 +47,15 @@ const (
 
 // Defaults of Options, used where a field is zero.
 const (
-	DefaultInboundAddress              = "0.0.0.0"
-	DefaultConnectTimeout              = 5 * time.Second
-	DefaultRequestTimeout              = 120 * time.Second
-	DefaultRequestHeadersTimeout       = 10 * time.Second
-	DefaultStreamIdleTimeout           = 60 * time.Second
+	DefaultInboundAddress        = "0.0.0.0"
+	DefaultConnectTimeout        = 5 * time.Second
+	DefaultRequestTimeout        = 120 * time.Second
+	DefaultRouteTimeout          = 120 * time.Second
+	DefaultRequestHeadersTimeout = 10 * time.Second
+	// DefaultStreamIdleTimeout is longer than the route and request
+	// timeouts, so that an agent or model that is silent until it answers
+	// is cut by those (504/408 at the configured time), not by idleness.
+	DefaultStreamIdleTimeout           = 300 * time.Second
 	DefaultIdleTimeout                 = 300 * time.Second
 	DefaultMaxConcurrentStreams        = 100
 	DefaultInitialStreamWindowSize     = 64 * 1024
@@ -61,6 +65,12 @@ const (
 	DefaultMaxRequestBytes             = 1024 * 1024
 	DefaultJWKSCacheDuration           = 5 * time.Minute
 	DefaultJWKSCAFile                  = "/etc/ssl/certs/ca-certificates.crt"
+	// Circuit breakers of the ext_authz cluster: Envoy's own defaults,
+	// written out so that they show in the configuration and can be set.
+	DefaultAuthzMaxConnections     = 1024
+	DefaultAuthzMaxPendingRequests = 1024
+	DefaultAuthzMaxRequests        = 1024
+	DefaultAuthzMaxRetries         = 3
 )
 
 var (
@@ -89,31 +99,51 @@ type Authz struct {
 	SPIFFEID string `yaml:"spiffeID"`
 	// Plaintext talks to ext_authz without TLS. Local demos only.
 	Plaintext bool `yaml:"plaintext"`
-	// Timeout of one Check call. Default DefaultAuthzTimeout.
-	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Options are listener and cluster knobs, the `envoy` section of meshward
+// serve's configuration; a zero field takes the Default* constant of the
+// same name. Timeouts must be consistent: streamIdleTimeout at least the
+// route and request timeouts, authzTimeout below the route timeout.
+type Options struct {
+	InboundAddress string        `yaml:"inboundAddress"`
+	ConnectTimeout time.Duration `yaml:"connectTimeout"`
+	// RequestTimeout (HCM request_timeout) bounds receiving a whole
+	// request from the downstream.
+	RequestTimeout time.Duration `yaml:"requestTimeout"`
+	// RouteTimeout (route timeout) bounds the upstream's whole response.
+	RouteTimeout          time.Duration `yaml:"routeTimeout"`
+	RequestHeadersTimeout time.Duration `yaml:"requestHeadersTimeout"`
+	// StreamIdleTimeout ends a stream with no activity for that long.
+	StreamIdleTimeout time.Duration `yaml:"streamIdleTimeout"`
+	// IdleTimeout closes a connection without streams for that long.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// AuthzTimeout of one ext_authz Check call. Default DefaultAuthzTimeout.
+	AuthzTimeout time.Duration `yaml:"authzTimeout"`
 	// MaxRequestBytes of body sent with a Check; a larger body is
 	// refused with 413 (allow_partial_message is false). Default
 	// DefaultMaxRequestBytes.
 	MaxRequestBytes uint32 `yaml:"maxRequestBytes"`
-}
-
-// Options are listener and cluster knobs; a zero field takes the Default*
-// constant of the same name.
-type Options struct {
-	InboundAddress              string        `yaml:"inboundAddress"`
-	ConnectTimeout              time.Duration `yaml:"connectTimeout"`
-	RequestTimeout              time.Duration `yaml:"requestTimeout"`
-	RequestHeadersTimeout       time.Duration `yaml:"requestHeadersTimeout"`
-	StreamIdleTimeout           time.Duration `yaml:"streamIdleTimeout"`
-	IdleTimeout                 time.Duration `yaml:"idleTimeout"`
-	MaxConcurrentStreams        uint32        `yaml:"maxConcurrentStreams"`
-	InitialStreamWindowSize     uint32        `yaml:"initialStreamWindowSize"`
-	InitialConnectionWindowSize uint32        `yaml:"initialConnectionWindowSize"`
-	BufferLimitBytes            uint32        `yaml:"bufferLimitBytes"`
-	JWKSCacheDuration           time.Duration `yaml:"jwksCacheDuration"`
+	// AuthzCircuitBreakers limit what one Envoy asks of ext_authz at once.
+	AuthzCircuitBreakers        CircuitBreakers `yaml:"authzCircuitBreakers"`
+	MaxConcurrentStreams        uint32          `yaml:"maxConcurrentStreams"`
+	InitialStreamWindowSize     uint32          `yaml:"initialStreamWindowSize"`
+	InitialConnectionWindowSize uint32          `yaml:"initialConnectionWindowSize"`
+	BufferLimitBytes            uint32          `yaml:"bufferLimitBytes"`
+	JWKSCacheDuration           time.Duration   `yaml:"jwksCacheDuration"`
 	// JWKSCAFile is the CA bundle, on the Envoy host, that remote JWKS
 	// servers are verified against.
 	JWKSCAFile string `yaml:"jwksCAFile"`
+}
+
+// CircuitBreakers are a cluster's default-priority thresholds; zero takes
+// the DefaultAuthz* constant. Beyond them Envoy fails the call at once,
+// which for ext_authz is a deny (status_on_error 403).
+type CircuitBreakers struct {
+	MaxConnections     uint32 `yaml:"maxConnections"`
+	MaxPendingRequests uint32 `yaml:"maxPendingRequests"`
+	MaxRequests        uint32 `yaml:"maxRequests"`
+	MaxRetries         uint32 `yaml:"maxRetries"`
 }
 
 // NodeResources is everything one node's snapshot holds but the secrets.
@@ -171,32 +201,53 @@ func (m *Mesh) Validate() error {
 			errs = append(errs, fmt.Errorf("authz.spiffeID: %q is not in trust domain %q", m.Authz.SPIFFEID, m.TrustDomain))
 		}
 	}
-	if m.Authz.Timeout < 0 {
-		errs = append(errs, errors.New("authz.timeout: must not be negative"))
-	}
-	o := m.Options
+	errs = append(errs, m.Options.Validate("options"))
+	return errors.Join(errs...)
+}
+
+// Validate reports every problem in o, named under path. Zero fields are
+// checked with their defaults.
+func (o *Options) Validate(path string) error {
+	var errs []error
 	if o.InboundAddress != "" {
 		if _, err := netip.ParseAddr(o.InboundAddress); err != nil {
-			errs = append(errs, fmt.Errorf("options.inboundAddress: %w", err))
+			errs = append(errs, fmt.Errorf("%s.inboundAddress: %w", path, err))
 		}
 	}
-	for name, d := range map[string]time.Duration{
-		"connectTimeout": o.ConnectTimeout, "requestTimeout": o.RequestTimeout,
-		"requestHeadersTimeout": o.RequestHeadersTimeout, "streamIdleTimeout": o.StreamIdleTimeout,
-		"idleTimeout": o.IdleTimeout, "jwksCacheDuration": o.JWKSCacheDuration,
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"connectTimeout", o.ConnectTimeout}, {"requestTimeout", o.RequestTimeout}, {"routeTimeout", o.RouteTimeout},
+		{"requestHeadersTimeout", o.RequestHeadersTimeout}, {"streamIdleTimeout", o.StreamIdleTimeout},
+		{"idleTimeout", o.IdleTimeout}, {"authzTimeout", o.AuthzTimeout}, {"jwksCacheDuration", o.JWKSCacheDuration},
 	} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("options.%s: must not be negative", name))
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s.%s: must not be negative", path, d.name))
 		}
 	}
 	if w := o.InitialStreamWindowSize; w != 0 && (w < 65535 || w > 2147483647) {
-		errs = append(errs, errors.New("options.initialStreamWindowSize: must be 65535-2147483647"))
+		errs = append(errs, fmt.Errorf("%s.initialStreamWindowSize: must be 65535-2147483647", path))
 	}
 	if w := o.InitialConnectionWindowSize; w != 0 && (w < 65535 || w > 2147483647) {
-		errs = append(errs, errors.New("options.initialConnectionWindowSize: must be 65535-2147483647"))
+		errs = append(errs, fmt.Errorf("%s.initialConnectionWindowSize: must be 65535-2147483647", path))
 	}
 	if o.MaxConcurrentStreams > 2147483647 {
-		errs = append(errs, errors.New("options.maxConcurrentStreams: must be 1-2147483647"))
+		errs = append(errs, fmt.Errorf("%s.maxConcurrentStreams: must be 1-2147483647", path))
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// Consistency, on the values Envoy will get.
+	d := Mesh{Options: *o}.withDefaults().Options
+	if d.StreamIdleTimeout < d.RouteTimeout {
+		errs = append(errs, fmt.Errorf("%s.streamIdleTimeout: %v is shorter than routeTimeout %v: a reply slower than it would be cut as idle (408/504) before its timeout", path, d.StreamIdleTimeout, d.RouteTimeout))
+	}
+	if d.StreamIdleTimeout < d.RequestTimeout {
+		errs = append(errs, fmt.Errorf("%s.streamIdleTimeout: %v is shorter than requestTimeout %v: a slow upload would be cut as idle before its timeout", path, d.StreamIdleTimeout, d.RequestTimeout))
+	}
+	if d.AuthzTimeout >= d.RouteTimeout {
+		errs = append(errs, fmt.Errorf("%s.authzTimeout: %v must be shorter than routeTimeout %v", path, d.AuthzTimeout, d.RouteTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -207,6 +258,7 @@ func (m Mesh) withDefaults() Mesh {
 	setDefault(&o.InboundAddress, DefaultInboundAddress)
 	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&o.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&o.RouteTimeout, DefaultRouteTimeout)
 	setDefault(&o.RequestHeadersTimeout, DefaultRequestHeadersTimeout)
 	setDefault(&o.StreamIdleTimeout, DefaultStreamIdleTimeout)
 	setDefault(&o.IdleTimeout, DefaultIdleTimeout)
@@ -216,8 +268,13 @@ func (m Mesh) withDefaults() Mesh {
 	setDefault(&o.BufferLimitBytes, DefaultBufferLimitBytes)
 	setDefault(&o.JWKSCacheDuration, DefaultJWKSCacheDuration)
 	setDefault(&o.JWKSCAFile, DefaultJWKSCAFile)
-	setDefault(&m.Authz.Timeout, DefaultAuthzTimeout)
-	setDefault(&m.Authz.MaxRequestBytes, DefaultMaxRequestBytes)
+	setDefault(&o.AuthzTimeout, DefaultAuthzTimeout)
+	setDefault(&o.MaxRequestBytes, DefaultMaxRequestBytes)
+	cb := &o.AuthzCircuitBreakers
+	setDefault(&cb.MaxConnections, DefaultAuthzMaxConnections)
+	setDefault(&cb.MaxPendingRequests, DefaultAuthzMaxPendingRequests)
+	setDefault(&cb.MaxRequests, DefaultAuthzMaxRequests)
+	setDefault(&cb.MaxRetries, DefaultAuthzMaxRetries)
 	return m
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -310,6 +311,14 @@ func TestTranslateInvalid(t *testing.T) {
 			m.Agents[1].JWTProviders = []JWTProvider{{Name: "p", Issuer: "i", LocalJWKS: `{"keys":[{}]}`}}
 		}, "verifies JWTs in Authorization"},
 		{"negative timeout", func(m *Mesh) { m.Options.RequestTimeout = -1 }, "options.requestTimeout"},
+		{"negative authz timeout", func(m *Mesh) { m.Options.AuthzTimeout = -1 }, "options.authzTimeout: must not be negative"},
+		{"stream idle below route timeout", func(m *Mesh) { m.Options.StreamIdleTimeout = 60 * time.Second },
+			"options.streamIdleTimeout: 1m0s is shorter than routeTimeout 2m0s"},
+		{"stream idle below request timeout", func(m *Mesh) {
+			m.Options.StreamIdleTimeout, m.Options.RouteTimeout, m.Options.RequestTimeout = 60*time.Second, 30*time.Second, 90*time.Second
+		}, "options.streamIdleTimeout: 1m0s is shorter than requestTimeout 1m30s"},
+		{"authz timeout not below route timeout", func(m *Mesh) { m.Options.AuthzTimeout, m.Options.RouteTimeout = 5*time.Second, 5*time.Second },
+			"options.authzTimeout: 5s must be shorter than routeTimeout 5s"},
 		{"small window", func(m *Mesh) { m.Options.InitialStreamWindowSize = 10 }, "initialStreamWindowSize"},
 		{"bad inbound address", func(m *Mesh) { m.Options.InboundAddress = "any" }, "inboundAddress"},
 	}
@@ -491,6 +500,76 @@ func TestInboundHardening(t *testing.T) {
 	for _, c := range checks {
 		if !c.ok {
 			t.Errorf("%s: not set", c.name)
+		}
+	}
+}
+
+// TestTimeoutsAndLimits: the defaults are consistent (a reply slower than
+// the idle timeout but within the route timeout is not cut), each knob
+// reaches its field, routes wait for RDS like certificates for SDS, and
+// the ext_authz cluster has explicit circuit breakers.
+func TestTimeoutsAndLimits(t *testing.T) {
+	var zero Options
+	if err := zero.Validate("options"); err != nil {
+		t.Fatalf("defaults inconsistent: %v", err)
+	}
+	d := Mesh{}.withDefaults().Options
+	if d.StreamIdleTimeout < d.RouteTimeout || d.StreamIdleTimeout < d.RequestTimeout || d.AuthzTimeout >= d.RouteTimeout {
+		t.Errorf("defaults: idle %v, route %v, request %v, authz %v", d.StreamIdleTimeout, d.RouteTimeout, d.RequestTimeout, d.AuthzTimeout)
+	}
+	m := loadMesh(t, filepath.Join("testdata", "in", "quickstart.yaml"))
+	m.Options = Options{RequestTimeout: 40 * time.Second, RouteTimeout: 50 * time.Second, StreamIdleTimeout: 70 * time.Second,
+		AuthzTimeout: 300 * time.Millisecond, MaxRequestBytes: 4096, AuthzCircuitBreakers: CircuitBreakers{MaxRequests: 77}}
+	nr, err := TranslateAgent(m, "planner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range nr.Listeners {
+		var hcm hcmv3.HttpConnectionManager
+		if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			t.Fatal(err)
+		}
+		if got := hcm.GetRequestTimeout().AsDuration(); got != 40*time.Second {
+			t.Errorf("%s: request_timeout %v", l.GetName(), got)
+		}
+		if got := hcm.GetStreamIdleTimeout().AsDuration(); got != 70*time.Second {
+			t.Errorf("%s: stream_idle_timeout %v", l.GetName(), got)
+		}
+		ift := hcm.GetRds().GetConfigSource().GetInitialFetchTimeout()
+		if ift == nil || ift.AsDuration() != 0 {
+			t.Errorf("%s: RDS initial_fetch_timeout %v, want an explicit 0 (Envoy's default is 15 s)", l.GetName(), ift)
+		}
+		if l.GetName() != ListenerInbound {
+			continue
+		}
+		var az extauthzv3.ExtAuthz
+		for _, f := range hcm.GetHttpFilters() {
+			if f.GetName() == extAuthzName {
+				if err := f.GetTypedConfig().UnmarshalTo(&az); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if got := az.GetGrpcService().GetTimeout().AsDuration(); got != 300*time.Millisecond {
+			t.Errorf("ext_authz timeout %v", got)
+		}
+		if got := az.GetWithRequestBody().GetMaxRequestBytes(); got != 4096 {
+			t.Errorf("ext_authz max_request_bytes %d", got)
+		}
+	}
+	for _, r := range nr.Routes {
+		if got := r.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetTimeout().AsDuration(); got != 50*time.Second {
+			t.Errorf("route %s timeout %v, want routeTimeout", r.GetName(), got)
+		}
+	}
+	for _, c := range nr.Clusters {
+		if c.GetName() != ClusterAuthz {
+			continue
+		}
+		th := c.GetCircuitBreakers().GetThresholds()
+		if len(th) != 1 || th[0].GetMaxRequests().GetValue() != 77 || th[0].GetMaxConnections().GetValue() != DefaultAuthzMaxConnections ||
+			th[0].GetMaxPendingRequests().GetValue() != DefaultAuthzMaxPendingRequests || th[0].GetMaxRetries().GetValue() != DefaultAuthzMaxRetries {
+			t.Errorf("authz circuit breakers %v", th)
 		}
 	}
 }

@@ -64,6 +64,7 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 		TrustDomain: cfg.TrustDomain,
 		Agents:      cfg.Agents,
 		Authz:       envoy.Authz{Address: authzAddr, Plaintext: cfg.Authz.Server.Plaintext},
+		Options:     cfg.Envoy,
 	}
 	if cfg.Authz.Server.TLSFromSecrets() {
 		// The Envoys accept only the ext_authz listener's own SVID.

@@ -35,6 +35,7 @@ type Config struct {
 	Authz       Authz          `yaml:"authz"`
 	XDS         xds.Config     `yaml:"xds"`
 	Agents      []envoy.Agent  `yaml:"agents"`
+	Envoy       envoy.Options  `yaml:"envoy"` // the agents' Envoys: timeouts, limits, ext_authz circuit breakers
 	Secrets     secrets.Config `yaml:"secrets"`
 	Audit       audit.Config   `yaml:"audit"`
 
@@ -139,6 +140,7 @@ func (c *Config) Validate() error {
 		c.Authz.Policy.Validate("authz", c.TrustDomain),
 		c.XDS.Validate("xds"),
 		envoy.ValidateAgents("agents", c.Agents),
+		c.Envoy.Validate("envoy"),
 		c.Secrets.Validate("secrets"),
 		c.Audit.Validate("audit"),
 	)

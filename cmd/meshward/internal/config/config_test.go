@@ -125,6 +125,16 @@ agents:
 			yaml: "trustDomain: mesh.local\nagents:\n  - {name: a, spiffeID: spiffe://mesh.local/meshward/xds, inboundPort: 1, app: 127.0.0.1:2}\n",
 			want: []string{`agents[0].spiffeID: "spiffe://mesh.local/meshward/xds" is under /meshward, reserved`},
 		},
+		{
+			name: "envoy timeouts inconsistent",
+			yaml: "trustDomain: mesh.local\nenvoy:\n  streamIdleTimeout: 60s\n  authzTimeout: -1s\n",
+			want: []string{"envoy.authzTimeout: must not be negative"},
+		},
+		{
+			name: "envoy stream idle shorter than the route timeout",
+			yaml: "trustDomain: mesh.local\nenvoy:\n  streamIdleTimeout: 60s\n  routeTimeout: 90s\n",
+			want: []string{"envoy.streamIdleTimeout: 1m0s is shorter than routeTimeout 1m30s"},
+		},
 		{name: "type mismatch", yaml: "trustDomain: [a]\n", want: []string{"cannot unmarshal"}},
 		{name: "empty document", yaml: "", want: []string{"empty document"}},
 		{name: "two documents", yaml: "trustDomain: a\n---\ntrustDomain: b\n", want: []string{"more than one YAML document"}},
