@@ -1,6 +1,8 @@
 package opa
 
 import (
+	"reflect"
+
 	ast "github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -49,10 +51,18 @@ func (n need) add(path []string) need {
 // query too. Any other use of input (input as a whole, an import of it,
 // `with input...`) needs the whole document. extra adds references
 // relative to input (attributes.source.principal) that something else
-// reads: the decision cache.
+// reads.
+//
+// The walk is checked for completeness: every occurrence of the input
+// variable anywhere in the modules' syntax trees (found by reflection, so
+// a node kind the walk does not know, such as a rule head's reference
+// before it was handled, cannot hide one) must be one the walk accounted
+// for; otherwise the whole document is built.
 func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
 	n := need{}
 	all := false
+	seen := 0                      // occurrences of input accounted for
+	walked := map[*ast.Term]bool{} // a term shared by two nodes counts once
 	var vis *ast.GenericVisitor
 	vis = ast.NewGenericVisitor(func(x any) bool {
 		if all {
@@ -69,7 +79,20 @@ func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
 				all = true
 				return true
 			}
+		case *ast.Head:
+			// OPA's visitor does not walk a rule head's reference
+			// (p[input.x].y := ...): its first term is the rule name,
+			// the others may read input.
+			if len(x.Reference) > 1 {
+				for _, t := range x.Reference[1:] {
+					vis.Walk(t)
+				}
+			}
 		case *ast.Term:
+			if walked[x] {
+				return true
+			}
+			walked[x] = true
 			switch v := x.Value.(type) {
 			case ast.Var:
 				if v.Equal(ast.InputRootDocument.Value) {
@@ -79,6 +102,7 @@ func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
 				if !isInputRef(x) {
 					return false
 				}
+				seen++
 				if n = n.add(constPrefix(v[1:])); n == nil {
 					all = true
 					return true
@@ -96,7 +120,7 @@ func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
 	for _, m := range modules {
 		vis.Walk(m)
 	}
-	if all {
+	if all || seen != countInputVars(modules) {
 		return nil
 	}
 	for _, r := range extra {
@@ -105,6 +129,73 @@ func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
 		}
 	}
 	return n
+}
+
+// countInputVars counts the occurrences of the input variable in the
+// modules' syntax trees by reflection, visiting every field of every node
+// (shared nodes once), except annotations and comments, which OPA does
+// not evaluate.
+func countInputVars(modules []*ast.Module) int {
+	c := inputCounter{seen: map[uintptr]bool{}}
+	for _, m := range modules {
+		c.walk(reflect.ValueOf(m))
+	}
+	return c.n
+}
+
+var (
+	varType         = reflect.TypeFor[ast.Var]()
+	skippedASTTypes = map[reflect.Type]bool{
+		reflect.TypeFor[*ast.Annotations](): true,
+		reflect.TypeFor[*ast.Comment]():     true,
+		reflect.TypeFor[*ast.Location]():    true,
+	}
+)
+
+type inputCounter struct {
+	seen map[uintptr]bool
+	n    int
+}
+
+func (c *inputCounter) walk(v reflect.Value) {
+	if !v.IsValid() || skippedASTTypes[v.Type()] {
+		return
+	}
+	if v.Type() == varType {
+		if v.String() == string(ast.InputRootDocument.Value.(ast.Var)) {
+			c.n++
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map:
+		if v.IsNil() {
+			return
+		}
+		if c.seen[v.Pointer()] {
+			return
+		}
+		c.seen[v.Pointer()] = true
+		if v.Kind() == reflect.Pointer {
+			c.walk(v.Elem())
+			return
+		}
+		it := v.MapRange()
+		for it.Next() {
+			c.walk(it.Key())
+			c.walk(it.Value())
+		}
+	case reflect.Interface:
+		c.walk(v.Elem())
+	case reflect.Struct:
+		for i := range v.NumField() {
+			c.walk(v.Field(i))
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			c.walk(v.Index(i))
+		}
+	}
 }
 
 // constPrefix is the path of r's leading string keys.

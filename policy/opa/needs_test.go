@@ -57,6 +57,15 @@ allow if { f with input.a as 1 }
 f if input.b == 1`, nil, all},
 		{"whole input in the head", `package p
 echo := input`, nil, all},
+		{"reference in a rule head's reference", `package p
+caller[input.attributes.source.principal].seen := true
+allow if { input.attributes.request.http.method == "GET"; count(caller) == 0 }`, nil, need{
+			"attributes": {"source": {"principal": nil}, "request": {"http": {"method": nil}}},
+		}},
+		{"reference in an else chain", `package p
+allow := false if input.a == 1 else := true if input.b == 2`, nil, need{"a": nil, "b": nil}},
+		{"reference in every and a template string", `package p
+allow if { every x in input.xs { x > input.min } ; $"{input.t}" == "a" }`, nil, need{"xs": nil, "min": nil, "t": nil}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := ast.MustParseModuleWithOpts(tc.module, ast.ParserOptions{RegoVersion: ast.RegoV1})
