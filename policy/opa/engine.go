@@ -266,6 +266,9 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		parsed = append(parsed, m)
 	}
 	sort.Strings(e.modules)
+	if useFastMatchSchema(parsed) {
+		opts = append(opts, rego.Function2(matchSchemaFastDecl, matchSchemaFast))
+	}
 	var cachePaths []ast.Ref
 	if e.decisions != nil {
 		cachePaths = e.decisions.paths

@@ -1,9 +1,11 @@
 package opa
 
 import (
+	"context"
 	"sync"
 
 	ast "github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/meshward/meshward/policy/schema"
@@ -17,29 +19,103 @@ import (
 //
 // meshward keeps OPA's implementation and puts a fast path in front of
 // it: for a schema that uses only a common keyword subset (see
-// schema.Quick, profile ProfileOPA), a document that schema.Quick finds
-// certainly valid gets [true, []] straight away, which is what OPA's
-// implementation answers for it. Every other call, and every document
-// that is not certainly valid, goes to OPA's implementation, so errors,
-// their wording and every edge case stay OPA's. Tests compare the two on
-// the JSON-Schema-Test-Suite and by fuzzing.
+// schema.Quick, profile ProfileOPA) and that OPA's own schema compiler
+// accepts, a document that schema.Quick finds certainly valid gets
+// [true, []] straight away, which is what OPA's implementation answers
+// for it. Every other call, and every document that is not certainly
+// valid, goes to OPA's implementation, so errors, their wording and every
+// edge case stay OPA's. Tests compare the two on the JSON-Schema-Test-
+// Suite and by fuzzing documents and schemas.
 //
-// OPA's builtins are registered process-wide, so this applies to every
-// OPA evaluation in the process; it changes no result.
+// The fast path is not registered process-wide: the modules an Engine
+// serves have their json.match_schema calls rewritten to
+// matchSchemaFastName (see useFastMatchSchema), a function only their
+// prepared queries know. Any other OPA evaluation in the process (policy
+// tests, a library user's own rego.New) gets OPA's builtin unchanged.
 var opaMatchSchema = topdown.GetBuiltin(ast.JSONMatchSchema.Name)
 
-func init() {
-	if opaMatchSchema != nil {
-		topdown.RegisterBuiltinFunc(ast.JSONMatchSchema.Name, matchSchema)
-	}
+// opaVerifySchema is OPA's json.verify_schema: it compiles a schema the
+// way json.match_schema does (patterns included) and says whether it is
+// accepted.
+var opaVerifySchema = topdown.GetBuiltin(ast.JSONSchemaVerify.Name)
+
+// matchSchemaFastName is what the served modules call instead of
+// json.match_schema.
+const matchSchemaFastName = "meshward.internal.json_match_schema"
+
+var matchSchemaFastDecl = &rego.Function{
+	Name: matchSchemaFastName,
+	Decl: ast.JSONMatchSchema.Decl,
 }
 
-// matchSchema is json.match_schema with the fast path.
+// matchSchemaFast implements matchSchemaFastName: json.match_schema with
+// the fast path.
+func matchSchemaFast(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, error) {
+	if quickMatch(doc.Value, sch.Value) {
+		return resultWithoutErrors(true), nil
+	}
+	return callOPAMatchSchema(bctx, doc, sch)
+}
+
+// matchSchema is matchSchemaFast as a topdown builtin (for tests that
+// call both implementations the same way).
 func matchSchema(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*ast.Term) error) error {
 	if len(operands) >= 2 && quickMatch(operands[0].Value, operands[1].Value) {
 		return iter(resultWithoutErrors(true))
 	}
 	return opaMatchSchema(bctx, operands, iter)
+}
+
+func callOPAMatchSchema(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, error) {
+	var out *ast.Term
+	err := opaMatchSchema(bctx, []*ast.Term{doc, sch}, func(t *ast.Term) error {
+		out = t
+		return nil
+	})
+	return out, err
+}
+
+// useFastMatchSchema rewrites, in modules, every two-argument call of
+// json.match_schema (`json.match_schema(d, s)` or the output form
+// `json.match_schema(d, s, out)`) to matchSchemaFastName, and reports
+// whether it rewrote any. Calls of another arity keep OPA's name, so that
+// the compile error names what the author wrote. Modules that replace
+// json.match_schema with `with` (mocks) are left as they are.
+func useFastMatchSchema(modules []*ast.Module) bool {
+	target := ast.JSONMatchSchema.Ref()
+	isMatch := func(t *ast.Term) bool {
+		r, ok := t.Value.(ast.Ref)
+		return ok && r.Equal(target)
+	}
+	mocked := false
+	for _, m := range modules {
+		ast.WalkWiths(m, func(w *ast.With) bool {
+			mocked = mocked || isMatch(w.Target)
+			return mocked
+		})
+	}
+	if mocked {
+		return false
+	}
+	fast := ast.NewTerm(ast.MustParseRef(matchSchemaFastName))
+	rewrote := false
+	for _, m := range modules {
+		ast.WalkExprs(m, func(e *ast.Expr) bool {
+			if ts, ok := e.Terms.([]*ast.Term); ok && len(ts) == 4 && isMatch(ts[0]) {
+				ts[0] = fast.Copy()
+				rewrote = true
+			}
+			return false
+		})
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if c, ok := t.Value.(ast.Call); ok && len(c) == 3 && isMatch(c[0]) {
+				c[0] = fast.Copy()
+				rewrote = true
+			}
+			return false
+		})
+	}
+	return rewrote
 }
 
 // resultWithoutErrors is json.match_schema's [ok, []]: what OPA answers
@@ -128,6 +204,9 @@ func (c *quickCache) get(so ast.Object) *schema.Quick {
 	if native, err := ast.JSON(so); err == nil {
 		q = schema.CompileQuick(native, schema.ProfileOPA)
 	}
+	if q != nil && !opaAccepts(so) {
+		q = nil // OPA refuses it (minLength > maxLength, ...): its error decides
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n >= maxQuickSchemas {
@@ -136,4 +215,25 @@ func (c *quickCache) get(so ast.Object) *schema.Quick {
 	c.m[h] = append(c.m[h], quickEntry{schema: so, text: text, q: q})
 	c.n++
 	return q
+}
+
+// opaAccepts reports whether OPA's json.match_schema compiles the schema
+// sch: schema.Quick knows the keywords, gojsonschema also refuses some
+// combinations of them (minLength > maxLength, minProperties >
+// maxProperties, ...) with an error, which leaves the call undefined.
+// Asking OPA's own compiler, once per schema, matches every refusal it
+// has, present and future.
+func opaAccepts(sch ast.Object) bool {
+	if opaVerifySchema == nil {
+		return false
+	}
+	ok := false
+	bctx := topdown.BuiltinContext{Context: context.Background()}
+	err := opaVerifySchema(bctx, []*ast.Term{ast.NewTerm(sch)}, func(t *ast.Term) error {
+		if a, isArr := t.Value.(*ast.Array); isArr && a.Len() == 2 {
+			ok = a.Elem(0).Equal(ast.InternedTerm(true))
+		}
+		return nil
+	})
+	return err == nil && ok
 }

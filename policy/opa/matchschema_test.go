@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -274,4 +275,55 @@ func FuzzMatchSchema(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFastPathDefersToOPAsCompiler: a schema built only of keywords the
+// fast path knows, but one OPA's schema compiler refuses, never gets the
+// fast path's answer: OPA's error (an undefined call) decides.
+func TestFastPathDefersToOPAsCompiler(t *testing.T) {
+	for _, s := range []string{
+		`{"type":"string","minLength":5,"maxLength":2}`,
+		`{"type":"object","minProperties":3,"maxProperties":1}`,
+		`{"properties":{"a":{"minLength":2,"maxLength":1}}}`,
+		`{"items":{"type":"object","minProperties":2,"maxProperties":0}}`,
+	} {
+		sch := mustValue(t, s)
+		if q := quickSchemas.get(sch.(ast.Object)); q != nil {
+			t.Errorf("%s: fast path compiled a schema OPA refuses", s)
+		}
+		_, wantErr := callMatch(t, opaMatchSchema, mustValue(t, `{}`), sch)
+		_, gotErr := callMatch(t, matchSchema, mustValue(t, `{}`), sch)
+		if wantErr == "" || gotErr != wantErr {
+			t.Errorf("%s: meshward error %q, OPA error %q (want both the same, non-empty)", s, gotErr, wantErr)
+		}
+	}
+}
+
+// TestMatchSchemaNotReplacedProcessWide: OPA's json.match_schema stays
+// OPA's in this process; only an Engine's own modules call the fast path.
+func TestMatchSchemaNotReplacedProcessWide(t *testing.T) {
+	got := topdown.GetBuiltin(ast.JSONMatchSchema.Name)
+	if got == nil || reflect.ValueOf(got).Pointer() != reflect.ValueOf(opaMatchSchema).Pointer() {
+		t.Fatal("json.match_schema is not OPA's own implementation")
+	}
+	mods := []*ast.Module{ast.MustParseModuleWithOpts(`package p
+a if { [ok, _] := json.match_schema(input, {}); ok }
+b if json.match_schema(input, {}, [true, _])
+c if {
+	json.match_schema(input, {}, x) with json.match_schema as mock
+	x[0]
+}
+mock(_, _) := [true, []]`, ast.ParserOptions{RegoVersion: ast.RegoV1})}
+	if useFastMatchSchema(mods) {
+		t.Error("rewrote modules that mock json.match_schema with `with`")
+	}
+	mods = []*ast.Module{ast.MustParseModuleWithOpts(`package p
+a if { [ok, _] := json.match_schema(input, {}); ok }
+b if json.match_schema(input, {}, [true, _])`, ast.ParserOptions{RegoVersion: ast.RegoV1})}
+	if !useFastMatchSchema(mods) {
+		t.Fatal("nothing rewritten")
+	}
+	if s := mods[0].String(); strings.Contains(s, "json.match_schema(") || strings.Count(s, matchSchemaFastName) != 2 {
+		t.Errorf("rewritten module:\n%s", s)
+	}
 }

@@ -17,6 +17,8 @@ import (
 // It exists only in the rules meshward generates at load.
 const matchSchemaOKName = "meshward.internal.json_match_schema_ok"
 
+var matchSchemaFastRef = ast.MustParseRef(matchSchemaFastName)
+
 var matchSchemaOKDecl = &rego.Function{
 	Name: matchSchemaOKName,
 	Decl: types.NewFunction(
@@ -73,7 +75,8 @@ func matchSchemaCall(e *ast.Expr) ([]*ast.Term, *ast.Term) {
 		return nil, nil
 	}
 	isMatch := func(ts []*ast.Term) bool {
-		return len(ts) > 0 && ts[0].Value.Compare(ast.JSONMatchSchema.Ref()) == 0
+		return len(ts) > 0 && (ts[0].Value.Compare(ast.JSONMatchSchema.Ref()) == 0 ||
+			ts[0].Value.Compare(matchSchemaFastRef) == 0)
 	}
 	pair := func(t *ast.Term) *ast.Term {
 		if a, ok := t.Value.(*ast.Array); ok && a.Len() == 2 {
