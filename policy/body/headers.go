@@ -91,6 +91,13 @@ func CheckHeaders(h Headers) *Problem {
 		return &Problem{Status: 415, Code: CodeUnsupportedMediaType,
 			Message: "content-type " + quoteShort(mt) + " is not JSON; want application/json or application/*+json"}
 	}
+	if k := Classify(h.ContentType); k != MediaJSON && k != MediaOther {
+		// application/x-www-form-urlencoded+json and the like: the Rego
+		// input (like opa-envoy-plugin) and many backends read them as
+		// a form, so validating them as JSON would judge another message.
+		return &Problem{Status: 415, Code: CodeUnsupportedMediaType,
+			Message: "content-type " + quoteShort(mt) + " is ambiguous (JSON by its suffix, " + k.String() + " by its name); want application/json"}
+	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
 		return &Problem{Status: 415, Code: CodeUnsupportedMediaType,
 			Message: "charset " + quoteShort(cs) + " is not accepted; JSON is utf-8"}
@@ -109,4 +116,55 @@ func isJSONMediaType(mt string) bool {
 	}
 	name, ok := strings.CutSuffix(sub, "+json")
 	return ok && name != "" && !strings.ContainsAny(name, "/+")
+}
+
+// MediaKind is what a body is by its content-type, the way opa-envoy-plugin
+// decides how to parse it (and so the way the Rego input reads it).
+type MediaKind uint8
+
+// The kinds, in the order opa-envoy-plugin tests for them.
+const (
+	// MediaOther: none of the below; the Rego input's parsed_body is null.
+	MediaOther MediaKind = iota
+	// MediaJSON: the content-type contains application/json.
+	MediaJSON
+	// MediaGRPC: it contains application/grpc.
+	MediaGRPC
+	// MediaForm: it contains application/x-www-form-urlencoded.
+	MediaForm
+	// MediaMultipart: it contains multipart/form-data.
+	MediaMultipart
+)
+
+func (k MediaKind) String() string {
+	switch k {
+	case MediaJSON:
+		return "JSON"
+	case MediaGRPC:
+		return "gRPC"
+	case MediaForm:
+		return "a form"
+	case MediaMultipart:
+		return "multipart"
+	}
+	return "other"
+}
+
+// Classify returns the kind of a body with content-type ct, exactly as
+// opa-envoy-plugin's getParsedBody decides it: substring tests, first
+// match wins. It is the one classification both the Rego input and the
+// schema step (CheckHeaders refuses a JSON media type of another kind)
+// rely on.
+func Classify(ct string) MediaKind {
+	switch {
+	case strings.Contains(ct, "application/json"):
+		return MediaJSON
+	case strings.Contains(ct, "application/grpc"):
+		return MediaGRPC
+	case strings.Contains(ct, "application/x-www-form-urlencoded"):
+		return MediaForm
+	case strings.Contains(ct, "multipart/form-data"):
+		return MediaMultipart
+	}
+	return MediaOther
 }

@@ -68,6 +68,9 @@ func buildEagerInput(in *Input) (ast.Value, error) {
 	}
 	obj.Insert(keyParsedBody, ast.NewTerm(body))
 	obj.Insert(keyTruncatedBody, ast.BooleanTerm(truncated))
+	if p := in.Check.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		obj.Insert(ast.StringTerm("source_principal"), ast.StringTerm(p))
+	}
 
 	if in.Meshward != nil {
 		mv, err := in.Meshward.value()
@@ -79,35 +82,47 @@ func buildEagerInput(in *Input) (ast.Value, error) {
 	return obj, nil
 }
 
-// parsePathAndQuery mirrors opa-envoy-plugin: url.Parse, the unescaped
-// path split on "/" after trimming leading slashes, and the query as
-// key -> list of values.
+// parsePathAndQuery mirrors opa-envoy-plugin: the path before "?"
+// unescaped and split on "/" after trimming leading slashes, and the query
+// parsed strictly as key -> list of values.
 func parsePathAndQuery(path string) (ast.Value, ast.Value, error) {
-	u, err := url.Parse(path)
+	rawPath, rawQuery, _ := strings.Cut(path, "?")
+	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	vals, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, nil, err
+	}
+	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
 	terms := make([]*ast.Term, len(segs))
 	for i, s := range segs {
 		terms[i] = ast.StringTerm(s)
 	}
 	q := ast.NewObject()
-	if u.RawQuery != "" {
-		for k, vs := range u.Query() {
-			vt := make([]*ast.Term, len(vs))
-			for i, v := range vs {
-				vt[i] = ast.StringTerm(v)
-			}
-			q.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
+	for k, vs := range vals {
+		vt := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			vt[i] = ast.StringTerm(v)
 		}
+		q.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
 	}
 	return ast.NewArray(terms...), q, nil
 }
 
+const (
+	bodyJSON = iota
+	bodyForm
+	bodyMultipart
+)
+
 // parsedBody mirrors opa-envoy-plugin's getParsedBody, using the caller's
 // parsed body when it has one.
 func parsedBody(in *Input, headers map[string]string, body string, rawBody []byte) (ast.Value, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return ast.Null{}, true, nil
+	}
 	ct, ok := headers["content-type"]
 	if !ok {
 		return ast.Null{}, false, nil
@@ -143,7 +158,7 @@ func parsedBody(in *Input, headers map[string]string, body string, rawBody []byt
 			return ast.Null{}, true, nil
 		}
 	}
-	if in.HasParsedBody {
+	if in.HasParsedBody && kind == bodyJSON {
 		v, err := goToValue(in.ParsedBody)
 		return v, false, err
 	}

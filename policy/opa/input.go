@@ -1,7 +1,6 @@
 package opa
 
 import (
-	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -71,12 +70,6 @@ func headerMapToMap(h *corev3.HeaderMap) map[string]string {
 	return m
 }
 
-const (
-	bodyJSON = iota
-	bodyForm
-	bodyMultipart
-)
-
 // parseMultipart mirrors opa-envoy-plugin: form name -> list of values,
 // parts with an application/json content type decoded as JSON.
 func parseMultipart(ct, payload string) (ast.Value, error) {
@@ -92,7 +85,7 @@ func parseMultipart(ct, payload string) (ast.Value, error) {
 	mr := multipart.NewReader(strings.NewReader(payload), boundary)
 	for {
 		p, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
+		if err == io.EOF { //nolint:errorlint // opa-envoy-plugin ends only at a bare EOF; a wrapped one (no boundary) is an error
 			break
 		}
 		if err != nil {

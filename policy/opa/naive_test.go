@@ -3,6 +3,9 @@ package opa
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -30,18 +33,23 @@ func naiveInput(req *authv3.CheckRequest) (ast.Value, error) {
 	}
 	input["version"] = map[string]string{"ext_authz": "v3", "encoding": "protojson"}
 	h := req.GetAttributes().GetRequest().GetHttp()
-	u, err := url.Parse(h.GetPath())
+	rawPath, rawQuery, _ := strings.Cut(h.GetPath(), "?")
+	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return nil, err
 	}
-	segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
 	pp := make([]any, len(segs))
 	for i, s := range segs {
 		pp[i] = s
 	}
 	input["parsed_path"] = pp
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
 	pq := map[string]any{}
-	for k, vs := range u.Query() {
+	for k, vs := range query {
 		l := make([]any, len(vs))
 		for i, v := range vs {
 			l[i] = v
@@ -49,25 +57,118 @@ func naiveInput(req *authv3.CheckRequest) (ast.Value, error) {
 		pq[k] = l
 	}
 	input["parsed_query"] = pq
-	var body any
-	truncated := false
-	if ct := h.GetHeaders()["content-type"]; strings.Contains(ct, "application/json") && h.GetBody() != "" {
-		if cl, ok := h.GetHeaders()["content-length"]; ok {
-			n, err := strconv.ParseInt(cl, 10, 64)
-			if err != nil {
-				return nil, err
-			}
-			truncated = n != -1 && n > int64(len(h.GetBody()))
-		}
-		if !truncated {
-			if err := util.UnmarshalJSON([]byte(h.GetBody()), &body); err != nil {
-				return nil, err
-			}
-		}
+	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		input["source_principal"] = p
+	}
+	body, truncated, err := pluginParsedBody(h.GetHeaders(), h.GetBody(), h.GetRawBody())
+	if err != nil {
+		return nil, err
 	}
 	input["parsed_body"] = body
 	input["truncated_body"] = truncated
 	return ast.InterfaceToValue(input)
+}
+
+// pluginParsedBody is opa-envoy-plugin's getParsedBody, written from its
+// source independently of meshward's builders: the content-type is tested
+// by substring (application/json, then application/grpc, then
+// application/x-www-form-urlencoded, then multipart/form-data), the body
+// is body or else raw_body, and a content-length above the body's length
+// means truncated (parsed_body null).
+func pluginParsedBody(headers map[string]string, body string, raw []byte) (any, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return nil, true, nil
+	}
+	ct, ok := headers["content-type"]
+	if !ok {
+		return nil, false, nil
+	}
+	payload := body
+	if payload == "" {
+		payload = string(raw)
+	}
+	truncatedAt := func() (bool, error) {
+		cl, ok := headers["content-length"]
+		if !ok {
+			return false, nil
+		}
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return false, err
+		}
+		return n != -1 && n > int64(len(payload)), nil
+	}
+	switch {
+	case strings.Contains(ct, "application/json"):
+		if payload == "" {
+			return nil, false, nil
+		}
+		if tr, err := truncatedAt(); err != nil || tr {
+			return nil, tr, err
+		}
+		var x any
+		err := util.UnmarshalJSON([]byte(payload), &x)
+		return x, false, err
+	case strings.Contains(ct, "application/grpc"):
+		return nil, false, nil // no descriptor sets configured
+	case strings.Contains(ct, "application/x-www-form-urlencoded"):
+		if payload == "" {
+			return nil, false, nil
+		}
+		if tr, err := truncatedAt(); err != nil || tr {
+			return nil, tr, err
+		}
+		vals, err := url.ParseQuery(payload)
+		if err != nil {
+			return nil, false, err
+		}
+		return map[string][]string(vals), false, nil
+	case strings.Contains(ct, "multipart/form-data"):
+		if payload == "" {
+			return nil, false, nil
+		}
+		if tr, err := truncatedAt(); err != nil || tr {
+			return nil, tr, err
+		}
+		_, params, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return nil, false, err
+		}
+		boundary, ok := params["boundary"]
+		if !ok {
+			return nil, false, nil
+		}
+		values := map[string][]any{}
+		mr := multipart.NewReader(strings.NewReader(payload), boundary)
+		for {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			name := p.FormName()
+			if name == "" {
+				continue
+			}
+			data, err := io.ReadAll(p)
+			if err != nil {
+				return nil, false, err
+			}
+			if strings.Contains(p.Header.Get("Content-Type"), "application/json") {
+				var x any
+				if err := util.UnmarshalJSON(data, &x); err != nil {
+					return nil, false, err
+				}
+				values[name] = append(values[name], x)
+			} else {
+				values[name] = append(values[name], string(data))
+			}
+		}
+		return values, false, nil
+	}
+	return nil, false, nil
 }
 
 // richRequest sets every kind of field a CheckRequest carries: 64-bit

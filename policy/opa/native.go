@@ -63,12 +63,20 @@ func buildNativeInput(in *Input, n need) (map[string]any, error) {
 	// The path and the body are parsed even when the policy reads
 	// neither: a request opa-envoy-plugin cannot parse is an input error
 	// whatever the policy.
-	u, err := url.Parse(httpReq.GetPath())
+	// Like opa-envoy-plugin: the path before "?" is unescaped, the
+	// query parsed strictly (a bad escape or a ";" separator is an error,
+	// not a parameter silently dropped).
+	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
+	decodedPath, err := url.PathUnescape(rawPath)
 	if err != nil {
 		return nil, fmt.Errorf("build input: %w: path: %w", ErrInput, err)
 	}
+	vals, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("build input: %w: query: %w", ErrInput, err)
+	}
 	if _, ok := n.has("parsed_path"); ok {
-		segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+		segs := strings.Split(strings.TrimLeft(decodedPath, "/"), "/")
 		path := make([]any, len(segs))
 		for i, s := range segs {
 			path[i] = s
@@ -76,13 +84,16 @@ func buildNativeInput(in *Input, n need) (map[string]any, error) {
 		obj["parsed_path"] = path
 	}
 	if _, ok := n.has("parsed_query"); ok {
-		query := map[string]any{}
-		if u.RawQuery != "" {
-			for k, vs := range u.Query() {
-				query[k] = stringsToNative(vs)
-			}
+		query := make(map[string]any, len(vals))
+		for k, vs := range vals {
+			query[k] = stringsToNative(vs)
 		}
 		obj["parsed_query"] = query
+	}
+	if p := in.Check.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		if _, ok := n.has("source_principal"); ok {
+			obj["source_principal"] = p
+		}
 	}
 
 	headers := httpReq.GetHeaders()
@@ -113,21 +124,18 @@ func buildNativeInput(in *Input, n need) (map[string]any, error) {
 // parsedBodyNative mirrors opa-envoy-plugin's getParsedBody, as plain Go
 // values, using the caller's parsed body when it has one.
 func parsedBodyNative(in *Input, headers map[string]string, body string, rawBody []byte) (any, bool, error) {
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return nil, true, nil // Envoy cut the body: truncated, like opa-envoy-plugin
+	}
 	ct, ok := headers["content-type"]
 	if !ok {
 		return nil, false, nil
 	}
-	var kind int
-	switch {
-	case strings.Contains(ct, "application/json"):
-		kind = bodyJSON
-	case strings.Contains(ct, "application/grpc"):
+	kind := msgbody.Classify(ct)
+	switch kind {
+	case msgbody.MediaGRPC:
 		return nil, false, nil // gRPC: parsed_body null (opa-envoy-plugin needs descriptor sets, meshward has none)
-	case strings.Contains(ct, "application/x-www-form-urlencoded"):
-		kind = bodyForm
-	case strings.Contains(ct, "multipart/form-data"):
-		kind = bodyMultipart
-	default:
+	case msgbody.MediaOther:
 		return nil, false, nil
 	}
 	payload := body
@@ -146,12 +154,14 @@ func parsedBodyNative(in *Input, headers map[string]string, body string, rawBody
 			return nil, true, nil
 		}
 	}
-	if in.HasParsedBody {
+	if in.HasParsedBody && kind == msgbody.MediaJSON {
+		// The caller's body is JSON decoded; it stands for
+		// parsed_body only where opa-envoy-plugin parses JSON too.
 		v, err := toNative(in.ParsedBody)
 		return v, false, err
 	}
 	switch kind {
-	case bodyJSON:
+	case msgbody.MediaJSON:
 		// meshward's strict decoder gives exactly what encoding/json
 		// would for every body it accepts, faster; what it refuses
 		// (duplicate keys, invalid UTF-8, huge or deep bodies, bad
@@ -165,7 +175,7 @@ func parsedBodyNative(in *Input, headers map[string]string, body string, rawBody
 		}
 		v, err := toNative(x)
 		return v, false, err
-	case bodyForm:
+	case msgbody.MediaForm:
 		vals, err := url.ParseQuery(payload)
 		if err != nil {
 			return nil, false, err
