@@ -74,11 +74,12 @@ func TestBundleTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name, tls string
 		err       string // "" for a fetched bundle
+		loadErr   string // refused by config.Load already
 	}{
 		{name: "system roots", err: "certificate"},
 		{name: "server CA, no client certificate", tls: "      ca: server-ca.pem\n", err: "certificate"},
 		{name: "server CA and client certificate", tls: "      ca: server-ca.pem\n      cert: client.pem\n      key: client.key\n"},
-		{name: "missing CA file", tls: "      ca: nowhere.pem\n", err: "bundleTLS.ca"},
+		{name: "missing CA file", tls: "      ca: nowhere.pem\n", loadErr: "authz.rego.bundleTLS.ca: open nowhere.pem: no such file"},
 		{name: "not PEM", tls: "      ca: client.key.txt\n", err: "no PEM certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,6 +101,12 @@ func TestBundleTLS(t *testing.T) {
 				}
 			}
 			cfg, err := config.Load(path)
+			if tc.loadErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.loadErr) {
+					t.Fatalf("config.Load = %v, want an error with %q", err, tc.loadErr)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

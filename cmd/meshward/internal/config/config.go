@@ -66,7 +66,19 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Parse decodes, defaults and validates a configuration. dir resolves the
 // relative file names it holds; source names it in messages.
+//
+// Every problem is reported in one pass, in line order: unknown keys,
+// values of the wrong type, validation failures and files that cannot be
+// opened, each named by its field path and, where the file has the key,
+// its line.
 func Parse(data []byte, dir fs.FS, source string) (*Config, error) {
+	return parse(data, dir, "the folder of "+source, "", source)
+}
+
+// parse is Parse; dirName says where relative names are looked for, and
+// absDir, when set, is that folder on disk: file names read straight from
+// disk (the secrets section's) are made absolute from it.
+func parse(data []byte, dir fs.FS, dirName, absDir, source string) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
@@ -79,16 +91,25 @@ func Parse(data []byte, dir fs.FS, source string) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %s: more than one YAML document", ErrInvalid, source)
 	}
-	if errs := unknownFields(&root, reflect.TypeFor[Config](), ""); len(errs) > 0 {
-		return nil, fmt.Errorf("%w: %s:\n%w", ErrInvalid, source, errors.Join(errs...))
-	}
+	errs := unknownFields(&root, reflect.TypeFor[Config](), "")
+	lines := fieldLines(&root)
 	c := &Config{Dir: dir, Source: source}
 	if err := root.Decode(c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, source, err)
+		te, ok := typeErrors(err, lines)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, source, err)
+		}
+		errs = append(errs, te...)
+	}
+	if absDir != "" {
+		resolveSecretsFiles(&c.Secrets, absDir)
 	}
 	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %s:\n%w", ErrInvalid, source, err)
+	errs = append(errs, withLines(c.Validate(), lines)...)
+	errs = append(errs, c.checkFiles(dirName, lines)...)
+	if len(errs) > 0 {
+		sortByLine(errs)
+		return nil, fmt.Errorf("%w: %s:\n%w", ErrInvalid, source, errors.Join(errs...))
 	}
 	return c, nil
 }
@@ -104,7 +125,36 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, os.DirFS(filepath.Dir(abs)), path)
+	dir := filepath.Dir(abs)
+	return parse(data, os.DirFS(dir), dir+", the configuration file's folder", dir, path)
+}
+
+// resolveSecretsFiles makes the relative file names of the secrets section
+// absolute from dir: the secrets source reads them from disk itself, and a
+// relative name would otherwise depend on the working folder rather than
+// the configuration file's, unlike every other name in the file.
+func resolveSecretsFiles(s *secrets.Config, dir string) {
+	abs := func(name *string) {
+		if *name != "" && !filepath.IsAbs(*name) {
+			*name = filepath.Join(dir, *name)
+		}
+	}
+	abs(&s.Local.DataDir)
+	for n, f := range s.Local.Secrets {
+		abs(&f)
+		s.Local.Secrets[n] = f
+	}
+	abs(&s.Vault.TLSCA)
+	if t := s.Vault.Auth.Token; t != nil {
+		abs(&t.File)
+	}
+	if a := s.Vault.Auth.AppRole; a != nil {
+		abs(&a.RoleIDFile)
+		abs(&a.SecretIDFile)
+	}
+	if k := s.Vault.Auth.Kubernetes; k != nil {
+		abs(&k.JWTFile)
+	}
 }
 
 // Quickstart is the embedded default configuration (examples/quickstart).

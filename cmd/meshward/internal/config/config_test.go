@@ -181,7 +181,7 @@ func TestParseDefaults(t *testing.T) {
 
 func TestAuditKeySecretKnown(t *testing.T) {
 	y := "trustDomain: mesh.local\nauthz:\n  plaintext: true\nsecrets:\n  local:\n    secrets: {audit-key: k.txt}\naudit:\n  redaction: {keySecret: audit-key}\n"
-	if _, err := Parse([]byte(y), fstest.MapFS{}, "test.yaml"); err != nil {
+	if _, err := Parse([]byte(y), fstest.MapFS{"k.txt": {Data: []byte("0123456789abcdef")}}, "test.yaml"); err != nil {
 		t.Fatalf("Parse() = %v, want a key secret the local source serves to be accepted", err)
 	}
 }
@@ -190,5 +190,116 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load(missing) = %v, want a not-exist error", err)
+	}
+}
+
+// TestParseReportsEverythingInOnePass: unknown keys, type errors,
+// validation failures and missing files come back together, each with its
+// line, in line order.
+func TestParseReportsEverythingInOnePass(t *testing.T) {
+	y := `trustDomain: Mesh.Local
+colour: blue
+admin:
+  address: nope
+authz:
+  plaintext: true
+  statusOnError: lots
+  rules:
+    - name: a
+      effect: maybe
+      matchh: {path: /a}
+  schemas:
+    - name: s
+      file: schemas/missing.json
+`
+	_, err := Parse([]byte(y), fstest.MapFS{}, "test.yaml")
+	if err == nil {
+		t.Fatal("Parse() succeeded")
+	}
+	want := []string{
+		`trustDomain: "Mesh.Local" must be a lowercase DNS-like name (line 1)`,
+		"colour: unknown field (line 2)",
+		"admin.address: address nope: missing port in address (line 4)",
+		"authz.statusOnError: cannot unmarshal !!str `lots` into int (line 7)",
+		"authz.rules[0].effect: must be \"allow\" or \"deny\", not \"maybe\" (line 10)",
+		"authz.rules[0].matchh: unknown field (line 11)",
+		"authz.schemas[0].file: open schemas/missing.json: file does not exist (relative names are resolved from the folder of test.yaml) (line 14)",
+	}
+	msg := err.Error()
+	last := -1
+	for _, w := range want {
+		i := strings.Index(msg, w)
+		if i < 0 {
+			t.Errorf("error does not contain %q:\n%s", w, msg)
+			continue
+		}
+		if i < last {
+			t.Errorf("%q is out of line order:\n%s", w, msg)
+		}
+		last = i
+	}
+}
+
+func TestLoadFileErrorsNameFieldAndFolder(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "meshward.yaml")
+	y := "trustDomain: mesh.local\nauthz:\n  plaintext: true\n  schemas:\n    - name: s\n      file: schemas/s.json\n    - name: t\n      file: ../t.json\n"
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil {
+		t.Fatal("Load() succeeded with missing schema files")
+	}
+	for _, w := range []string{
+		"authz.schemas[0].file: open schemas/s.json: no such file or directory (relative names are resolved from " + dir + ", the configuration file's folder) (line 6)",
+		`authz.schemas[1].file: "../t.json" leaves the configuration's folder: use an absolute name`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not contain %q:\n%v", w, err)
+		}
+	}
+	// From another working folder, the same relative name is found beside
+	// the configuration file.
+	if err := os.MkdirAll(filepath.Join(dir, "schemas"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(dir, "schemas", "s.json"), filepath.Join(filepath.Dir(dir), "t.json")} {
+		if err := os.WriteFile(f, []byte(`{"type":"object"}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(y, "../t.json", filepath.Join(filepath.Dir(dir), "t.json"), 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	if _, err := Load(path); err != nil {
+		t.Fatalf("Load() = %v, want the schema found beside the configuration", err)
+	}
+}
+
+// TestLoadResolvesSecretsFilesFromConfigFolder: the secrets source reads
+// its files itself; Load hands it names resolved from the configuration
+// file's folder, not the working folder.
+func TestLoadResolvesSecretsFilesFromConfigFolder(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "api.key"), []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "meshward.yaml")
+	y := "trustDomain: mesh.local\nauthz:\n  plaintext: true\nsecrets:\n  local:\n    dataDir: ca\n    secrets: {api-key: api.key, abs: " + filepath.Join(dir, "api.key") + "}\n"
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Secrets.Local.Secrets["api-key"], filepath.Join(dir, "api.key"); got != want {
+		t.Errorf("secrets.local.secrets.api-key = %q, want %q", got, want)
+	}
+	if got, want := c.Secrets.Local.DataDir, filepath.Join(dir, "ca"); got != want {
+		t.Errorf("secrets.local.dataDir = %q, want %q", got, want)
 	}
 }

@@ -48,7 +48,7 @@ func unknownFields(n *yaml.Node, t reflect.Type, path string) []error {
 			}
 			ft, ok := fields[key.Value]
 			if !ok {
-				errs = append(errs, fmt.Errorf("%s: unknown field (line %d)", join(path, key.Value), key.Line))
+				errs = append(errs, &lineError{msg: join(path, key.Value) + ": unknown field", line: key.Line})
 				continue
 			}
 			errs = append(errs, unknownFields(val, ft, join(path, key.Value))...)
