@@ -3,6 +3,7 @@ package extauthz
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -26,6 +27,18 @@ type Config struct {
 	MaxRecvMsgBytes int `yaml:"maxRecvMsgBytes"`
 	// MaxSendMsgBytes bounds a CheckResponse. Default 4 MiB.
 	MaxSendMsgBytes int `yaml:"maxSendMsgBytes"`
+	// MaxHeaderListBytes bounds the gRPC metadata (HTTP/2 header list) of
+	// one request; a longer one is reset before Check runs. Envoy sends a
+	// few hundred bytes (the HTTP request's headers travel in the message,
+	// not here). Default 64 KiB, at most 16 MiB.
+	MaxHeaderListBytes int `yaml:"maxHeaderListBytes"`
+	// MaxConcurrentStreams bounds the Checks one connection may have in
+	// flight (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); Envoy opens another
+	// connection beyond it. Default 1024.
+	MaxConcurrentStreams int `yaml:"maxConcurrentStreams"`
+	// MaxConnections bounds the open client connections; one more is
+	// closed as soon as it is accepted, and counted. Default 4096.
+	MaxConnections int `yaml:"maxConnections"`
 	// Keepalive of the gRPC server.
 	Keepalive Keepalive `yaml:"keepalive"`
 	// ShutdownTimeout bounds the graceful stop; then in-flight Checks are
@@ -99,11 +112,18 @@ const (
 	DefaultAddress         = "127.0.0.1:9191"
 	DefaultMaxRecvMsgBytes = 8 << 20
 	DefaultMaxSendMsgBytes = 4 << 20
-	DefaultShutdownTimeout = 10 * time.Second
-	DefaultPrincipalHeader = "x-meshward-principal"
-	DefaultRolesHeader     = "x-meshward-roles"
-	DefaultJWTNamespace    = "envoy.filters.http.jwt_authn"
-	DefaultJWTPayloadKey   = "jwt_payload"
+	// DefaultMaxHeaderListBytes bounds a request's gRPC metadata.
+	DefaultMaxHeaderListBytes = 64 << 10
+	// MaxHeaderListBytesLimit is the highest maxHeaderListBytes accepted
+	// (grpc-go's own default).
+	MaxHeaderListBytesLimit     = 16 << 20
+	DefaultMaxConcurrentStreams = 1024
+	DefaultMaxConnections       = 4096
+	DefaultShutdownTimeout      = 10 * time.Second
+	DefaultPrincipalHeader      = "x-meshward-principal"
+	DefaultRolesHeader          = "x-meshward-roles"
+	DefaultJWTNamespace         = "envoy.filters.http.jwt_authn"
+	DefaultJWTPayloadKey        = "jwt_payload"
 )
 
 // DefaultRemoveHeaders are removed from every allowed request by default.
@@ -119,6 +139,15 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxSendMsgBytes == 0 {
 		c.MaxSendMsgBytes = DefaultMaxSendMsgBytes
+	}
+	if c.MaxHeaderListBytes == 0 {
+		c.MaxHeaderListBytes = DefaultMaxHeaderListBytes
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.Keepalive.Time == 0 {
 		c.Keepalive.Time = 30 * time.Second
@@ -176,6 +205,15 @@ func (c *Config) Validate(path string) error {
 	}
 	if c.MaxRecvMsgBytes < 0 || c.MaxSendMsgBytes < 0 {
 		add("%s: maxRecvMsgBytes and maxSendMsgBytes must be positive", path)
+	}
+	if c.MaxHeaderListBytes < 0 || c.MaxHeaderListBytes > MaxHeaderListBytesLimit {
+		add("%s.maxHeaderListBytes: must be between 1 and %d, not %d", path, MaxHeaderListBytesLimit, c.MaxHeaderListBytes)
+	}
+	if c.MaxConcurrentStreams < 0 || c.MaxConcurrentStreams > math.MaxUint32 {
+		add("%s.maxConcurrentStreams: must be positive, not %d", path, c.MaxConcurrentStreams)
+	}
+	if c.MaxConnections < 0 {
+		add("%s.maxConnections: must be positive, not %d", path, c.MaxConnections)
 	}
 	if c.Keepalive.Time < 0 || c.Keepalive.Timeout < 0 || c.Keepalive.MinTime < 0 || c.ShutdownTimeout < 0 {
 		add("%s: durations must not be negative", path)

@@ -17,6 +17,7 @@ type metrics struct {
 	duration  prometheus.Histogram
 	errors    *prometheus.CounterVec
 	authn     *prometheus.CounterVec
+	refused   *prometheus.CounterVec
 
 	cache cowMap[[2]string, prometheus.Counter]
 }
@@ -40,14 +41,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshward_authz_authn_failures_total",
 			Help: "Checks denied 401 because the caller had no or an invalid verified identity, by reason.",
 		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshward_authz_refused_connections_total",
+			Help: "Client connections refused before any Check: over maxConnections, or a failed TLS handshake, by reason.",
+		}, []string{"reason"}),
 		cache: cowMap[[2]string, prometheus.Counter]{max: 1024},
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.duration, m.errors, m.authn} {
+		for _, c := range []prometheus.Collector{m.decisions, m.duration, m.errors, m.authn, m.refused} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
 		}
+	}
+	for _, r := range refusedReasons {
+		m.refused.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -8,4 +8,5 @@ const (
 	logPanic      = "panic"
 	logPlaintext  = "plaintext"
 	logReason     = "reason"
+	logRemote     = "remote"
 )

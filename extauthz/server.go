@@ -117,6 +117,9 @@ type Server struct {
 	certs    certCache
 	parts    responseParts
 
+	// refusals counts and logs connections refused before any Check.
+	refusals *refusalLog
+
 	mu       sync.Mutex
 	listener net.Listener
 	grpc     *grpc.Server
@@ -180,6 +183,7 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 			s.remove[roles][dry] = l
 		}
 	}
+	s.refusals = newRefusalLog(log, func(reason string) { m.refused.WithLabelValues(reason).Inc() })
 	s.readFile, s.tlsSrc = opts.ReadFile, opts.TLSSource
 	if s.readFile == nil {
 		s.readFile = os.ReadFile
@@ -200,13 +204,13 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 		if s.tlsSrc == nil {
 			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source")
 		}
-		creds = credentials.NewTLS(sourceTLS(s.tlsSrc, s.log))
+		creds = refusingCreds{credentials.NewTLS(sourceTLS(s.tlsSrc, s.log)), s.refusals}
 	default:
 		tc, err := serverTLS(s.cfg.TLS, s.readFile, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("extauthz: tls: %w", err)
 		}
-		creds = credentials.NewTLS(tc)
+		creds = refusingCreds{credentials.NewTLS(tc), s.refusals}
 	}
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, ServerOptions(s.cfg)...)...)
 	authv3.RegisterAuthorizationServer(g, s)
@@ -298,7 +302,7 @@ func sourceTLS(src TLSSource, log *slog.Logger) *tls.Config {
 		}
 		if err != nil {
 			log.Error("ext_authz: server certificate unavailable; refusing the connection", logError, err)
-			return nil, fmt.Errorf("extauthz: server certificate: %w", err)
+			return nil, fmt.Errorf("extauthz: server certificate: %w: %w", errServerTLS, err)
 		}
 		pool, err := src.ClientCAs()
 		if err == nil && pool == nil {
@@ -306,7 +310,7 @@ func sourceTLS(src TLSSource, log *slog.Logger) *tls.Config {
 		}
 		if err != nil {
 			log.Error("ext_authz: client trust bundle unavailable; refusing the connection", logError, err)
-			return nil, fmt.Errorf("extauthz: client CAs: %w", err)
+			return nil, fmt.Errorf("extauthz: client CAs: %w: %w", errServerTLS, err)
 		}
 		c := base.Clone()
 		c.Certificates, c.ClientCAs = []tls.Certificate{*cert}, pool
@@ -324,9 +328,9 @@ func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Log
 }
 
 // ServerOptions are the gRPC server options meshward's listener uses
-// besides credentials: message limits, keepalive, and the codec that
-// encodes responses with go-control-plane's generated marshallers when
-// built with -tags vtprotobuf. Exported so that load benchmarks serve the
+// besides credentials: message, header list and stream limits,
+// keepalive, and the codec that encodes responses with go-control-plane's
+// generated marshallers when built with -tags vtprotobuf. Exported so that load benchmarks serve the
 // same way, and so that a program serving Server on its own gRPC server
 // can too.
 func ServerOptions(cfg Config) []grpc.ServerOption {
@@ -334,6 +338,8 @@ func ServerOptions(cfg Config) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgBytes),
+		grpc.MaxHeaderListSize(uint32(cfg.MaxHeaderListBytes)),      //nolint:gosec // G115: validated <= 16 MiB
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)), //nolint:gosec // G115: validated <= MaxUint32
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.Keepalive.Time, Timeout: cfg.Keepalive.Timeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.Keepalive.MinTime, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(newCodec()),
@@ -357,7 +363,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("extauthz: listen: %w", err)
 	}
-	s.listener = l
+	s.listener = newLimitListener(l, s.cfg.MaxConnections, s.refusals)
 	s.log.Info("ext_authz server listening", logAddress, l.Addr().String(), logPlaintext, s.cfg.Plaintext)
 	return nil
 }
