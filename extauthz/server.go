@@ -22,6 +22,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -119,6 +120,10 @@ type Server struct {
 
 	// refusals counts and logs connections refused before any Check.
 	refusals *refusalLog
+	// failLog and failAuditLog rate-limit the warnings of failed Checks:
+	// a failing audit sink or a storm of cancelled Checks fails every
+	// request, and each is already counted in meshward_authz_errors_total.
+	failLog, failAuditLog rate.Sometimes
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -155,6 +160,7 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 	s := &Server{
 		cfg: cfg, td: td, decider: d, auditor: opts.Auditor, log: log, m: m,
 		idPrefix: hex.EncodeToString(prefix[:]) + "-",
+		failLog:  rate.Sometimes{Interval: failLogInterval}, failAuditLog: rate.Sometimes{Interval: failLogInterval},
 	}
 	if opts.Auditor != nil {
 		s.auditBody = true // unless the auditor says it drops bodies
@@ -501,7 +507,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}
 	if d.Err == nil && s.auditor != nil {
 		if err := s.auditor.Audit(s.record(id, in, &d, time.Since(start))); err != nil {
-			d.Err, d.Reason = fmt.Errorf("audit: %w", err), ReasonAudit
+			d.Err, d.Reason = fmt.Errorf("record decision: %w", err), ReasonAudit
 		}
 	}
 	resp = s.respond(id, in, &d, &c.allow)
@@ -523,12 +529,12 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision, a *all
 		reason := errorReason(d)
 		s.m.errors.WithLabelValues(reason).Inc()
 		s.m.decision(resultError, reason)
-		s.log.Warn("ext_authz check failed; denying", logDecisionID, id, logReason, reason, logError, d.Err)
+		s.logFailure(&s.failLog, slog.LevelWarn, "ext_authz check failed; denying", id, reason, d.Err)
 		if s.auditor != nil && reason != ReasonAudit {
 			rec := s.record(id, in, d, 0)
 			rec.Kind, rec.Decision, rec.Reason, rec.Status = audit.KindDecision, resultError, reason, s.cfg.StatusOnError
 			if err := s.auditor.Audit(rec); err != nil {
-				s.log.Error("audit of a failed check failed", logDecisionID, id, logError, err)
+				s.logFailure(&s.failAuditLog, slog.LevelError, "audit of a failed check failed", id, reason, err)
 			}
 		}
 		return s.errorResponse(id, reason)
@@ -544,6 +550,25 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision, a *all
 			s.m.authn.WithLabelValues(d.Reason).Inc()
 		}
 		return s.denyResponse(id, d)
+	}
+}
+
+// failLogInterval is the least time between two logged Check failures
+// (of each kind); the ones between are logged at debug.
+const failLogInterval = 10 * time.Second
+
+// logFailure logs a failed Check at level at most once per
+// failLogInterval, and at debug otherwise, so that a failure of every
+// request (a full audit disk, clients cancelling) cannot flood the log.
+func (s *Server) logFailure(every *rate.Sometimes, level slog.Level, msg, id, reason string, err error) {
+	logged := false
+	every.Do(func() {
+		logged = true
+		s.log.Log(context.Background(), level, msg+" (logged at most every 10s; counted in meshward_authz_errors_total)",
+			logDecisionID, id, logReason, reason, logError, err)
+	})
+	if !logged && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug(msg, logDecisionID, id, logReason, reason, logError, err)
 	}
 }
 
