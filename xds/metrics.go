@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshward_xds_refused_total",
-			Help: "xDS streams or requests refused by node authentication/authorization, by reason.",
+			Help: "xDS connections, streams or requests refused (connection limit, failed mTLS handshake, node authentication/authorization), by reason.",
 		}, []string{"reason"}),
 		buildErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshward_xds_snapshot_errors_total",
@@ -46,6 +46,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	for _, r := range []string{ReasonNoClientCert, ReasonMissingNode, ReasonUnknownNode, ReasonNodeMismatch, ReasonNodeChanged, ReasonUnknownSecret, ReasonNodeRemoved} {
+		m.refused.WithLabelValues(r)
+	}
+	for _, r := range connReasons {
 		m.refused.WithLabelValues(r)
 	}
 	for _, s := range typeSlots {

@@ -49,6 +49,9 @@ type Server struct {
 	nodes   map[string]*nodeState
 	streams map[streamKey]*streamState
 
+	// refusals counts and logs connections refused before any stream.
+	refusals *refusalLog
+
 	lisMu   sync.Mutex
 	lis     net.Listener
 	serving atomic.Bool
@@ -88,7 +91,8 @@ func WithUpdateConcurrency(n int) Option {
 	}
 }
 
-// New returns an xDS server. cfg must have been defaulted and validated.
+// New returns an xDS server. cfg must have been validated; defaults are
+// applied to a copy.
 // res builds each node's resources and ids binds node ids to SPIFFE IDs.
 // tlsSrc provides the listener's certificate and client trust bundle; it
 // may be nil only when cfg.Insecure is set.
@@ -99,6 +103,7 @@ func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Op
 	if tlsSrc == nil && !cfg.Insecure {
 		return nil, errors.New("xds: new: a TLSSource is required unless insecure is set")
 	}
+	cfg.SetDefaults()
 	s := &Server{
 		cfg:     cfg,
 		res:     res,
@@ -122,6 +127,7 @@ func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Op
 		return nil, fmt.Errorf("xds: new: %w", err)
 	}
 	s.m = m
+	s.refusals = newRefusalLog(s.log, func(reason string) { m.refused.WithLabelValues(reason).Inc() })
 	s.cache = newSnapshots(cacheLogger{s.log})
 	return s, nil
 }
@@ -138,7 +144,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("xds: listen: %w", err)
 	}
-	s.lis = l
+	s.lis = newLimitListener(l, s.cfg.MaxConnections, s.refusals)
 	return nil
 }
 
@@ -167,16 +173,16 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(4 << 20),
-		// Envoy opens one ADS stream per connection; a few more allow a
-		// hot restart. Bounds what one authenticated client can hold open.
-		grpc.MaxConcurrentStreams(16),
+		grpc.MaxHeaderListSize(uint32(s.cfg.MaxHeaderListBytes)), //nolint:gosec // G115: validated <= 16 MiB
+		// Bounds what one authenticated client can hold open.
+		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)), //nolint:gosec // G115: validated <= MaxUint32
 	}
 	if s.cfg.Insecure {
 		s.log.Warn("xDS IS SERVED IN PLAINTEXT WITHOUT NODE AUTHENTICATION (xds.insecure): any process that reaches "+
 			"this port can claim any node id and receive its private keys and secrets; use only for local demos",
 			logAddress, lis.Addr().String())
 	} else {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tlsConfig())))
+		opts = append(opts, grpc.Creds(refusingCreds{credentials.NewTLS(s.tlsConfig()), s.refusals}))
 	}
 	gs := grpc.NewServer(opts...)
 	xs := serverv3.NewServer(ctx, s.cache.mux, callbacks{s})
@@ -285,15 +291,16 @@ func (s *Server) tlsConfig() *tls.Config {
 		cert, err := s.tlsSrc.ServerCertificate()
 		if err != nil {
 			s.log.Error("xds: server certificate unavailable", logError, err)
-			return nil, fmt.Errorf("xds: server certificate: %w", err)
+			return nil, fmt.Errorf("xds: server certificate: %w: %w", errServerTLS, err)
 		}
 		pool, err := s.tlsSrc.ClientCAs()
 		if err != nil {
 			s.log.Error("xds: client trust bundle unavailable", logError, err)
-			return nil, fmt.Errorf("xds: client CAs: %w", err)
+			return nil, fmt.Errorf("xds: client CAs: %w: %w", errServerTLS, err)
 		}
 		if cert == nil || pool == nil {
-			return nil, errors.New("xds: TLS source returned no certificate or bundle")
+			s.log.Error("xds: TLS source returned no certificate or bundle")
+			return nil, fmt.Errorf("xds: %w: TLS source returned no certificate or bundle", errServerTLS)
 		}
 		c := base.Clone()
 		c.Certificates = []tls.Certificate{*cert}
