@@ -461,3 +461,27 @@ func (l *logBuffer) String() string {
 }
 
 func (l *logBuffer) count(substr string) int { return strings.Count(l.String(), substr) }
+
+// A plaintext listener warns at start, as xds.insecure does; mTLS does not.
+func TestPlaintextWarns(t *testing.T) {
+	ca := newTestCA(t, "mesh root")
+	src := &rotatingSource{}
+	src.set(t, ca)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		warn bool
+	}{
+		{"plaintext", plainConfig(), true},
+		{"mTLS", Config{Address: "127.0.0.1:0", TLS: &TLSFiles{FromSecrets: true}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			s := newServer(t, tc.cfg, &countingDecider{}, Options{TLSSource: src, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			startServer(t, s)
+			if got := logs.count("authz.plaintext"); got != map[bool]int{true: 1, false: 0}[tc.warn] {
+				t.Fatalf("%d plaintext warnings, want warn=%v:\n%s", got, tc.warn, logs)
+			}
+		})
+	}
+}

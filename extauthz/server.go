@@ -370,9 +370,17 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("extauthz: listen: %w", err)
 	}
 	s.listener = newLimitListener(l, s.cfg.MaxConnections, s.refusals)
+	if s.cfg.Plaintext {
+		s.log.Warn(WarnPlaintext, logAddress, l.Addr().String())
+	}
 	s.log.Info("ext_authz server listening", logAddress, l.Addr().String(), logPlaintext, s.cfg.Plaintext)
 	return nil
 }
+
+// WarnPlaintext is logged when the listener serves without TLS.
+const WarnPlaintext = "EXT_AUTHZ IS SERVED IN PLAINTEXT WITHOUT CLIENT AUTHENTICATION (authz.plaintext): any process that " +
+	"reaches this port can send CheckRequests claiming any identity and learn what the policy allows, and requests " +
+	"(headers, bodies, JWTs) cross the network unencrypted; use only for local demos"
 
 // Addr is the bound address, nil before Listen.
 func (s *Server) Addr() net.Addr {

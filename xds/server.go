@@ -57,6 +57,10 @@ type Server struct {
 	serving atomic.Bool
 }
 
+// WarnInsecure is logged when xDS is served with Config.Insecure.
+const WarnInsecure = "xDS IS SERVED IN PLAINTEXT WITHOUT NODE AUTHENTICATION (xds.insecure): any process that reaches " +
+	"this port can claim any node id and receive its private keys and secrets; use only for local demos"
+
 // Option configures optional behaviour of New.
 type Option func(*Server)
 
@@ -178,9 +182,7 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)), //nolint:gosec // G115: validated <= MaxUint32
 	}
 	if s.cfg.Insecure {
-		s.log.Warn("xDS IS SERVED IN PLAINTEXT WITHOUT NODE AUTHENTICATION (xds.insecure): any process that reaches "+
-			"this port can claim any node id and receive its private keys and secrets; use only for local demos",
-			logAddress, lis.Addr().String())
+		s.log.Warn(WarnInsecure, logAddress, lis.Addr().String())
 	} else {
 		opts = append(opts, grpc.Creds(refusingCreds{credentials.NewTLS(s.tlsConfig()), s.refusals}))
 	}
