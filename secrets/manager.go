@@ -154,6 +154,22 @@ func (m *Manager) Unregister(id string) {
 	m.o.metrics.certExpiry.DeleteLabelValues(id)
 }
 
+// Retire unregisters every id of prev that is not in next: the SPIFFE
+// IDs of the agents a reload removed. Their SVIDs stop rotating and no
+// longer count for Ready. Call it once next is in use, so that nothing
+// asks for a retired id again (SVID would register it anew).
+func (m *Manager) Retire(prev, next []string) {
+	keep := make(map[string]bool, len(next))
+	for _, id := range next {
+		keep[id] = true
+	}
+	for _, id := range prev {
+		if !keep[id] {
+			m.Unregister(id)
+		}
+	}
+}
+
 func (m *Manager) poke() {
 	select {
 	case m.wake <- struct{}{}:

@@ -212,6 +212,70 @@ func TestManagerLastKnownGood(t *testing.T) {
 	})
 }
 
+// failingSource fails issuance for the ids in fail.
+type failingSource struct {
+	*LocalCA
+	fail map[string]bool
+}
+
+func (f *failingSource) IssueSVID(ctx context.Context, id string) (*SVID, error) {
+	if f.fail[id] {
+		return nil, errors.New("refused")
+	}
+	return f.LocalCA.IssueSVID(ctx, id)
+}
+
+// TestManagerRetire: the SVID of an agent a reload removed stops counting
+// for readiness and stops rotating; the others are kept.
+func TestManagerRetire(t *testing.T) {
+	ctx := testContext(t, 30*time.Second)
+	ca, err := NewLocalCA(LocalConfig{}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, b, gone = testTD + "a", testTD + "b", testTD + "gone"
+	m := NewManager(&failingSource{LocalCA: ca, fail: map[string]bool{gone: true}}, WithBackoff(time.Millisecond, 5*time.Millisecond))
+	if err := m.Register(a, b, gone); err != nil {
+		t.Fatal(err)
+	}
+	runManager(t, m)
+	if _, err := m.SVID(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "a and b issued", func() bool {
+		err := m.Ready()
+		return err != nil && !strings.Contains(err.Error(), a) && !strings.Contains(err.Error(), b) && strings.Contains(err.Error(), gone)
+	})
+
+	m.Retire([]string{a, b, gone}, []string{a})
+	if err := m.Ready(); err != nil {
+		t.Fatalf("Ready after retiring the failing id = %v", err)
+	}
+	m.mu.Lock()
+	_, hasB := m.ids[b]
+	_, hasA := m.ids[a]
+	m.mu.Unlock()
+	if hasB || !hasA {
+		t.Fatalf("registered after Retire: a=%v b=%v, want a only", hasA, hasB)
+	}
+	// a keeps rotating (2 s certificates); b does not.
+	sub := m.Subscribe()
+	defer sub.Close()
+	first, _ := m.SVID(ctx, a)
+	for {
+		ch, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(ch.SVIDs, b) {
+			t.Fatalf("change %v names retired %s", ch.SVIDs, b)
+		}
+		if cur, _ := m.SVID(ctx, a); cur != first {
+			break
+		}
+	}
+}
+
 func TestSubscriptionCoalesces(t *testing.T) {
 	ctx := testContext(t, 5*time.Second)
 	ca, _ := NewLocalCA(LocalConfig{}, time.Hour)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
@@ -99,7 +100,7 @@ func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeReso
 		return nil, m.err
 	}
 	nr, ok := m.nodes[node]
-	if !ok {
+	if !ok || envoy.IsReservedSPIFFEID(m.ids[node]) { // meshward's own keys are never a node's
 		return nil, xds.ErrUnknownNode
 	}
 	svid, err := x.mgr.SVID(ctx, m.ids[node])
@@ -267,7 +268,8 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 			d.log.Error("xds: reload failed; keeping the previous agents", "error", err)
 			return
 		}
-		mesh.model.Store(m)
+		old := mesh.model.Swap(m)
+		mgr.Retire(slices.Collect(maps.Values(old.ids)), slices.Collect(maps.Values(m.ids))) // removed agents' SVIDs
 		_ = srv.Update(ctx)
 		d.log.Info("xds: agents reloaded", "agents", len(m.nodes))
 	}

@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/envoy"
 	"github.com/meshward/meshward/examples/quickstart"
+	"github.com/meshward/meshward/xds"
 )
 
 // TestTranslateMeshUsesEnvoySection: the `envoy` section of serve's
@@ -35,3 +42,75 @@ func TestTranslateMeshUsesEnvoySection(t *testing.T) {
 	}
 }
 
+// TestNodeResourcesRefusesReservedIDs: even a model that skipped
+// validation never hands a node the key of a meshward service.
+func TestNodeResourcesRefusesReservedIDs(t *testing.T) {
+	x := &xdsMesh{} // no secrets manager: reaching it would panic
+	x.model.Store(&meshModel{
+		nodes: map[string]*envoy.NodeResources{"evil": {}},
+		ids:   map[string]string{"evil": xdsServerID("mesh.local")},
+	})
+	if _, err := x.NodeResources(context.Background(), "evil"); !errors.Is(err, xds.ErrUnknownNode) {
+		t.Fatalf("NodeResources = %v, want ErrUnknownNode", err)
+	}
+}
+
+// TestServeXDSReloadRetiresRemovedAgents: an agent removed by a config
+// reload is unregistered from the secrets manager (its certificate stops
+// rotating, its expiry gauge goes, it no longer counts for readiness).
+func TestServeXDSReloadRetiresRemovedAgents(t *testing.T) {
+	path := testConfig(t)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "xds")
+	defer func() {
+		cancel()
+		wait()
+	}()
+	admin := lw.waitFor(t, "admin server listening", "address")
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	waitReady(t, rctx, admin)
+	const viewer = `id="spiffe://mesh.local/ns/default/sa/viewer"`
+	metrics := func() string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for !strings.Contains(metrics(), viewer) {
+		if ctx.Err() != nil {
+			t.Fatal("viewer's certificate never issued")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Remove viewer (nobody has it as a peer).
+	start := strings.Index(string(orig), "\n  - name: viewer\n")
+	end := strings.Index(string(orig), "\n  - name: executor\n")
+	if start < 0 || end < start {
+		t.Fatal("test setup: viewer not found in the quickstart")
+	}
+	if err := os.WriteFile(path, []byte(string(orig[:start])+string(orig[end:])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lw.waitFor(t, "xds: agents reloaded", "")
+	for strings.Contains(metrics(), viewer) {
+		if ctx.Err() != nil {
+			t.Fatal("removed agent viewer is still registered with the secrets manager")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := metrics(); !strings.Contains(m, `id="spiffe://mesh.local/ns/default/sa/planner"`) {
+		t.Error("planner's certificate is gone too")
+	}
+}
