@@ -50,8 +50,9 @@ var (
 	rejPathDot       = badRequest(ReasonInvalidPath, "path must not contain dot segments")
 	rejPathSlashes   = badRequest(ReasonInvalidPath, "path must not contain empty segments (//)")
 	rejPathBackslash = badRequest(ReasonInvalidPath, "path must not contain a backslash")
-	rejPathEncoded   = badRequest(ReasonInvalidPath, "path must not percent-encode /, \\, ., % or NUL, nor hold a malformed escape")
+	rejPathEncoded   = badRequest(ReasonInvalidPath, "path must not percent-encode /, \\, ., ;, % or NUL, nor hold a malformed escape")
 	rejPathControl   = badRequest(ReasonInvalidPath, "path must not contain control characters or spaces")
+	rejPathParams    = badRequest(ReasonInvalidPath, "path must not contain ; (path parameters are read differently by proxies and backends)")
 	rejHost          = badRequest(ReasonInvalidHost, "host is not a valid host name")
 	rejHeaderChars   = badRequest(ReasonInvalidHeader, "header names and values must not contain NUL, CR or LF; names must be lowercase")
 	rejDupIdentity   = badRequest(ReasonDuplicateIdentity, "an identity-bearing header was sent more than once")
@@ -84,7 +85,7 @@ func (s *Server) canonicalize(req *authv3.CheckRequest, in *policy.Input) *rejec
 			return rejPathControl
 		}
 	}
-	in.Path, in.RawQuery = path, query
+	in.Path, in.RawQuery = decodeUnreserved(path), query
 
 	if rej := s.headers(h, in); rej != nil {
 		return rej
@@ -126,6 +127,8 @@ func checkPath(p string) *rejection {
 			return rejPathFragment
 		case c == '\\':
 			return rejPathBackslash
+		case c == ';':
+			return rejPathParams
 		case c <= ' ' || c == 0x7f:
 			return rejPathControl
 		case c == '/':
@@ -150,6 +153,7 @@ func checkPath(p string) *rejection {
 			switch {
 			case a == '2' && (b == 'e' || b == 'f' || b == '5'), // . / %
 				a == '5' && b == 'c', // \
+				a == '3' && b == 'b', // ; (a backend that decodes first reads a path parameter)
 				a == '0' && b == '0': // NUL
 				return rejPathEncoded
 			}
@@ -159,6 +163,54 @@ func checkPath(p string) *rejection {
 		return rejPathDot
 	}
 	return nil
+}
+
+// decodeUnreserved decodes the percent-escapes of unreserved characters
+// (letters, digits, "-", ".", "_", "~"; RFC 3986 section 2.3 says they
+// are equivalent to the characters themselves), so that /v1/%61dmin
+// matches rules as /v1/admin, as the backend reads it. Other escapes stay
+// as they are. p has passed checkPath (escapes well formed, no %2E). It
+// allocates only when it decodes something.
+func decodeUnreserved(p string) string {
+	i := strings.IndexByte(p, '%')
+	for i >= 0 && i+2 < len(p) && !unreserved(unhex(p[i+1])<<4|unhex(p[i+2])) {
+		j := strings.IndexByte(p[i+1:], '%')
+		if j < 0 {
+			return p
+		}
+		i += 1 + j
+	}
+	if i < 0 || i+2 >= len(p) {
+		return p
+	}
+	b := make([]byte, 0, len(p))
+	for k := 0; k < len(p); k++ {
+		if p[k] == '%' && k+2 < len(p) {
+			if c := unhex(p[k+1])<<4 | unhex(p[k+2]); unreserved(c) {
+				b = append(b, c)
+				k += 2
+				continue
+			}
+		}
+		b = append(b, p[k])
+	}
+	return string(b)
+}
+
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10
+	}
+	return 0
 }
 
 // canonicalHost lowercases host and strips its port and trailing dot; ok

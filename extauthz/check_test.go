@@ -691,3 +691,82 @@ func TestValidHeaderChars(t *testing.T) {
 		t.Error("empty name must be invalid, empty value valid")
 	}
 }
+
+// TestPathSpellingVariants: spellings of a denied path that a backend
+// reads as that path (escaped unreserved characters, a trailing slash,
+// another case, ;path parameters) do not slip past a deny rule under a
+// broader allow (SECURITY.md).
+func TestPathSpellingVariants(t *testing.T) {
+	cfg := policy.Config{
+		Identities: []policy.Identity{{SPIFFEID: spiffe("viewer"), Roles: []string{"viewer"}}},
+		Rules: []policy.Rule{
+			{Name: "no-admin", Effect: policy.EffectDeny, Match: policy.Match{Path: "/v1/admin"}},
+			{Name: "no-internal", Effect: policy.EffectDeny, Match: policy.Match{PathPrefix: "/v1/internal/"}},
+			{Name: "no-secrets", Effect: policy.EffectDeny, Match: policy.Match{PathTemplate: "/v1/agents/{id}/secrets"}},
+			{Name: "v1", Match: policy.Match{PathPrefix: "/v1"}, Require: policy.Require{AnyRole: []string{"viewer"}}},
+		},
+	}
+	s := newServer(t, plainConfig(), newStore(t, cfg, policy.Options{}), Options{})
+	for _, tc := range []struct {
+		path   string
+		status int
+		reason string
+	}{
+		{"/v1/tasks", 200, ""},
+		{"/v1/admin", 403, policy.ReasonDeniedByRule},
+		{"/v1/%61dmin", 403, policy.ReasonDeniedByRule},
+		{"/v1/adm%69n", 403, policy.ReasonDeniedByRule},
+		{"/v1/%41DMIN", 403, policy.ReasonDeniedByRule},
+		{"/v1/admin/", 403, policy.ReasonDeniedByRule},
+		{"/v1/ADMIN", 403, policy.ReasonDeniedByRule},
+		{"/v1/Admin/", 403, policy.ReasonDeniedByRule},
+		{"/v1/admin?x=1", 403, policy.ReasonDeniedByRule},
+		{"/v1/admin;x", 400, ReasonInvalidPath},
+		{"/v1/admin;", 400, ReasonInvalidPath},
+		{"/v1;x/admin", 400, ReasonInvalidPath},
+		{"/v1/admin%3Bx", 400, ReasonInvalidPath}, // a backend that decodes first sees a parameter
+		{"/v1/admin%3bx", 400, ReasonInvalidPath},
+		{"/v1/internal", 403, policy.ReasonDeniedByRule},
+		{"/v1/INTERNAL/keys", 403, policy.ReasonDeniedByRule},
+		{"/v1/%69nternal/keys", 403, policy.ReasonDeniedByRule},
+		{"/v1/agents/a7/SECRETS", 403, policy.ReasonDeniedByRule},
+		{"/v1/agents/a7/secrets/", 403, policy.ReasonDeniedByRule},
+		{"/v1/agents/a7/secrets%2F", 400, ReasonInvalidPath},
+		{"/v1/%7Euser/tasks", 200, ""},
+		{"/v1/tasks?a=1;b=2", 200, ""}, // ; in the query is the query's business
+		{"/v1/administrator", 200, ""},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, err := s.Check(testCtx(t), checkReq(spiffe("viewer"), "GET", tc.path, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := httpStatus(t, resp); got != tc.status {
+				t.Fatalf("status %d (%s), want %d", got, denyCode(t, resp), tc.status)
+			}
+			if got := denyCode(t, resp); got != tc.reason {
+				t.Errorf("reason %q, want %q", got, tc.reason)
+			}
+		})
+	}
+}
+
+func TestDecodeUnreserved(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v1/tasks":     "/v1/tasks",
+		"/v1/%61dmin":   "/v1/admin",
+		"/%41%7a%30%7E": "/Az0~",
+		"/a%20b":        "/a%20b",
+		"/a%20b%62":     "/a%20bb",
+		"/%2d%5f":       "/-_",
+		"/x%25":         "/x%25",
+		"/%C3%A9":       "/%C3%A9",
+	} {
+		if got := decodeUnreserved(in); got != want {
+			t.Errorf("decodeUnreserved(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = decodeUnreserved("/v1/agents/a%20b/tasks") }); n != 0 {
+		t.Errorf("%v allocations for a path with nothing to decode", n)
+	}
+}

@@ -132,7 +132,11 @@ type rule struct {
 	attrs    []valueReq
 	claims   []valueReq
 	withBody bool
-	src      *Rule
+	// fold: a deny rule, matched against foldPath's spelling of the path
+	// (its own path folded alike), so that a backend that ignores case
+	// or a trailing slash cannot be reached around it.
+	fold bool
+	src  *Rule
 }
 
 type reqKind uint8
@@ -210,14 +214,21 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 			hosts: src.Match.Hosts, anyRole: src.Require.AnyRole, src: src,
 			withBody: src.Schema != "" || src.SchemaBy != nil,
 		}
+		ru.fold = ru.deny
+		spell := func(p string) string {
+			if ru.fold {
+				return foldPath(p)
+			}
+			return p
+		}
 		switch {
 		case src.Match.Path != "":
-			ru.kind, ru.path = pathExact, src.Match.Path
+			ru.kind, ru.path = pathExact, spell(src.Match.Path)
 		case src.Match.PathPrefix != "":
-			ru.kind, ru.path = pathPrefix, src.Match.PathPrefix
+			ru.kind, ru.path = pathPrefix, spell(src.Match.PathPrefix)
 		case src.Match.PathTemplate != "":
 			ru.kind, ru.path = pathTemplate, src.Match.PathTemplate
-			segs, err := compileTemplate(src.Match.PathTemplate)
+			segs, err := compileTemplate(spell(src.Match.PathTemplate))
 			if err != nil {
 				return nil, fmt.Errorf("%w: authz.rules[%d].match.pathTemplate: %w", ErrInvalid, i, err)
 			}
@@ -239,7 +250,7 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 				mi = &methodIndex{exact: map[string][]*rule{}}
 				r.byMethod[m] = mi
 			}
-			if ru.kind == pathExact {
+			if ru.kind == pathExact && !ru.fold {
 				mi.exact[ru.path] = append(mi.exact[ru.path], ru)
 			} else {
 				mi.other = append(mi.other, ru)
@@ -388,7 +399,20 @@ func matchSegments(segs []string, path string, wild bool) bool {
 	return false
 }
 
+// foldPath is the spelling deny rules compare paths in: lowercase,
+// without one trailing slash ("/" stays). Allow rules compare the path as
+// it is, so a spelling variant can only be denied more, never allowed.
+func foldPath(p string) string {
+	if len(p) > 1 && p[len(p)-1] == '/' {
+		p = p[:len(p)-1]
+	}
+	return strings.ToLower(p)
+}
+
 func (ru *rule) matchPath(path string) bool {
+	if ru.fold {
+		path = foldPath(path)
+	}
 	switch ru.kind {
 	case pathAny:
 		return true
