@@ -36,6 +36,9 @@ func TestCheckHeaders(t *testing.T) {
 		{"utf-16", Headers{ContentType: "application/json; charset=utf-16"}, 415, CodeUnsupportedMediaType},
 		{"duplicate params", Headers{ContentType: "application/json; charset=utf-8; charset=latin1"}, 415, CodeUnsupportedMediaType},
 		{"unparsable", Headers{ContentType: "application/json;;"}, 415, CodeUnsupportedMediaType},
+		{"form by name, JSON by suffix", Headers{ContentType: "application/x-www-form-urlencoded+json"}, 415, CodeUnsupportedMediaType},
+		{"gRPC by name, JSON by suffix", Headers{ContentType: "application/grpc+json"}, 415, CodeUnsupportedMediaType},
+		{"multipart in a parameter", Headers{ContentType: "application/vnd.x+json; note=multipart/form-data"}, 415, CodeUnsupportedMediaType},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,5 +62,26 @@ func TestHeadersFrom(t *testing.T) {
 	want := Headers{ContentType: "application/json", ContentEncoding: "gzip", PartialBody: "true"}
 	if got != want {
 		t.Errorf("HeadersFrom = %+v, want %+v", got, want)
+	}
+}
+
+// TestClassify: opa-envoy-plugin's substring tests, first match wins.
+func TestClassify(t *testing.T) {
+	for ct, want := range map[string]MediaKind{
+		"application/json":                       MediaJSON,
+		"text/plain; x=application/json":         MediaJSON,
+		"application/jsonp":                      MediaJSON,
+		"application/problem+json":               MediaOther,
+		"application/grpc":                       MediaGRPC,
+		"application/grpc+json":                  MediaGRPC,
+		"application/x-www-form-urlencoded":      MediaForm,
+		"application/x-www-form-urlencoded+json": MediaForm,
+		"multipart/form-data; boundary=b":        MediaMultipart,
+		"application/json; multipart/form-data":  MediaJSON,
+		"":                                       MediaOther,
+	} {
+		if got := Classify(ct); got != want {
+			t.Errorf("Classify(%q) = %v, want %v", ct, got, want)
+		}
 	}
 }
