@@ -16,8 +16,10 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
+	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/secrets"
+	"github.com/meshward/meshward/xds"
 )
 
 // component is one service meshward can serve.
@@ -108,6 +110,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return serve(ctx, cfg, enabled, log, stdout)
 }
 
+// insecureSettings are warnings for settings of cfg that leave a listener
+// open to whoever reaches it, for validate to print; serve's servers log
+// each of them when they start listening.
+func insecureSettings(cfg *config.Config) []string {
+	var w []string
+	if admin.Wildcard(cfg.Admin.Address) {
+		w = append(w, admin.WarnWildcard)
+	}
+	if cfg.Authz.Server.Plaintext {
+		w = append(w, extauthz.WarnPlaintext)
+	}
+	if cfg.XDS.Insecure {
+		w = append(w, xds.WarnInsecure)
+	}
+	return w
+}
+
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
 		return config.Quickstart()
@@ -121,6 +140,8 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	checks := map[string]admin.Checker{}
+	// The admin server warns of a wildcard address itself when it
+	// listens, ext_authz of plaintext and xDS of insecure mode.
 	adm := admin.New(cfg.Admin.Address, reg, checks, log)
 	aopts := []audit.Option{audit.WithLogger(log), audit.WithRegisterer(reg),
 		audit.WithStdout(stdout), audit.WithReadFile(configFileReader(cfg))}
@@ -129,7 +150,7 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	}
 	auditLog, err := audit.New(cfg.Audit, aopts...)
 	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+		return fmt.Errorf("start audit logger: %w", err) // audit's errors say "audit: " themselves
 	}
 	checks["audit"] = auditLog
 	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog}

@@ -29,6 +29,9 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := compileAll(cfg); err != nil {
 		return fmt.Errorf("%s: %w", *path, err)
 	}
+	for _, w := range insecureSettings(cfg) {
+		_, _ = fmt.Fprintf(stderr, "meshward: warning: %s\n", w)
+	}
 	if *live {
 		if err := checkLive(ctx, cfg); err != nil {
 			return fmt.Errorf("%s: %w", *path, err)

@@ -88,12 +88,36 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// WarnWildcard is logged (and printed by validate) when the admin server
+// listens on a wildcard address: it has no authentication.
+const WarnWildcard = "admin server on a wildcard address (admin.address): it has no authentication, " +
+	"so anyone who reaches the port reads /metrics (SPIFFE IDs included), /readyz and /debug/xds " +
+	"(node names, versions, NACK messages); bind it to loopback or a private interface"
+
+// Wildcard reports whether addr (host:port) listens on every interface:
+// no host, 0.0.0.0 or ::.
+func Wildcard(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
 // Listen binds the server's address; Run serves on it. Splitting the two
-// lets callers report readiness only after every listener is up.
+// lets callers report readiness only after every listener is up. A
+// wildcard address is served, with a warning.
 func (s *Server) Listen() error {
 	l, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return err
+	}
+	if tcp, ok := l.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		s.log.Warn(WarnWildcard, "address", l.Addr().String())
 	}
 	s.listener.Store(&l)
 	return nil

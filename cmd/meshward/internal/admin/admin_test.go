@@ -81,3 +81,36 @@ func TestServer(t *testing.T) {
 		t.Errorf("/nope = %d, want 404", code)
 	}
 }
+
+// The admin server has no authentication: a wildcard address is served
+// but warned about, a specific one is not.
+func TestWildcardAddressWarns(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		warn bool
+	}{
+		{"127.0.0.1:0", false},
+		{"[::1]:0", false},
+		{"0.0.0.0:0", true},
+		{":0", true},
+		{"[::]:0", true},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			if got := Wildcard(tc.addr); got != tc.warn {
+				t.Errorf("Wildcard(%q) = %v, want %v", tc.addr, got, tc.warn)
+			}
+			var logs strings.Builder
+			s := New(tc.addr, prometheus.NewRegistry(), nil, slog.New(slog.NewTextHandler(&logs, nil)))
+			if err := s.Listen(); err != nil {
+				if strings.Contains(tc.addr, "::") {
+					t.Skipf("no IPv6 here: %v", err)
+				}
+				t.Fatal(err)
+			}
+			(*s.listener.Load()).Close()
+			if got := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "no authentication"); got != tc.warn {
+				t.Errorf("warned = %v, want %v; log:\n%s", got, tc.warn, logs.String())
+			}
+		})
+	}
+}
