@@ -24,9 +24,7 @@ import (
 //     client=decode also decodes every response.
 //   - rules+schema: rules and the real JSON Schema step, vs no-op (target >= 0.80).
 //   - rego: the reference Rego policy (mode rego, schema in Rego), vs no-op
-//     (target >= 0.60); rego+decisionCache with the decision cache on
-//     (which the compiled reference decision bypasses: it shows that
-//     turning the cache on costs such a policy nothing).
+//     (target >= 0.60).
 //   - audit=file/vs=off: rules with a file audit sink vs the same server
 //     without audit (target >= 0.90).
 func BenchmarkLoad(b *testing.B) {
@@ -48,23 +46,12 @@ func BenchmarkLoad(b *testing.B) {
 		s := newServer(b, srvCfg, newStore(b, pol, quickstartOptions(pol)), Options{})
 		loadRounds(b, s, nil, reqs, false)
 	})
-	for _, cached := range []bool{false, true} {
-		name := "rego"
-		if cached {
-			name = "rego+decisionCache"
-		}
-		b.Run(name, func(b *testing.B) {
-			rego, dir := refloadRego()
-			if cached {
-				// Every input path the reference policy reads (docs/rego.md).
-				rego.DecisionCache = &policy.RegoDecisionCache{TTL: 10 * time.Second,
-					Inputs: []string{"attributes.source.principal", "attributes.request.http.method", "parsed_path", "parsed_body"}}
-			}
-			cfg := policy.Config{Identities: pol.Identities, Rego: rego, Mode: policy.ModeRego}
-			s := newServer(b, srvCfg, newStore(b, cfg, policy.Options{Dir: dir, NewRego: policy.NewOPARego}), Options{})
-			loadRounds(b, s, nil, reqs, false)
-		})
-	}
+	b.Run("rego", func(b *testing.B) {
+		rego, dir := refloadRego()
+		cfg := policy.Config{Identities: pol.Identities, Rego: rego, Mode: policy.ModeRego}
+		s := newServer(b, srvCfg, newStore(b, cfg, policy.Options{Dir: dir, NewRego: policy.NewOPARego}), Options{})
+		loadRounds(b, s, nil, reqs, false)
+	})
 	b.Run("audit=file/vs=off", func(b *testing.B) {
 		log, stop := runAuditFile(b)
 		defer stop()

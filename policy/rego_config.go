@@ -47,9 +47,6 @@ type RegoConfig struct {
 	V0Compatible bool `yaml:"v0Compatible"`
 	// MaxBundleBytes bounds a bundle's size. Default 64 MiB.
 	MaxBundleBytes int64 `yaml:"maxBundleBytes"`
-	// DecisionCache caches decisions by the values of the input paths the
-	// policy reads. Off unless set; see docs/rego.md before turning it on.
-	DecisionCache *RegoDecisionCache `yaml:"decisionCache"`
 }
 
 // RegoBundleTLS configures the TLS client of a bundle URL. Files are PEM,
@@ -62,18 +59,6 @@ type RegoBundleTLS struct {
 	// bundle server that requires one. Set both or neither.
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
-}
-
-// RegoDecisionCache configures the optional Rego decision cache.
-type RegoDecisionCache struct {
-	// Inputs are every input path the policy reads, e.g.
-	// attributes.source.principal, attributes.request.http.method,
-	// parsed_path, parsed_body. A path left out makes decisions wrong.
-	Inputs []string `yaml:"inputs"`
-	// TTL of a cached decision: more than 0, at most 1h.
-	TTL time.Duration `yaml:"ttl"`
-	// MaxEntries bounds the cache. Default 10000.
-	MaxEntries int `yaml:"maxEntries"`
 }
 
 // RegoVerification configures OPA bundle signature verification.
@@ -161,23 +146,6 @@ func (r *RegoConfig) Validate(path string) error {
 	if r.MaxBundleBytes < 0 {
 		add("%s.maxBundleBytes: must not be negative", path)
 	}
-	if dc := r.DecisionCache; dc != nil {
-		p := path + ".decisionCache"
-		if len(dc.Inputs) == 0 {
-			add("%s.inputs: list every input path the policy reads", p)
-		}
-		for i, in := range dc.Inputs {
-			if _, err := opa.ParseInputPath(in); err != nil {
-				add("%s.inputs[%d]: %v", p, i, err)
-			}
-		}
-		if dc.TTL <= 0 || dc.TTL > time.Hour {
-			add("%s.ttl: must be more than 0 and at most 1h, not %v", p, dc.TTL)
-		}
-		if dc.MaxEntries < 0 {
-			add("%s.maxEntries: must not be negative", p)
-		}
-	}
 	if v := r.Verification; v != nil {
 		p := path + ".verification"
 		if r.Bundle == "" && r.BundleURL == "" {
@@ -204,9 +172,6 @@ func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
 		Query:          r.Query,
 		V0Compatible:   r.V0Compatible,
 		MaxBundleBytes: r.MaxBundleBytes,
-	}
-	if dc := r.DecisionCache; dc != nil {
-		cfg.DecisionCache = &opa.DecisionCache{Inputs: dc.Inputs, TTL: dc.TTL, MaxEntries: dc.MaxEntries}
 	}
 	if v := r.Verification; v != nil {
 		key, err := readConfigFile(dir, v.KeyFile)

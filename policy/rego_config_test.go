@@ -45,13 +45,6 @@ func TestRegoConfigValidate(t *testing.T) {
 		{name: "poll interval without url", cfg: RegoConfig{Files: []string{"p"}, PollInterval: time.Minute}, want: []string{"authz.rego.pollInterval: only applies with bundleURL"}},
 		{name: "bad query", cfg: RegoConfig{Files: []string{"p"}, Query: "data"}, want: []string{"authz.rego.query"}},
 		{name: "negative size", cfg: RegoConfig{Files: []string{"p"}, MaxBundleBytes: -1}, want: []string{"authz.rego.maxBundleBytes"}},
-		{name: "decision cache", cfg: RegoConfig{Files: []string{"p"}, DecisionCache: &RegoDecisionCache{Inputs: []string{"parsed_path", "input.attributes.source.principal"}, TTL: time.Second}}},
-		{
-			name: "decision cache problems",
-			cfg:  RegoConfig{Files: []string{"p"}, DecisionCache: &RegoDecisionCache{Inputs: []string{"parsed_path["}, TTL: 2 * time.Hour, MaxEntries: -1}},
-			want: []string{"authz.rego.decisionCache.inputs[0]", "authz.rego.decisionCache.ttl", "authz.rego.decisionCache.maxEntries"},
-		},
-		{name: "decision cache without inputs", cfg: RegoConfig{Files: []string{"p"}, DecisionCache: &RegoDecisionCache{TTL: time.Second}}, want: []string{"authz.rego.decisionCache.inputs: list"}},
 		{
 			name: "verification problems",
 			cfg:  RegoConfig{Files: []string{"p"}, Verification: &RegoVerification{Algorithm: "none"}},
@@ -96,14 +89,13 @@ func TestRegoConfigDefaults(t *testing.T) {
 func TestRegoConfigOPAConfig(t *testing.T) {
 	dir := fstest.MapFS{"keys/pub.pem": {Data: []byte("PEM")}}
 	c := RegoConfig{Files: []string{"p.rego"}, Bundle: "b.tar.gz", Query: "envoy/authz/allow",
-		DecisionCache: &RegoDecisionCache{Inputs: []string{"parsed_path"}, TTL: time.Second},
-		Verification:  &RegoVerification{KeyID: "k1", KeyFile: "keys/pub.pem", Algorithm: "ES256"}}
+		Verification: &RegoVerification{KeyID: "k1", KeyFile: "keys/pub.pem", Algorithm: "ES256"}}
 	got, err := c.OPAConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.BundleFile != "b.tar.gz" || got.Files[0] != "p.rego" || got.Query != "envoy/authz/allow" ||
-		got.Verification.Key != "PEM" || got.DecisionCache.Inputs[0] != "parsed_path" || got.Verification.KeyID != "k1" || got.Verification.Algorithm != "ES256" {
+		got.Verification.Key != "PEM" || got.Verification.KeyID != "k1" || got.Verification.Algorithm != "ES256" {
 		t.Fatalf("%+v", got)
 	}
 	c.Verification.KeyFile = "missing.pem"

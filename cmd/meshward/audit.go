@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -21,12 +20,13 @@ process, seq has no gap. FILEs are read as one log in the order given
 
 // runAudit dispatches `meshward audit <subcommand>`.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		_, _ = io.WriteString(stderr, auditUsage)
-		if len(args) == 0 {
-			return errUsage
-		}
-		return nil
+	if len(args) == 0 {
+		_, _ = io.WriteString(stderr, auditUsage) // the exit code reports the misuse
+		return errUsage
+	}
+	if isHelp(args[0]) {
+		_, err := io.WriteString(stdout, auditUsage)
+		return err
 	}
 	switch args[0] {
 	case "verify":
@@ -40,21 +40,16 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit verify", stderr)
 	rotated := fs.Bool("rotated", false, "verify each FILE's rotated files (FILE.<time>), oldest first, before FILE")
-	fs.Usage = func() {
-		_, _ = io.WriteString(stderr, auditUsage+"\nFlags:\n")
-		fs.PrintDefaults()
+	setUsage(fs, auditUsage+"\nFlags:\n")
+	files, help, err := parseArgs(fs, args)
+	if help || err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
-	}
-	if fs.NArg() == 0 {
+	if len(files) == 0 {
 		return errors.New("audit verify: a FILE is required")
 	}
 	var paths []string
-	for _, f := range fs.Args() {
+	for _, f := range files {
 		if *rotated {
 			r, err := audit.RotatedFiles(f)
 			if err != nil {
@@ -88,7 +83,7 @@ func formatSummary(paths []string, s *audit.Summary) string {
 	for _, c := range s.TopDenied {
 		fmt.Fprintf(&b, "  %8d  %s\n", c.Count, c.Value)
 	}
-	b.WriteString("top reasons:\n")
+	b.WriteString("top deny reasons:\n")
 	for _, c := range s.TopReasons {
 		fmt.Fprintf(&b, "  %8d  %s\n", c.Count, c.Value)
 	}

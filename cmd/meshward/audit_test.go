@@ -38,7 +38,7 @@ func TestAuditVerify(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.log")
 	writeAuditLog(t, good,
-		&audit.Record{Kind: audit.KindDecision, Decision: "allow", Principal: "spiffe://mesh.local/a"},
+		&audit.Record{Kind: audit.KindDecision, Decision: "allow", Principal: "spiffe://mesh.local/a", Reason: "allowed"},
 		&audit.Record{Kind: audit.KindDecision, Decision: "deny", Principal: "spiffe://mesh.local/b", Reason: "missing_role"},
 		&audit.Record{Kind: audit.KindDecision, Decision: "deny", Principal: "spiffe://mesh.local/b", Reason: "missing_role"},
 		&audit.Record{Kind: audit.KindXDSNack, Message: "rejected"},
@@ -71,7 +71,9 @@ func TestAuditVerify(t *testing.T) {
 	}{
 		{name: "good log", args: []string{"audit", "verify", good}, wantOut: []string{
 			"records:    4 (1 processes)", "decisions:  allow 1, deny 2", "kinds:      decision 3, xds_nack 1",
-			"2  spiffe://mesh.local/b", "2  missing_role", "problems:   0"}},
+			"2  spiffe://mesh.local/b", "problems:   0",
+			// An allow's reason is no deny reason: missing_role is the only one.
+			"top deny reasons:\n         2  missing_role\nproblems:"}},
 		{name: "gap", args: []string{"audit", "verify", gap}, wantCode: 1, wantOut: []string{"gap: seq 3 after 1"}, wantErr: []string{"1 problem"}},
 		{name: "torn last line", args: []string{"audit", "verify", torn}, wantCode: 1, wantOut: []string{"torn last line"}},
 		{name: "current file alone: first seq may be any", args: []string{"audit", "verify", rot}, wantOut: []string{"records:    2"}},
@@ -81,7 +83,9 @@ func TestAuditVerify(t *testing.T) {
 		{name: "no file", args: []string{"audit", "verify"}, wantCode: 1, wantErr: []string{"a FILE is required"}},
 		{name: "no subcommand", args: []string{"audit"}, wantCode: 1, wantErr: []string{"Usage: meshward audit verify"}},
 		{name: "unknown subcommand", args: []string{"audit", "tail"}, wantCode: 1, wantErr: []string{`unknown subcommand "tail"`}},
-		{name: "help", args: []string{"audit", "verify", "-h"}, wantErr: []string{"--rotated"}},
+		{name: "help", args: []string{"audit", "verify", "-h"}, wantOut: []string{"Usage: meshward audit verify", "-rotated"}},
+		{name: "help of audit", args: []string{"audit", "--help"}, wantOut: []string{"Usage: meshward audit verify"}},
+		{name: "flag after the file", args: []string{"audit", "verify", rot, "--rotated"}, wantOut: []string{"records:    4", "problems:   0"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -62,7 +62,15 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	if agent == nil {
-		return fmt.Errorf("bootstrap: %w %q in %s", envoy.ErrUnknownAgent, f.node, cfg.Source)
+		names := make([]string, len(cfg.Agents))
+		for i, a := range cfg.Agents {
+			names[i] = a.Name
+		}
+		known := "it has no agents"
+		if len(names) > 0 {
+			known = "its agents are " + strings.Join(names, ", ")
+		}
+		return fmt.Errorf("bootstrap: %w %q in %s: %s", envoy.ErrUnknownAgent, f.node, cfg.Source, known)
 	}
 	if err := checkAdminPort(cfg.Agents, agent, f.adminSocket, uint32(f.adminPort)); err != nil {
 		return err
@@ -98,6 +106,8 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	v := envoy.MinEnvoyVersion
+	y = append([]byte(fmt.Sprintf("# Envoy bootstrap of node %s, from meshward bootstrap. Needs Envoy %d.%d.%d or later:\n# older ones ignore fields they do not know (docs/envoy.md).\n", agent.Name, v[0], v[1], v[2])), y...)
 	if opts.Insecure {
 		_, _ = fmt.Fprintf(stderr, "meshward: warning: xds.insecure is set: this Envoy fetches its configuration and secrets over plaintext xDS without authenticating; local demos only\n")
 	}
@@ -136,11 +146,12 @@ func checkAdminPort(agents []envoy.Agent, agent *envoy.Agent, socket string, por
 // writeBootstrapDir writes the bootstrap and, unless xDS is insecure, the
 // node's xDS client certificate, key and CA bundle issued by the secrets
 // source, with the SDS files pointing at them.
-func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Agent, opts envoy.BootstrapOptions, bootstrap []byte) error {
+//
+// Everything that can be refused is done before dir is made; when writing
+// fails, a dir this call made is removed again, so a failed --out leaves
+// no folder behind.
+func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Agent, opts envoy.BootstrapOptions, bootstrap []byte) (err error) {
 	dir := opts.CertDir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
-	}
 	files := map[string][]byte{bootstrapFile: bootstrap}
 	if !opts.Insecure {
 		material, err := issueXDSClient(ctx, cfg, agent.SPIFFEID)
@@ -158,6 +169,17 @@ func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Age
 			files[name] = data
 		}
 	}
+	created := firstMissing(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if created != "" {
+		defer func() {
+			if err != nil {
+				_ = os.RemoveAll(created) // made by this call: holds only what it wrote
+			}
+		}()
+	}
 	// The key and the SDS files go in last and by rename, so that a
 	// running Envoy watching dir never reads a half-written set.
 	for _, name := range []string{envoy.XDSCAFile, envoy.XDSCertFile, envoy.XDSKeyFile, envoy.XDSCASDSFile, envoy.XDSClientSDSFile, bootstrapFile} {
@@ -172,12 +194,36 @@ func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Age
 	return nil
 }
 
+// firstMissing is the outermost folder of dir's path that does not exist
+// yet ("" when dir exists): what MkdirAll(dir) would create first.
+func firstMissing(dir string) string {
+	missing := ""
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			return missing
+		}
+		missing = d
+		if filepath.Dir(d) == d {
+			return missing
+		}
+	}
+}
+
+// outRefusal says why `bootstrap --out` cannot write the xDS client files
+// of cfg (nil when it can), so that `validate` can say so too.
+func outRefusal(cfg *config.Config) error {
+	if !cfg.XDS.Insecure && cfg.Secrets.InMemoryCA() {
+		return errors.New("--out needs secrets.local.dataDir: an in-memory local CA is new at every start, " +
+			"so a certificate issued now would not be trusted by `meshward serve` (or set xds.insecure for a local demo)")
+	}
+	return nil
+}
+
 // issueXDSClient issues the node's certificate (its agent SPIFFE ID) and
 // returns the PEM files for XDSCertFile, XDSKeyFile and XDSCAFile.
 func issueXDSClient(ctx context.Context, cfg *config.Config, spiffeID string) (map[string][]byte, error) {
-	if cfg.Secrets.InMemoryCA() {
-		return nil, errors.New("bootstrap: --out needs secrets.local.dataDir: an in-memory local CA is new at every start, " +
-			"so a certificate issued now would not be trusted by `meshward serve` (or set xds.insecure for a local demo)")
+	if err := outRefusal(cfg); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,7 +86,7 @@ func TestBootstrapCommand(t *testing.T) {
 		{name: "admin socket", args: []string{"bootstrap", "--node", "planner", "--admin-socket", "/run/planner-admin.sock"}, wantStderr: "insecure"},
 		{name: "admin socket and port", args: []string{"bootstrap", "--node", "planner", "--admin-socket", "/a.sock", "--admin-port", "19001"}, wantCode: 1, wantErr: "exclusive"},
 		{name: "quickstart file executor", args: []string{"bootstrap", "--node", "executor", "--config", quickstartPath, "--admin-port", "19003"}},
-		{name: "unknown node", args: []string{"bootstrap", "--node", "nobody"}, wantCode: 1, wantErr: `unknown agent "nobody"`},
+		{name: "unknown node", args: []string{"bootstrap", "--node", "nobody"}, wantCode: 1, wantErr: `unknown agent "nobody" in embedded quickstart: its agents are planner, viewer, executor`},
 		{name: "no node", args: []string{"bootstrap"}, wantCode: 1, wantErr: "--node is required"},
 		{name: "bad admin port", args: []string{"bootstrap", "--node", "planner", "--admin-port", "0"}, wantCode: 1, wantErr: "--admin-port"},
 		{name: "wildcard xds address", args: []string{"bootstrap", "--node", "planner", "--config", wildcardXDS(t, qs, dir), "--admin-port", "19001"}, wantCode: 1,
@@ -98,6 +99,8 @@ func TestBootstrapCommand(t *testing.T) {
 			wantFiles: []string{"envoy.yaml", envoy.XDSCertFile, envoy.XDSKeyFile, envoy.XDSCAFile, envoy.XDSClientSDSFile, envoy.XDSCASDSFile}},
 		{name: "mtls out without data dir", args: []string{"bootstrap", "--node", "planner", "--config", quickstartPathNoInsecure(t, qs, dir), "--admin-port", "19001"},
 			outDir: "nodata", wantCode: 1, wantErr: "secrets.local.dataDir"},
+		{name: "failed out leaves no nested folders", args: []string{"bootstrap", "--node", "planner", "--config", quickstartPathNoInsecure(t, qs, dir), "--admin-port", "19001"},
+			outDir: filepath.Join("deep", "er", "nodata"), wantCode: 1, wantErr: "secrets.local.dataDir"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +118,11 @@ func TestBootstrapCommand(t *testing.T) {
 				if !strings.Contains(stderr, tc.wantErr) {
 					t.Errorf("stderr %q does not mention %q", stderr, tc.wantErr)
 				}
+				if out != "" {
+					if _, err := os.Stat(out); !os.IsNotExist(err) {
+						t.Errorf("a failed --out left %s behind (stat: %v)", out, err)
+					}
+				}
 				return
 			}
 			if !strings.Contains(stderr, tc.wantStderr) {
@@ -122,6 +130,9 @@ func TestBootstrapCommand(t *testing.T) {
 			}
 			bs := parseBootstrap(t, stdout)
 			node := args[2]
+			if v := envoy.MinEnvoyVersion; !strings.HasPrefix(stdout, fmt.Sprintf("# Envoy bootstrap of node %s, from meshward bootstrap. Needs Envoy %d.%d.%d or later", node, v[0], v[1], v[2])) {
+				t.Errorf("the bootstrap does not start with the minimum Envoy version:\n%.200s", stdout)
+			}
 			if bs.GetNode().GetId() != node {
 				t.Errorf("node id %q, want %q", bs.GetNode().GetId(), node)
 			}
@@ -238,5 +249,18 @@ func TestBootstrapExamples(t *testing.T) {
 				t.Errorf("%s is stale: regenerate it with meshward bootstrap --node %s --admin-port %s > %s", path, node, port, path)
 			}
 		})
+	}
+}
+
+func TestFirstMissing(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ dir, want string }{
+		{dir, ""},
+		{filepath.Join(dir, "a"), filepath.Join(dir, "a")},
+		{filepath.Join(dir, "a", "b", "c"), filepath.Join(dir, "a")},
+	} {
+		if got := firstMissing(tc.dir); got != tc.want {
+			t.Errorf("firstMissing(%s) = %q, want %q", tc.dir, got, tc.want)
+		}
 	}
 }

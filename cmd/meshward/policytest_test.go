@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,7 +31,12 @@ func TestPolicyTest(t *testing.T) {
 		{name: "no dir", args: []string{"policy", "test"}, code: 1, stderr: []string{"Usage: meshward policy test"}},
 		{name: "no subcommand", args: []string{"policy"}, code: 1, stderr: []string{"Usage: meshward policy test"}},
 		{name: "unknown subcommand", args: []string{"policy", "lint"}, code: 1, stderr: []string{"Usage: meshward policy test"}},
-		{name: "help", args: []string{"policy", "test", "-h"}, code: 0, stderr: []string{"-run"}},
+		{name: "help", args: []string{"policy", "test", "-h"}, code: 0, stdout: []string{"Usage: meshward policy test", "-run"}},
+		{name: "help of policy", args: []string{"policy", "-h"}, code: 0, stdout: []string{"Usage: meshward policy test"}},
+		{name: "flags after the folder", args: []string{"policy", "test", filepath.Join(dir, "fail"), "-run", "get"}, code: 0,
+			stdout: []string{"PASS: 1/1"}},
+		{name: "after --, a flag-like name is a folder", args: []string{"policy", "test", "--", "-run"}, code: 1,
+			stderr: []string{"load"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCmd(t, tc.args...)
@@ -48,5 +54,52 @@ func TestPolicyTest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPolicyTestFileLineOrder: results come in file, then line order
+// whatever order the runner yields them in.
+func TestPolicyTestFileLineOrder(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"b_test.rego": "package b_test\n\ntest_z if { true }\n\ntest_a if { true }\n\ntest_m if { false }\n",
+		"a_test.rego": "package a_test\n\ntest_y if { true }\n\ntest_b if { true }\n",
+	}
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, stdout, stderr := runCmd(t, "policy", "test", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (test_m fails)\n%s%s", code, stdout, stderr)
+	}
+	var order []string
+	for line := range strings.SplitSeq(stdout, "\n") {
+		if i := strings.Index(line, "_test.test_"); i >= 0 {
+			order = append(order, strings.Fields(line[i+len("_test."):])[0])
+		}
+	}
+	if got, want := strings.Join(order, ","), "test_y,test_b,test_z,test_a,test_m"; got != want {
+		t.Errorf("order = %s, want %s\n%s", got, want, stdout)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(stdout), "FAIL: 1/5") {
+		t.Errorf("summary is not last:\n%s", stdout)
+	}
+}
+
+func TestInFileOrder(t *testing.T) {
+	in := "PASS  b.rego:3: p.t1 (1µs)\n" +
+		"ERROR a.rego:9: p.t2: eval error\nsecond line of the error\n" +
+		"FAIL  a.rego:2: p.t3 (1µs)\n      | printed\n" +
+		"PASS  p.t4 (1µs)\n" +
+		"--------------------------------------------------------------------------------\nPASS: 2/4\n"
+	want := "FAIL  a.rego:2: p.t3 (1µs)\n      | printed\n" +
+		"ERROR a.rego:9: p.t2: eval error\nsecond line of the error\n" +
+		"PASS  b.rego:3: p.t1 (1µs)\n" +
+		"PASS  p.t4 (1µs)\n" +
+		"--------------------------------------------------------------------------------\nPASS: 2/4\n"
+	if got := inFileOrder(in); got != want {
+		t.Errorf("inFileOrder:\n%s\nwant:\n%s", got, want)
 	}
 }

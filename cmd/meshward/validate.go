@@ -37,6 +37,10 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return fmt.Errorf("%s: %w", *path, err)
 		}
 	}
+	if err := outRefusal(cfg); err != nil {
+		// serve runs this configuration; only `bootstrap --out` refuses it.
+		_, _ = fmt.Fprintf(stderr, "meshward: note: %s: bootstrap %v\n", *path, err)
+	}
 	_, err = fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return err
 }

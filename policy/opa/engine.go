@@ -49,9 +49,6 @@ type Config struct {
 	// MaxBundleBytes limits the size of a bundle read from a file or URL.
 	// Default 64 MiB.
 	MaxBundleBytes int64
-	// DecisionCache, when set, caches decisions by the values of the
-	// input paths the policy declares it reads. Off by default.
-	DecisionCache *DecisionCache
 }
 
 // Verification configures OPA bundle signature verification.
@@ -86,11 +83,8 @@ type Engine struct {
 	// evaluations (compiled JSON schemas of json.match_schema, like the
 	// OPA server does); it lives and dies with the revision.
 	values cache.InterQueryValueCache
-	// decisions is the optional decision cache (nil: off); it belongs to
-	// this revision, so a reload starts empty.
-	decisions *decisionCache
-	// needs are the parts of the input document the policy (and the
-	// decision cache) can read; Eval builds only those.
+	// needs are the parts of the input document the policy can read;
+	// Eval builds only those.
 	needs need
 	// residual, when not nil, is the partially evaluated decision
 	// compiled to Go (see residual.go); Eval asks it first.
@@ -231,11 +225,6 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 		return nil, fmt.Errorf("opa: cache config: %w", err)
 	}
 	e := &Engine{query: query, values: cache.NewInterQueryValueCache(ctx, cc)}
-	if cfg.DecisionCache != nil {
-		if e.decisions, err = newDecisionCache(cfg.DecisionCache); err != nil {
-			return nil, fmt.Errorf("opa: %w", err)
-		}
-	}
 	if b != nil {
 		e.revision = b.Manifest.Revision
 		for _, m := range b.Modules {
@@ -269,12 +258,8 @@ func build(ctx context.Context, cfg Config, b *bundle.Bundle) (*Engine, error) {
 	if useFastMatchSchema(parsed) {
 		opts = append(opts, rego.Function2(matchSchemaFastDecl, matchSchemaFast))
 	}
-	var cachePaths []ast.Ref
-	if e.decisions != nil {
-		cachePaths = e.decisions.paths
-	}
 	if pruneInput {
-		e.needs = inputNeeds(parsed, cachePaths)
+		e.needs = inputNeeds(parsed)
 	}
 	pq, err := rego.New(append(opts, rego.Query(query))...).PrepareForEval(ctx)
 	if err != nil {
@@ -620,43 +605,23 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (*Result, error) {
 }
 
 // EvalValue evaluates the prepared query on an input document built by
-// [BuildInput] (or any other ast.Value) and validates the decision. With
-// the decision cache on, a cached Result (Cached set) may be returned;
-// Results are shared and must not be modified.
+// [BuildInput] (or any other ast.Value) and validates the decision.
 func (e *Engine) EvalValue(ctx context.Context, input ast.Value) (*Result, error) {
 	return e.evalValue(ctx, input, nil)
 }
 
 // evalValue decides on input; doc, when not nil, is the plain Go values
 // under it (Eval's lazy object), which the residual decision reads.
-//
-// The compiled residual decision, when it is sure, answers before the
-// decision cache: computing it costs less than a cache look-up, so the
-// cache serves only the decisions OPA evaluates.
 func (e *Engine) evalValue(ctx context.Context, input ast.Value, doc map[string]any) (*Result, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("opa: eval: %w", err) // not even a cached decision
+		return nil, fmt.Errorf("opa: eval: %w", err)
 	}
 	if e.residual != nil && doc != nil {
 		if v, sure := e.residual.eval(doc); sure {
 			return e.result(ctx, v)
 		}
 	}
-	if e.decisions == nil {
-		return e.eval(ctx, input)
-	}
-	key := e.decisions.key(input)
-	if r, ok := e.decisions.get(key); ok {
-		return r, nil
-	}
-	r, err := e.eval(ctx, input)
-	if err != nil {
-		return nil, err // errors are never cached
-	}
-	cached := *r
-	cached.Cached = true
-	e.decisions.put(key, &cached)
-	return r, nil
+	return e.eval(ctx, input)
 }
 
 func (e *Engine) eval(ctx context.Context, input ast.Value) (*Result, error) {

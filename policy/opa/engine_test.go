@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
-	"time"
 )
 
 // TestRefload: the reference workload's policy gives exactly the expected
@@ -194,19 +193,7 @@ func TestLoadFolder(t *testing.T) {
 
 // TestConcurrentEval: one engine serves many goroutines (run with -race).
 func TestConcurrentEval(t *testing.T) {
-	plain := refloadEngine(t)
-	cached, err := New(testContext(t), Config{
-		FS:    os.DirFS(filepath.Join("testdata", "refload")),
-		Files: []string{"policy.rego", "data.json"},
-		DecisionCache: &DecisionCache{TTL: time.Minute, MaxEntries: 3, Inputs: []string{
-			"attributes.source.principal", "attributes.request.http.method", "parsed_path", "parsed_body"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, e := range map[string]*Engine{"plain": plain, "decision cache": cached} {
-		t.Run(name, func(t *testing.T) { concurrentEval(t, e) })
-	}
+	concurrentEval(t, refloadEngine(t))
 }
 
 func concurrentEval(t *testing.T, e *Engine) {

@@ -327,3 +327,65 @@ b if json.match_schema(input, {}, [true, _])`, ast.ParserOptions{RegoVersion: as
 		t.Errorf("rewritten module:\n%s", s)
 	}
 }
+
+// FuzzMatchSchemaSchemas fuzzes the schema as well as the document:
+// whatever keywords, values and combinations a schema holds (bounds that
+// cross, duplicate enum values, odd types), meshward's json.match_schema
+// answers what OPA's does, and the fast path never answers for a schema
+// OPA's compiler refuses.
+func FuzzMatchSchemaSchemas(f *testing.F) {
+	for _, s := range [][2]string{
+		{`{"type":"string","minLength":5,"maxLength":2}`, `"abc"`},
+		{`{"type":"object","minProperties":3,"maxProperties":1}`, `{}`},
+		{`{"properties":{"a":{"enum":[1,1]}}}`, `{"a":1}`},
+		{`{"required":["a","a"]}`, `{"a":1}`},
+		{`{"type":["string","string"]}`, `"x"`},
+		{`{"minItems":3,"maxItems":1}`, `[1,2]`},
+		{`{"multipleOf":0}`, `4`},
+		{`{"pattern":"(("}`, `{"a":"b"}`},
+		{`{"$schema":"http://json-schema.org/draft-04/schema#","exclusiveMaximum":true,"maximum":3}`, `[]`},
+		{`{"items":{"type":"integer","minimum":1.5}}`, `[2]`},
+		{`{"additionalProperties":{"maxLength":-1}}`, `{"k":"v"}`},
+	} {
+		f.Add([]byte(s[0]), []byte(s[1]))
+	}
+	f.Fuzz(func(t *testing.T, schemaText, docText []byte) {
+		sdoc, err := body.Decode(schemaText, body.Limits{MaxDepth: 12})
+		if err != nil {
+			return
+		}
+		sch, err := ast.InterfaceToValue(sdoc)
+		if err != nil {
+			return
+		}
+		so, ok := sch.(ast.Object)
+		if !ok {
+			return
+		}
+		doc, err := body.Decode(docText, body.Limits{MaxDepth: 12})
+		if err != nil {
+			return
+		}
+		_, verifyErr := callMatch(t, opaMatchSchema, mustValue(t, `{}`), sch)
+		if verifyErr != "" && quickSchemas.get(so) != nil {
+			t.Fatalf("%s: OPA refuses the schema (%s), the fast path compiled it", schemaText, verifyErr)
+		}
+		for _, d := range docValues(t, doc) {
+			want, wantErr := callMatch(t, opaMatchSchema, d, sch)
+			got, gotErr := callMatch(t, matchSchema, d, sch)
+			if !sameMatch(want, wantErr, got, gotErr) {
+				t.Fatalf("schema %s doc %s: meshward %v %s, OPA %v %s", schemaText, docText, got, gotErr, want, wantErr)
+			}
+			okGot, okErr := matchSchemaOK(topdown.BuiltinContext{Context: context.Background()}, ast.NewTerm(d), ast.NewTerm(sch))
+			if wantErr != "" {
+				if okErr == nil {
+					t.Fatalf("schema %s doc %s: OPA errs (%s), the unread-errors path answers %v", schemaText, docText, wantErr, okGot)
+				}
+				continue
+			}
+			if okErr != nil || !okGot.Value.(*ast.Array).Elem(0).Equal(want.Value.(*ast.Array).Elem(0)) {
+				t.Fatalf("schema %s doc %s: unread-errors path %v %v, OPA %v", schemaText, docText, okGot, okErr, want)
+			}
+		}
+	})
+}

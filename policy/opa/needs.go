@@ -49,16 +49,14 @@ func (n need) add(path []string) need {
 // needs all the headers). Partial evaluation and inlining only make such
 // references more specific, so the modules as written cover the prepared
 // query too. Any other use of input (input as a whole, an import of it,
-// `with input...`) needs the whole document. extra adds references
-// relative to input (attributes.source.principal) that something else
-// reads.
+// `with input...`) needs the whole document.
 //
 // The walk is checked for completeness: every occurrence of the input
 // variable anywhere in the modules' syntax trees (found by reflection, so
 // a node kind the walk does not know, such as a rule head's reference
 // before it was handled, cannot hide one) must be one the walk accounted
 // for; otherwise the whole document is built.
-func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
+func inputNeeds(modules []*ast.Module) need {
 	n := need{}
 	all := false
 	seen := 0                      // occurrences of input accounted for
@@ -122,11 +120,6 @@ func inputNeeds(modules []*ast.Module, extra []ast.Ref) need {
 	}
 	if all || seen != countInputVars(modules) {
 		return nil
-	}
-	for _, r := range extra {
-		if n = n.add(constPrefix(r)); n == nil {
-			return nil
-		}
 	}
 	return n
 }

@@ -28,56 +28,45 @@ func TestInputNeeds(t *testing.T) {
 	all := need(nil)
 	for _, tc := range []struct {
 		name, module string
-		extra        []string
 		want         need
 	}{
-		{"reference policy", string(refload), nil, need{
+		{"reference policy", string(refload), need{
 			"attributes":  {"source": {"principal": nil}, "request": {"http": {"method": nil}}},
 			"parsed_path": nil, "parsed_body": nil,
 		}},
 		{"variable key needs the whole map", `package p
-allow if input.attributes.request.http.headers[k] == "x"`, nil, need{"attributes": {"request": {"http": {"headers": nil}}}}},
+allow if input.attributes.request.http.headers[k] == "x"`, need{"attributes": {"request": {"http": {"headers": nil}}}}},
 		{"reference inside a reference", `package p
-allow if input.a[input.b.c] == 1`, nil, need{"a": nil, "b": {"c": nil}}},
+allow if input.a[input.b.c] == 1`, need{"a": nil, "b": {"c": nil}}},
 		{"reference inside data", `package p
-allow if data.routes[input.m]`, nil, need{"m": nil}},
+allow if data.routes[input.m]`, need{"m": nil}},
 		{"shorter path wins", `package p
-allow if { input.a.b == 1; input.a == {} }`, nil, need{"a": nil}},
-		{"decision cache paths", `package p
-allow if input.a == 1`, []string{"attributes.source.principal", "parsed_path[0]"}, need{"a": nil, "attributes": {"source": {"principal": nil}}, "parsed_path": nil}},
+allow if { input.a.b == 1; input.a == {} }`, need{"a": nil}},
 		{"input as a value", `package p
-allow if { x := input; x.a == 1 }`, nil, all},
+allow if { x := input; x.a == 1 }`, all},
 		{"input as an argument", `package p
-allow if { walk(input, [p, v]); v == 1 }`, nil, all},
+allow if { walk(input, [p, v]); v == 1 }`, all},
 		{"import of input", `package p
 import input.attributes as attrs
-allow if attrs.x == 1`, nil, all},
+allow if attrs.x == 1`, all},
 		{"with input", `package p
 allow if { f with input.a as 1 }
-f if input.b == 1`, nil, all},
+f if input.b == 1`, all},
 		{"whole input in the head", `package p
-echo := input`, nil, all},
+echo := input`, all},
 		{"reference in a rule head's reference", `package p
 caller[input.attributes.source.principal].seen := true
-allow if { input.attributes.request.http.method == "GET"; count(caller) == 0 }`, nil, need{
+allow if { input.attributes.request.http.method == "GET"; count(caller) == 0 }`, need{
 			"attributes": {"source": {"principal": nil}, "request": {"http": {"method": nil}}},
 		}},
 		{"reference in an else chain", `package p
-allow := false if input.a == 1 else := true if input.b == 2`, nil, need{"a": nil, "b": nil}},
+allow := false if input.a == 1 else := true if input.b == 2`, need{"a": nil, "b": nil}},
 		{"reference in every and a template string", `package p
-allow if { every x in input.xs { x > input.min } ; $"{input.t}" == "a" }`, nil, need{"xs": nil, "min": nil, "t": nil}},
+allow if { every x in input.xs { x > input.min } ; $"{input.t}" == "a" }`, need{"xs": nil, "min": nil, "t": nil}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := ast.MustParseModuleWithOpts(tc.module, ast.ParserOptions{RegoVersion: ast.RegoV1})
-			var extra []ast.Ref
-			for _, p := range tc.extra {
-				r, err := ParseInputPath(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				extra = append(extra, r)
-			}
-			got := inputNeeds([]*ast.Module{m}, extra)
+			got := inputNeeds([]*ast.Module{m})
 			if (got == nil) != (tc.want == nil) || !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("needs = %v, want %v", got, tc.want)
 			}

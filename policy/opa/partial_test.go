@@ -31,7 +31,6 @@ var compatibilityTests = []struct {
 	{"meshward input", TestMeshwardInput},
 	{"header map body", TestHeaderMapBody},
 	{"undefined", TestUndefinedIsError},
-	{"decision cache", TestDecisionCache},
 }
 
 func TestPlainQueryCompatibility(t *testing.T) {

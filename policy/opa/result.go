@@ -40,8 +40,6 @@ type Result struct {
 	HTTPStatus int
 	// DynamicMetadata is set on the CheckResponse (object decisions only).
 	DynamicMetadata *structpb.Struct
-	// Cached is set when the decision came from the decision cache.
-	Cached bool
 }
 
 // Header is one header or query parameter: a key and one value. A key
