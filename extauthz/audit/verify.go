@@ -37,7 +37,8 @@ type Summary struct {
 	Decisions map[string]int // records of a decision (kinds decision, authz_denial, authn_failure) by result (allow, deny, error)
 	// TopDenied are the principals with the most deny or error decisions.
 	TopDenied []Count
-	// TopReasons are the most frequent reason codes of all records.
+	// TopReasons are the most frequent reason codes of deny and error
+	// decisions (an allow's "allowed" is not a reason to look into).
 	TopReasons []Count
 	// TornTail is set when a file's last line has no newline: the writer
 	// died in the middle of a write (the next start removes it).
@@ -179,9 +180,9 @@ func (v *verifier) record(line []byte, name string, n int) {
 			p = "(none)"
 		}
 		v.denied[p]++
-	}
-	if l.Reason != "" {
-		v.reasons[l.Reason]++
+		if l.Reason != "" {
+			v.reasons[l.Reason]++
+		}
 	}
 }
 
