@@ -5,7 +5,7 @@
 // files, folders or an OPA bundle, compiled and prepared once
 // (rego.PrepareForEval). Loading a new revision never touches a running
 // one: a caller that fails to build a new Engine keeps serving the old one
-// ([Holder] and [Poller] do exactly that).
+// ([Poller] does exactly that).
 //
 // [Engine.Eval] builds the same input document as opa-envoy-plugin for the
 // Envoy v3 CheckRequest (input.attributes as protojson with lowerCamel

@@ -118,41 +118,6 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
-// TestHolderKeepsOldEngine: a reload with a syntax error keeps the
-// previous engine serving, and a good reload replaces it.
-func TestHolderKeepsOldEngine(t *testing.T) {
-	ctx := testContext(t)
-	fsys := fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\ndefault allow := false\n\nallow if input.attributes.request.http.method == \"GET\"\n")}}
-	cfg := Config{FS: fsys, Files: []string{"p.rego"}}
-	var h Holder
-	first, err := h.Reload(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := &Input{Check: checkRequest("GET", "/x", nil, "")}
-
-	fsys["p.rego"] = &fstest.MapFile{Data: []byte("package envoy.authz\n\nallow if {\n")}
-	if _, err := h.Reload(ctx, cfg); err == nil || !strings.Contains(err.Error(), "p.rego:") {
-		t.Fatalf("reload error = %v, want a parse error naming p.rego", err)
-	}
-	if h.Engine() != first {
-		t.Fatal("failed reload replaced the engine")
-	}
-	r, err := h.Engine().Eval(ctx, get)
-	if err != nil || !r.Allowed {
-		t.Fatalf("old engine: %+v, %v; want allow", r, err)
-	}
-
-	fsys["p.rego"] = &fstest.MapFile{Data: []byte("package envoy.authz\n\ndefault allow := false\n")}
-	if _, err := h.Reload(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	r, err = h.Engine().Eval(ctx, get)
-	if err != nil || r.Allowed {
-		t.Fatalf("new engine: %+v, %v; want deny", r, err)
-	}
-}
-
 func TestUndefinedIsError(t *testing.T) {
 	fsys := fstest.MapFS{"p.rego": {Data: []byte("package envoy.authz\n\nallow if input.parsed_path[0] == \"ok\"\n")}}
 	e, err := New(testContext(t), Config{FS: fsys, Files: []string{"p.rego"}})

@@ -13,26 +13,6 @@ import (
 	"time"
 )
 
-// Holder holds the serving engine and replaces it only with one that
-// loaded and compiled: a failed reload leaves the old engine serving.
-type Holder struct {
-	cur atomic.Pointer[Engine]
-}
-
-// Engine returns the serving engine, nil before the first successful load.
-func (h *Holder) Engine() *Engine { return h.cur.Load() }
-
-// Reload builds a new engine from cfg and swaps it in. On error the
-// previous engine stays and the error is returned.
-func (h *Holder) Reload(ctx context.Context, cfg Config) (*Engine, error) {
-	e, err := New(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.cur.Store(e)
-	return e, nil
-}
-
 // Poller fetches an OPA bundle from an HTTP(S) URL at an interval, with
 // ETag / If-None-Match: a 304 keeps the current engine; a new bundle
 // replaces it only when it downloads, verifies and compiles. Run it in
