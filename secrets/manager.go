@@ -45,9 +45,12 @@ type Manager struct {
 	ids     map[string]*entry
 	bundle  *Bundle
 	bundErr error // last bundle poll failure, for Ready
-	secrets map[string][]byte
-	subs    map[*Subscription]struct{}
-	wake    chan struct{}
+	// failingSecrets are the generic secrets whose last poll failed, so
+	// that their recovery is logged.
+	failingSecrets map[string]struct{}
+	secrets        map[string][]byte
+	subs           map[*Subscription]struct{}
+	wake           chan struct{}
 }
 
 type entry struct {
@@ -286,6 +289,8 @@ func (m *Manager) Ready() error {
 			errs = append(errs, fmt.Errorf("no certificate yet for %s: %w", id, e.lastErr))
 		case e.svid == nil && e.required:
 			errs = append(errs, fmt.Errorf("no certificate yet for %s", id))
+		case e.svid != nil && !now.Before(e.svid.NotAfter):
+			errs = append(errs, fmt.Errorf("certificate for %s expired at %v", id, e.svid.NotAfter))
 		case e.svid != nil && e.svid.NotAfter.Sub(now) < e.svid.NotAfter.Sub(e.issued)/10:
 			errs = append(errs, fmt.Errorf("certificate for %s expires at %v, less than 10%% of its life left", id, e.svid.NotAfter))
 		}
@@ -380,6 +385,7 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		e.lastErr = err
 		d := backoffDelay(m.o.minBackoff, m.o.maxBackoff, e.failures-1)
 		e.due = now.Add(d)
+		served := e.svid
 		m.mu.Unlock()
 		if ctx.Err() != nil {
 			return
@@ -390,7 +396,14 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 			result, kind = resultRejected, EventCertRejected
 		}
 		m.o.metrics.issuance.WithLabelValues(result).Inc()
-		m.o.log.Warn("certificate issuance failed: serving the last good one", logID, e.id, logErr, err, logAttempt, e.failures, logRetryIn, d)
+		switch {
+		case served == nil:
+			m.o.log.Warn("certificate issuance failed: none issued yet for this ID, so nothing is served for it", logID, e.id, logErr, err, logAttempt, e.failures, logRetryIn, d)
+		case !now.Before(served.NotAfter):
+			m.o.log.Warn("certificate issuance failed: the certificate served for this ID has expired, so peers reject it", logID, e.id, logErr, err, logAttempt, e.failures, logRetryIn, d, logExpiry, served.NotAfter)
+		default:
+			m.o.log.Warn("certificate issuance failed: serving the last good one", logID, e.id, logErr, err, logAttempt, e.failures, logRetryIn, d, logExpiry, served.NotAfter)
+		}
 		m.o.event(kind, "certificate issuance failed", slog.String(logID, e.id), slog.String(logErr, err.Error()))
 		return
 	}
@@ -401,6 +414,7 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		m.mu.Unlock()
 		return
 	}
+	failures := e.failures
 	e.svid, e.issued, e.failures, e.lastErr = s, now, 0, nil
 	e.due = renewAt(now, s.NotAfter, rand.Float64()) //nolint:gosec // G404: renewal-time jitter, not a secret
 	select {
@@ -411,7 +425,11 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 	m.notifyLocked(Change{SVIDs: []string{e.id}})
 	m.mu.Unlock()
 	m.o.metrics.certExpiry.WithLabelValues(e.id).Set(float64(s.NotAfter.Unix()))
-	m.o.log.Debug("certificate issued", logID, e.id, logExpiry, s.NotAfter)
+	if failures > 0 {
+		m.o.log.Info("certificate issued again after failures", logID, e.id, logExpiry, s.NotAfter, logAttempt, failures+1)
+	} else {
+		m.o.log.Debug("certificate issued", logID, e.id, logExpiry, s.NotAfter)
+	}
 }
 
 func (m *Manager) pollLoop(ctx context.Context) {
@@ -439,10 +457,16 @@ func (m *Manager) pollOnce(ctx context.Context) {
 		m.o.metrics.secretPollError.WithLabelValues("bundle").Inc()
 		m.mu.Lock()
 		m.bundErr = err
+		have := m.bundle != nil
 		m.mu.Unlock()
-		m.o.log.Warn("trust bundle poll failed: serving the last good one", logErr, err)
+		if have {
+			m.o.log.Warn("trust bundle poll failed: serving the last good one", logErr, err)
+		} else {
+			m.o.log.Warn("trust bundle poll failed: no bundle yet, so none is served", logErr, err)
+		}
 	} else {
 		m.mu.Lock()
+		recovered := m.bundErr != nil
 		m.bundErr = nil
 		if !b.Equal(m.bundle) {
 			m.bundle = b
@@ -450,6 +474,9 @@ func (m *Manager) pollOnce(ctx context.Context) {
 		}
 		m.mu.Unlock()
 		m.o.metrics.bundleRoots.Set(float64(len(b.Roots)))
+		if recovered {
+			m.o.log.Info("trust bundle poll succeeded again", logRoots, len(b.Roots))
+		}
 	}
 	for _, name := range m.src.SecretNames() {
 		v, err := m.src.Secret(ctx, name)
@@ -458,15 +485,31 @@ func (m *Manager) pollOnce(ctx context.Context) {
 				return
 			}
 			m.o.metrics.secretPollError.WithLabelValues("secret").Inc()
-			m.o.log.Warn("secret poll failed: serving the last good value", logName, name, logErr, err)
+			m.mu.Lock()
+			_, have := m.secrets[name]
+			if m.failingSecrets == nil {
+				m.failingSecrets = map[string]struct{}{}
+			}
+			m.failingSecrets[name] = struct{}{}
+			m.mu.Unlock()
+			if have {
+				m.o.log.Warn("secret poll failed: serving the last good value", logName, name, logErr, err)
+			} else {
+				m.o.log.Warn("secret poll failed: no value yet, so none is served", logName, name, logErr, err)
+			}
 			continue
 		}
 		m.mu.Lock()
+		_, recovered := m.failingSecrets[name]
+		delete(m.failingSecrets, name)
 		if old, ok := m.secrets[name]; !ok || !bytes.Equal(old, v) {
 			m.secrets[name] = v
 			ch.Secrets = append(ch.Secrets, name)
 		}
 		m.mu.Unlock()
+		if recovered {
+			m.o.log.Info("secret poll succeeded again", logName, name)
+		}
 	}
 	if ch.Bundle || len(ch.Secrets) > 0 {
 		m.mu.Lock()

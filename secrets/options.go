@@ -32,6 +32,7 @@ const (
 	logRetryIn = "retry_in"
 	logMethod  = "auth_method"
 	logExpiry  = "not_after"
+	logRoots   = "roots"
 )
 
 // Option configures LocalCA, Vault and Manager. Options that do not apply
