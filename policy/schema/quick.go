@@ -10,21 +10,25 @@ import (
 	"github.com/meshward/meshward/policy/body"
 )
 
-// Quick answers one question fast: "is this message certainly valid?".
-// It is compiled from a schema document that uses only a common subset of
-// JSON Schema (type, const, enum, properties, required,
-// additionalProperties, items, the size and length bounds, pattern, and
-// integer numeric bounds), and walks a decoded message (a body.Tape)
-// without allocating.
+// Quick answers fast whether a message is certainly valid, certainly
+// invalid, or neither (Verdict). It is compiled from a schema document
+// that uses only a common subset of JSON Schema (type, const, enum,
+// properties, required, additionalProperties, items, the size and length
+// bounds, pattern, and integer numeric bounds), and walks a decoded
+// message (a body.Tape) without allocating.
 //
-// Quick never says "invalid": when it does not say "valid" the full
-// validator decides and reports the violations. It says "valid" only when
-// every constraint of the schema holds, checked conservatively (a number
-// that is not a plain integer, a const that is not a plain scalar, ...
-// makes it defer to the validator), so that Valid(v) implies the full
-// validator accepts v. The JSON-Schema-Test-Suite and a fuzz target check
-// that implication against santhosh-tekuri/jsonschema, and, for
-// ProfileOPA, against OPA's own json.match_schema.
+// It says Valid only when every constraint of the schema holds, and
+// Invalid only when one certainly fails (the subset has no alternatives,
+// so one failure is enough), each checked conservatively (a number that
+// is not a plain integer, a const that is not a plain scalar, ... makes
+// it Unsure); Unsure leaves the message to the full validator. A Valid or
+// Invalid verdict never contradicts the full validator; it does not
+// report violations (the full validator does, or Report for the schema
+// step). The JSON-Schema-Test-Suite and fuzz targets check both verdicts
+// against santhosh-tekuri/jsonschema, and, for ProfileOPA, against OPA's
+// own json.match_schema. CompileQuick does not know every refusal of the
+// ProfileOPA validator's compiler (minLength above maxLength, ...): its
+// caller must also have that compiler accept the schema.
 type Quick struct {
 	root *qnode
 	// strict (ProfileOPA) also defers on strings or keys that are not
