@@ -156,3 +156,43 @@ func TestAnchor(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandTableListsEveryFlag: docs/configuration.md's command table
+// names every flag of every command, as --flag.
+func TestCommandTableListsEveryFlag(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(data), "## Command line")
+	if !ok {
+		t.Fatal("docs/configuration.md has no Command line section")
+	}
+	flagLine := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
+	total := 0
+	for _, cmd := range [][]string{{"serve"}, {"validate"}, {"check"}, {"bootstrap"}, {"policy", "test"}, {"audit", "verify"}, {"version"}} {
+		code, out, errs := runCmd(t, append(cmd, "-h")...)
+		if code != 0 {
+			t.Fatalf("%s -h: exit %d: %s", cmd, code, errs)
+		}
+		row := ""
+		for line := range strings.SplitSeq(table, "\n") {
+			if strings.HasPrefix(line, "| `meshward "+strings.Join(cmd, " ")) {
+				row = line
+			}
+		}
+		if row == "" {
+			t.Errorf("no row for meshward %s", strings.Join(cmd, " "))
+			continue
+		}
+		for _, m := range flagLine.FindAllStringSubmatch(out, -1) {
+			total++
+			if !strings.Contains(row, "`--"+m[1]) {
+				t.Errorf("meshward %s: flag --%s is not in its row of the command table", strings.Join(cmd, " "), m[1])
+			}
+		}
+	}
+	if total < 15 {
+		t.Errorf("found only %d flags in the commands' help: is -h still printed to stdout?", total)
+	}
+}
