@@ -204,3 +204,29 @@ func tlsAttempt(addr string, c *tls.Config) {
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	_, _ = conn.Read(make([]byte, 1))
 }
+
+// A failed build says what the node is served: nothing before its first
+// snapshot, its previous snapshot after.
+func TestFailedBuildSaysWhatIsServed(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	e.mesh.Break("b", true)
+	b, _ := connect(t, e.dial(t, xdstest.SPIFFEID(td, "b")), true, "b")
+	if err := b.Subscribe(resource.ListenerType); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Next(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("broken node: got %v, want Unavailable", err)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "no snapshot yet") || strings.Contains(logs, "previous snapshot kept") {
+		t.Fatalf("first build failed; log:\n%s", logs)
+	}
+	a, _ := connect(t, e.dial(t, xdstest.SPIFFEID(td, "a")), true, "a")
+	syncTypes(t, a, allSubs("a"), nil)
+	e.mesh.Break("a", true)
+	if err := e.srv.Update(testCtx(t), "a"); err == nil {
+		t.Fatal("Update of a broken node succeeded")
+	}
+	if !strings.Contains(e.logs.String(), "previous snapshot kept") {
+		t.Fatalf("failed rebuild of a served node; log:\n%s", e.logs)
+	}
+}

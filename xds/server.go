@@ -388,13 +388,13 @@ func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
 	}
 	if err != nil {
 		s.m.buildErrors.WithLabelValues(stageResources).Inc()
-		s.log.Error("xds: node resources unavailable; previous snapshot kept", logNode, st.name, logError, err)
+		s.log.Error("xds: node resources unavailable; "+s.kept(st), logNode, st.name, logError, err)
 		return fmt.Errorf("node %s: %w", st.name, err)
 	}
 	b, err := buildSnapshot(nr, s.refs)
 	if err != nil {
 		s.m.buildErrors.WithLabelValues(stageCheck).Inc()
-		s.log.Error("xds: snapshot rejected before push; previous snapshot kept", logNode, st.name, logError, err)
+		s.log.Error("xds: snapshot rejected before push; "+s.kept(st), logNode, st.name, logError, err)
 		return fmt.Errorf("node %s: %w", st.name, err)
 	}
 
@@ -422,6 +422,17 @@ func (s *Server) refresh(ctx context.Context, st *nodeState, force bool) error {
 	st.current = b
 	s.log.Debug("xds: snapshot set", logNode, st.name, "versions", b.versions)
 	return nil
+}
+
+// kept says what a node is served after a failed build: its previous
+// snapshot, or nothing when it never had one.
+func (s *Server) kept(st *nodeState) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.current == nil {
+		return "the node has no snapshot yet, so it is served nothing"
+	}
+	return "previous snapshot kept"
 }
 
 // revoke ends the streams of a node that left the mesh: it marks them
