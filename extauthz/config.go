@@ -33,8 +33,8 @@ type Config struct {
 	// not here). Default 64 KiB, at most 16 MiB.
 	MaxHeaderListBytes int `yaml:"maxHeaderListBytes"`
 	// MaxConcurrentStreams bounds the Checks one connection may have in
-	// flight (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); Envoy opens another
-	// connection beyond it. Default 1024.
+	// flight (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); beyond it Envoy's
+	// connection pool opens another connection or queues. Default 1024.
 	MaxConcurrentStreams int `yaml:"maxConcurrentStreams"`
 	// MaxConnections bounds the open client connections; one more is
 	// closed as soon as it is accepted, and counted. Default 4096.
