@@ -485,3 +485,31 @@ func TestPlaintextWarns(t *testing.T) {
 		})
 	}
 }
+
+// The limits default when unset and are validated by field path.
+func TestLimitsConfig(t *testing.T) {
+	c := plainConfig()
+	c.SetDefaults()
+	if c.MaxHeaderListBytes != 64<<10 || c.MaxConcurrentStreams != 1024 || c.MaxConnections != 4096 {
+		t.Fatalf("defaults = %d, %d, %d; want 64 KiB, 1024, 4096", c.MaxHeaderListBytes, c.MaxConcurrentStreams, c.MaxConnections)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"negative header list", func(c *Config) { c.MaxHeaderListBytes = -1 }, "authz.maxHeaderListBytes"},
+		{"header list above 16 MiB", func(c *Config) { c.MaxHeaderListBytes = 16<<20 + 1 }, "authz.maxHeaderListBytes"},
+		{"negative streams", func(c *Config) { c.MaxConcurrentStreams = -1 }, "authz.maxConcurrentStreams"},
+		{"negative connections", func(c *Config) { c.MaxConnections = -1 }, "authz.maxConnections"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := plainConfig()
+			tc.edit(&c)
+			c.SetDefaults()
+			if err := c.Validate("authz"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}

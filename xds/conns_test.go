@@ -230,3 +230,31 @@ func TestFailedBuildSaysWhatIsServed(t *testing.T) {
 		t.Fatalf("failed rebuild of a served node; log:\n%s", e.logs)
 	}
 }
+
+// The limits default when unset and are validated by field path.
+func TestLimitsConfig(t *testing.T) {
+	var c xds.Config
+	c.SetDefaults()
+	if c.MaxHeaderListBytes != 64<<10 || c.MaxConcurrentStreams != 16 || c.MaxConnections != 10000 {
+		t.Fatalf("defaults = %d, %d, %d; want 64 KiB, 16, 10000", c.MaxHeaderListBytes, c.MaxConcurrentStreams, c.MaxConnections)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*xds.Config)
+		want string
+	}{
+		{"negative header list", func(c *xds.Config) { c.MaxHeaderListBytes = -1 }, "xds.maxHeaderListBytes"},
+		{"header list above 16 MiB", func(c *xds.Config) { c.MaxHeaderListBytes = 16<<20 + 1 }, "xds.maxHeaderListBytes"},
+		{"negative streams", func(c *xds.Config) { c.MaxConcurrentStreams = -1 }, "xds.maxConcurrentStreams"},
+		{"negative connections", func(c *xds.Config) { c.MaxConnections = -1 }, "xds.maxConnections"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c xds.Config
+			tc.edit(&c)
+			c.SetDefaults()
+			if err := c.Validate("xds"); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/examples/quickstart"
 	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/xds"
 )
@@ -60,5 +62,34 @@ func TestValidateWarnsOfOpenListeners(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The connection limits are keys of the serve configuration, decoded
+// strictly and validated with their paths.
+func TestLimitsInConfig(t *testing.T) {
+	qs, err := os.ReadFile(quickstartPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLimits := func(authz, xdsLimits string) []byte {
+		s := strings.Replace(string(qs), "  plaintext: true\n", "  plaintext: true\n"+authz, 1)
+		return []byte(strings.Replace(s, "  insecure: true\n", "  insecure: true\n"+xdsLimits, 1))
+	}
+	cfg, err := config.Parse(withLimits("  maxHeaderListBytes: 8192\n  maxConcurrentStreams: 100\n  maxConnections: 50\n",
+		"  maxHeaderListBytes: 4096\n  maxConcurrentStreams: 4\n  maxConnections: 20\n"), quickstart.Files, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, x := cfg.Authz.Server, cfg.XDS
+	if a.MaxHeaderListBytes != 8192 || a.MaxConcurrentStreams != 100 || a.MaxConnections != 50 ||
+		x.MaxHeaderListBytes != 4096 || x.MaxConcurrentStreams != 4 || x.MaxConnections != 20 {
+		t.Fatalf("limits decoded as authz %+v, xds %+v", a, x)
+	}
+	_, err = config.Parse(withLimits("  maxConnections: -1\n", "  maxHeaderListBytes: 99999999\n"), quickstart.Files, "test")
+	for _, want := range []string{"authz.maxConnections", "xds.maxHeaderListBytes"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("invalid limits: %v, want an error naming %s", err, want)
+		}
 	}
 }
