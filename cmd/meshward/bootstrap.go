@@ -23,6 +23,7 @@ const bootstrapFile = "envoy.yaml"
 type bootstrapFlags struct {
 	node, configPath, out, certDir, xdsAddress, xdsSPIFFEID, cluster, adminSocket string
 	adminPort                                                                     uint
+	watch                                                                         bool
 }
 
 func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -37,8 +38,12 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&f.cluster, "cluster", envoy.DefaultNodeCluster, "the node's cluster")
 	fs.UintVar(&f.adminPort, "admin-port", 0, fmt.Sprintf("port of Envoy's admin server, on 127.0.0.1 only (default: the agent's adminPort, else %d when no other agent shares its host)", envoy.DefaultAdminPort))
 	fs.StringVar(&f.adminSocket, "admin-socket", "", "absolute path of a unix socket (mode 0600) for Envoy's admin server, instead of --admin-port")
+	fs.BoolVar(&f.watch, "watch", false, "with --out and mTLS xDS: keep running and renew the xDS client certificate at half its lifetime, renaming the new files into --out (which Envoy watches)")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
+	}
+	if f.watch && f.out == "" {
+		return errors.New("bootstrap: --watch needs --out: it renews the files written there")
 	}
 	if f.node == "" {
 		return errors.New("bootstrap: --node is required")
@@ -108,16 +113,67 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	v := envoy.MinEnvoyVersion
 	y = append([]byte(fmt.Sprintf("# Envoy bootstrap of node %s, from meshward bootstrap. Needs Envoy %d.%d.%d or later:\n# older ones ignore fields they do not know (docs/envoy.md).\n", agent.Name, v[0], v[1], v[2])), y...)
+	if f.watch && opts.Insecure {
+		return errors.New("bootstrap: --watch renews the xDS client certificate, and with xds.insecure there is none")
+	}
 	if opts.Insecure {
 		_, _ = fmt.Fprintf(stderr, "meshward: warning: xds.insecure is set: this Envoy fetches its configuration and secrets over plaintext xDS without authenticating; local demos only\n")
 	}
+	var notAfter time.Time
 	if f.out != "" {
-		if err := writeBootstrapDir(ctx, cfg, agent, opts, y); err != nil {
+		if notAfter, err = writeBootstrapDir(ctx, cfg, agent, opts, y); err != nil {
 			return err
 		}
 	}
-	_, err = stdout.Write(y)
-	return err
+	if _, err := stdout.Write(y); err != nil || !f.watch {
+		return err
+	}
+	issue := func(ctx context.Context) (map[string][]byte, time.Time, error) {
+		return issueXDSClient(ctx, cfg, agent.SPIFFEID)
+	}
+	return watchXDSClient(ctx, issue, agent.Name, opts.CertDir, notAfter, stderr)
+}
+
+// renewAt is when a certificate issued at issued and valid until notAfter
+// is renewed: at half its lifetime, as the secrets manager does.
+func renewAt(issued, notAfter time.Time) time.Time { return issued.Add(notAfter.Sub(issued) / 2) }
+
+// watchXDSClient renews the node's xDS client certificate in dir at half
+// its lifetime until ctx ends (then it returns nil). A failed renewal is
+// reported on stderr and retried with backoff (1 s doubling to 1 min),
+// also past the current certificate's expiry: Envoy keeps its open
+// connection, and reconnects with the next certificate that is written.
+func watchXDSClient(ctx context.Context, issue func(context.Context) (map[string][]byte, time.Time, error), node, dir string, notAfter time.Time, stderr io.Writer) error {
+	next := renewAt(time.Now(), notAfter)
+	retry := time.Second
+	for {
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		issued := time.Now()
+		material, na, err := issue(ctx)
+		if err == nil {
+			err = writeFiles(dir, material)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			_, _ = fmt.Fprintf(stderr, "meshward: bootstrap: renewing the xDS client certificate of %s failed (current one valid until %s), retrying in %v: %v\n",
+				node, notAfter.Format(time.RFC3339), retry, err)
+			next = time.Now().Add(retry)
+			retry = min(2*retry, time.Minute)
+			continue
+		}
+		notAfter, retry = na, time.Second
+		next = renewAt(issued, notAfter)
+		_, _ = fmt.Fprintf(stderr, "meshward: bootstrap: renewed the xDS client certificate of %s in %s, valid until %s\n",
+			node, dir, notAfter.Format(time.RFC3339))
+	}
 }
 
 // checkAdminPort refuses an admin port another listener takes on the
@@ -145,22 +201,24 @@ func checkAdminPort(agents []envoy.Agent, agent *envoy.Agent, socket string, por
 
 // writeBootstrapDir writes the bootstrap and, unless xDS is insecure, the
 // node's xDS client certificate, key and CA bundle issued by the secrets
-// source, with the SDS files pointing at them.
+// source, with the SDS files pointing at them. It returns the
+// certificate's expiry (zero when insecure).
 //
 // Everything that can be refused is done before dir is made; when writing
 // fails, a dir this call made is removed again, so a failed --out leaves
 // no folder behind.
-func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Agent, opts envoy.BootstrapOptions, bootstrap []byte) (err error) {
+func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Agent, opts envoy.BootstrapOptions, bootstrap []byte) (notAfter time.Time, err error) {
 	dir := opts.CertDir
 	files := map[string][]byte{bootstrapFile: bootstrap}
 	if !opts.Insecure {
-		material, err := issueXDSClient(ctx, cfg, agent.SPIFFEID)
+		material, na, err := issueXDSClient(ctx, cfg, agent.SPIFFEID)
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
+		notAfter = na
 		sds, err := envoy.BootstrapSDSFiles(opts)
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
 		for name, data := range sds {
 			files[name] = data
@@ -171,7 +229,7 @@ func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Age
 	}
 	created := firstMissing(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
+		return time.Time{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	if created != "" {
 		defer func() {
@@ -180,8 +238,13 @@ func writeBootstrapDir(ctx context.Context, cfg *config.Config, agent *envoy.Age
 			}
 		}()
 	}
-	// The key and the SDS files go in last and by rename, so that a
-	// running Envoy watching dir never reads a half-written set.
+	return notAfter, writeFiles(dir, files)
+}
+
+// writeFiles writes those of the bootstrap folder's files that files
+// holds. The key and the SDS files go in last and by rename, so that a
+// running Envoy watching dir never reads a half-written file.
+func writeFiles(dir string, files map[string][]byte) error {
 	for _, name := range []string{envoy.XDSCAFile, envoy.XDSCertFile, envoy.XDSKeyFile, envoy.XDSCASDSFile, envoy.XDSClientSDSFile, bootstrapFile} {
 		data, ok := files[name]
 		if !ok {
@@ -220,40 +283,47 @@ func outRefusal(cfg *config.Config) error {
 }
 
 // issueXDSClient issues the node's certificate (its agent SPIFFE ID) and
-// returns the PEM files for XDSCertFile, XDSKeyFile and XDSCAFile.
-func issueXDSClient(ctx context.Context, cfg *config.Config, spiffeID string) (map[string][]byte, error) {
+// returns the PEM files for XDSCertFile, XDSKeyFile and XDSCAFile, and the
+// certificate's expiry.
+func issueXDSClient(ctx context.Context, cfg *config.Config, spiffeID string) (map[string][]byte, time.Time, error) {
 	if err := outRefusal(cfg); err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
+		return nil, time.Time{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	mgr, err := secrets.New(cfg.Secrets)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	src := mgr.Source()
 	if l, ok := src.(interface{ Login(context.Context) error }); ok {
 		if err := l.Login(ctx); err != nil {
-			return nil, fmt.Errorf("bootstrap: %w", err)
+			return nil, time.Time{}, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
+	return issueFrom(ctx, src, spiffeID)
+}
+
+// issueFrom issues spiffeID's certificate from src: the files of
+// issueXDSClient.
+func issueFrom(ctx context.Context, src secrets.Source, spiffeID string) (map[string][]byte, time.Time, error) {
 	svid, err := src.IssueSVID(ctx, spiffeID)
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: issue xDS client certificate: %w", err)
+		return nil, time.Time{}, fmt.Errorf("bootstrap: issue xDS client certificate: %w", err)
 	}
 	key, err := svid.KeyPEM()
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
+		return nil, time.Time{}, fmt.Errorf("bootstrap: %w", err)
 	}
 	bundle, err := src.Bundle(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: trust bundle: %w", err)
+		return nil, time.Time{}, fmt.Errorf("bootstrap: trust bundle: %w", err)
 	}
 	return map[string][]byte{
 		envoy.XDSCertFile: svid.ChainPEM(),
 		envoy.XDSKeyFile:  key,
 		envoy.XDSCAFile:   bundle.PEM(),
-	}, nil
+	}, svid.NotAfter, nil
 }
 
 // writeFileAtomic writes data to a temporary file (0600) next to path and
