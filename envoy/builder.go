@@ -365,7 +365,7 @@ func (b *builder) outboundListener(a *Agent) *listenerv3.Listener {
 	h := b.hcm(ListenerOutbound, RouteOutbound, filters)
 	return &listenerv3.Listener{
 		Name:                          ListenerOutbound,
-		Address:                       socketAddress(loopbackAddress, a.OutboundPort),
+		Address:                       outboundAddress(a),
 		TrafficDirection:              corev3.TrafficDirection_OUTBOUND,
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(b.mesh.Options.BufferLimitBytes),
 		FilterChains: []*listenerv3.FilterChain{{
@@ -397,6 +397,19 @@ func (b *builder) outboundRoute(a *Agent) *routev3.RouteConfiguration {
 		rc.VirtualHosts = append(rc.VirtualHosts, vh)
 	}
 	return rc
+}
+
+// outboundAddress is where the app reaches its Envoy: the unix socket,
+// or the port on loopback.
+func outboundAddress(a *Agent) *corev3.Address {
+	if a.OutboundSocket != "" {
+		mode := a.OutboundSocketMode
+		if mode == 0 {
+			mode = DefaultOutboundSocketMode
+		}
+		return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: a.OutboundSocket, Mode: mode}}}
+	}
+	return socketAddress(loopbackAddress, a.OutboundPort)
 }
 
 // cluster is a cluster of fixed addresses: STATIC when they are all IPs,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	posix "path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,8 +23,18 @@ type Agent struct {
 	InboundPort uint32 `yaml:"inboundPort"`
 	// App is the local address of the agent itself (host:port).
 	App string `yaml:"app"`
-	// OutboundPort is the loopback port the app sends plain HTTP to.
+	// OutboundPort is the loopback port the app sends plain HTTP to. Any
+	// process that can reach the agent's loopback can use it, and so act
+	// with the agent's identity and injected credentials: run one agent
+	// per network namespace (a pod), or use OutboundSocket.
 	OutboundPort uint32 `yaml:"outboundPort"`
+	// OutboundSocket, instead of OutboundPort, is the absolute path of a
+	// unix socket the app sends plain HTTP to; its file mode
+	// (OutboundSocketMode) limits which users can.
+	OutboundSocket string `yaml:"outboundSocket"`
+	// OutboundSocketMode of OutboundSocket: owner and group bits only.
+	// Default DefaultOutboundSocketMode (the Envoy's user only).
+	OutboundSocketMode uint32 `yaml:"outboundSocketMode"`
 	// Host names the machine (or network namespace, e.g. a pod) the agent
 	// and its Envoy run on. Agents with the same Host, or none, share one
 	// set of ports: their inbound, outbound, admin and (loopback) app
@@ -138,8 +149,22 @@ func ValidateAgents(path string, agents []Agent) error {
 		if a.OutboundPort > 65535 {
 			add("%s.outboundPort: must be 1-65535", p)
 		}
-		if len(a.Peers) > 0 && a.OutboundPort == 0 {
-			add("%s.outboundPort: required when the agent has peers", p)
+		switch {
+		case a.OutboundSocket != "" && a.OutboundPort != 0:
+			add("%s.outboundSocket: exclusive with outboundPort", p)
+		case len(a.Peers) > 0 && a.OutboundPort == 0 && a.OutboundSocket == "":
+			add("%s.outboundPort: required when the agent has peers (or outboundSocket)", p)
+		}
+		if a.OutboundSocket != "" {
+			if !posix.IsAbs(a.OutboundSocket) || posix.Clean(a.OutboundSocket) != a.OutboundSocket || strings.ContainsAny(a.OutboundSocket, "\x00\r\n") {
+				add("%s.outboundSocket: %q must be a clean absolute path", p, a.OutboundSocket)
+			}
+			if len(a.Peers) == 0 {
+				add("%s.outboundSocket: the agent has no peers, so no outbound listener", p)
+			}
+		}
+		if m := a.OutboundSocketMode; m != 0 && (a.OutboundSocket == "" || m&^0o770 != 0) {
+			add("%s.outboundSocketMode: %#o must be set only with outboundSocket and give nothing to others (within 0770)", p, m)
 		}
 		if a.AdminPort > 65535 {
 			add("%s.adminPort: must be 1-65535", p)
@@ -218,6 +243,7 @@ func checkPorts(path string, agents []Agent) error {
 		port uint32
 	}
 	owner := map[key]string{}
+	sockets := map[string]string{} // host NUL path -> field
 	claim := func(host string, port uint32, field string) {
 		if port == 0 || port > 65535 {
 			return
@@ -234,6 +260,13 @@ func checkPorts(path string, agents []Agent) error {
 		claim(a.Host, a.InboundPort, p+".inboundPort")
 		claim(a.Host, a.OutboundPort, p+".outboundPort")
 		claim(a.Host, a.AdminPort, p+".adminPort")
+		if a.OutboundSocket != "" {
+			k := a.Host + "\x00" + a.OutboundSocket
+			if prev, ok := sockets[k]; ok {
+				errs = append(errs, fmt.Errorf("%s.outboundSocket: %s is already %s on the same host (%s)", p, a.OutboundSocket, prev, hostLabel(a.Host)))
+			}
+			sockets[k] = p + ".outboundSocket"
+		}
 		if host, port, err := splitHostPort(a.App); err == nil && onHost(host, a.Host) {
 			claim(a.Host, port, p+".app")
 		}

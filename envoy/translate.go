@@ -65,6 +65,10 @@ const (
 	DefaultMaxRequestBytes             = 1024 * 1024
 	DefaultJWKSCacheDuration           = 5 * time.Minute
 	DefaultJWKSCAFile                  = "/etc/ssl/certs/ca-certificates.crt"
+	// DefaultOutboundSocketMode lets only the Envoy's user use an
+	// agent's outbound socket (run the app as that user, or set 0660 and
+	// share a group).
+	DefaultOutboundSocketMode = 0o600
 	// Circuit breakers of the ext_authz cluster: Envoy's own defaults,
 	// written out so that they show in the configuration and can be set.
 	DefaultAuthzMaxConnections     = 1024

@@ -286,6 +286,19 @@ func TestTranslateInvalid(t *testing.T) {
 		{"admin on another agent's inbound", func(m *Mesh) { m.Agents[0].AdminPort = 3 }, "agents[1].inboundPort: port 3 is already agents[0].adminPort"},
 		{"same named host collides", func(m *Mesh) { m.Agents[0].Host, m.Agents[1].Host, m.Agents[1].InboundPort = "h1", "h1", 1 }, "on the same host (host \"h1\")"},
 		{"admin port range", func(m *Mesh) { m.Agents[0].AdminPort = 70000 }, "agents[0].adminPort: must be 1-65535"},
+		{"outbound socket and port", func(m *Mesh) { m.Agents[0].OutboundSocket = "/run/a.sock" }, "agents[0].outboundSocket: exclusive with outboundPort"},
+		{"outbound socket relative", func(m *Mesh) { m.Agents[0].OutboundPort, m.Agents[0].OutboundSocket = 0, "run/a.sock" }, "must be a clean absolute path"},
+		{"outbound socket unclean", func(m *Mesh) { m.Agents[0].OutboundPort, m.Agents[0].OutboundSocket = 0, "/run/../a.sock" }, "must be a clean absolute path"},
+		{"outbound socket without peers", func(m *Mesh) { m.Agents[1].OutboundSocket = "/run/b.sock" }, "agents[1].outboundSocket: the agent has no peers"},
+		{"outbound socket open to others", func(m *Mesh) {
+			m.Agents[0].OutboundPort, m.Agents[0].OutboundSocket, m.Agents[0].OutboundSocketMode = 0, "/run/a.sock", 0o666
+		}, "agents[0].outboundSocketMode: 0666 must be set only with outboundSocket and give nothing to others"},
+		{"outbound socket mode without socket", func(m *Mesh) { m.Agents[0].OutboundSocketMode = 0o600 }, "outboundSocketMode"},
+		{"outbound sockets collide", func(m *Mesh) {
+			m.Agents[0].OutboundPort, m.Agents[0].OutboundSocket = 0, "/run/x.sock"
+			m.Agents[1].OutboundSocket = "/run/x.sock"
+			m.Agents[1].Peers = []Peer{{Name: "a", Addresses: []string{"127.0.0.1:1"}}}
+		}, "agents[1].outboundSocket: /run/x.sock is already agents[0].outboundSocket"},
 		{"peer address without host", func(m *Mesh) { m.Agents[0].Peers[0].Addresses = []string{":3"} }, "missing host"},
 		{"credential without secret", cred(Credential{}), "credential.secret: required"},
 		{"credential reserved secret", cred(Credential{Secret: "default"}), "reserved"},
@@ -358,6 +371,7 @@ func TestTranslateInvalid(t *testing.T) {
 		}},
 		{"remote app port not on the host", func(m *Mesh) { m.Agents[1].App = "10.0.0.9:1" }},
 		{"distinct admin ports", func(m *Mesh) { m.Agents[0].AdminPort, m.Agents[1].AdminPort = 9901, 9902 }},
+		{"outbound socket instead of a port", func(m *Mesh) { m.Agents[0].OutboundPort, m.Agents[0].OutboundSocket = 0, "/run/a.sock" }},
 	}
 	for _, tc := range valid {
 		t.Run("valid/"+tc.name, func(t *testing.T) {
@@ -571,6 +585,36 @@ func TestTimeoutsAndLimits(t *testing.T) {
 			th[0].GetMaxPendingRequests().GetValue() != DefaultAuthzMaxPendingRequests || th[0].GetMaxRetries().GetValue() != DefaultAuthzMaxRetries {
 			t.Errorf("authz circuit breakers %v", th)
 		}
+	}
+}
+
+// TestOutboundSocket: an agent with outboundSocket gets its outbound
+// listener on that unix socket, with the configured mode or 0600, and no
+// port.
+func TestOutboundSocket(t *testing.T) {
+	m := loadMesh(t, filepath.Join("testdata", "in", "unix-outbound.yaml"))
+	for _, tc := range []struct {
+		mode, want uint32
+	}{{0o660, 0o660}, {0, DefaultOutboundSocketMode}} {
+		m.Agents[0].OutboundSocketMode = tc.mode
+		nr, err := TranslateAgent(m, "planner")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out *listenerv3.Listener
+		for _, l := range nr.Listeners {
+			if l.GetName() == ListenerOutbound {
+				out = l
+			}
+		}
+		if out == nil {
+			t.Fatal("no outbound listener")
+		}
+		pipe := out.GetAddress().GetPipe()
+		if pipe.GetPath() != "/run/meshward/planner/outbound.sock" || pipe.GetMode() != tc.want || out.GetAddress().GetSocketAddress() != nil {
+			t.Errorf("mode %#o: outbound address %v, want the socket with mode %#o", tc.mode, out.GetAddress(), tc.want)
+		}
+		mustValidate(t, "outbound", out, nil)
 	}
 }
 
