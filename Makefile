@@ -10,6 +10,8 @@ VAULT_BIN     := $(CACHE)/vault-$(VAULT_VERSION)
 VAULT_SRC     := secrets/vaulttest/vaultbin
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI      := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
+GHZ_VERSION   := v0.93.0
+GHZ           := $(CACHE)/bin/ghz-$(GHZ_VERSION)
 VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS       := -X main.version=$(VERSION)
 FUZZTIME      ?= 30s
@@ -43,8 +45,17 @@ test-short: ## run the unit tests only (no Vault)
 	$(GO) test $(GOTAGS) -short ./...
 
 .PHONY: bench
-bench: vault ## run the benchmarks (figures and targets: docs/performance.md)
+bench: vault ghz-load ## run the benchmarks and the ghz load run (figures and targets: docs/performance.md)
 	$(GO) test $(GOTAGS) -run '^$$' -bench . -benchmem -count 1 ./...
+
+.PHONY: ghz-load
+ghz-load: build $(GHZ) ## ghz (c=8, one connection) against serve and a no-op server, alternating; prints the ratios
+	$(GO) run ./extauthz/internal/ghzload -meshward $(BIN)/meshward -ghz $(GHZ) $(GHZFLAGS)
+
+$(GHZ):
+	@mkdir -p $(CACHE)/bin
+	GOBIN=$(CACHE)/bin $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	mv $(CACHE)/bin/ghz $(GHZ)
 
 .PHONY: loadtest
 loadtest: ## xDS load: N simulated Envoys (N=5000; MTLS=1 for mutual TLS) converge, then one change
