@@ -258,3 +258,12 @@ func TestLimitsConfig(t *testing.T) {
 		})
 	}
 }
+
+// New refuses an invalid configuration rather than serve without limits.
+func TestNewValidatesConfig(t *testing.T) {
+	mesh := xdstest.NewMesh(td, "a")
+	if _, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: true, MaxConnections: -1}, mesh, mesh, nil); err == nil ||
+		!strings.Contains(err.Error(), "xds.maxConnections") {
+		t.Fatalf("New with maxConnections -1 = %v, want an error naming it", err)
+	}
+}

@@ -95,8 +95,8 @@ func WithUpdateConcurrency(n int) Option {
 	}
 }
 
-// New returns an xDS server. cfg must have been validated; defaults are
-// applied to a copy.
+// New returns an xDS server for cfg (defaults applied to a copy, then
+// validated).
 // res builds each node's resources and ids binds node ids to SPIFFE IDs.
 // tlsSrc provides the listener's certificate and client trust bundle; it
 // may be nil only when cfg.Insecure is set.
@@ -108,6 +108,9 @@ func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Op
 		return nil, errors.New("xds: new: a TLSSource is required unless insecure is set")
 	}
 	cfg.SetDefaults()
+	if err := cfg.Validate("xds"); err != nil {
+		return nil, fmt.Errorf("xds: new: %w", err)
+	}
 	s := &Server{
 		cfg:     cfg,
 		res:     res,
