@@ -80,7 +80,7 @@ func (r *refusalLog) refuse(reason string, remote net.Addr, err error) {
 	case ReasonConnectionLimit:
 		r.every[reason].Do(func() {
 			r.log.Warn("xds: connection refused: xds.maxConnections reached (further refusals are counted in meshward_xds_refused_total, logged at most every 10s)",
-				logReason, reason, logRemote, addr)
+				logEvent, "security", logReason, reason, logRemote, addr)
 		})
 	case ReasonHandshakeAborted:
 		r.log.Debug("xds: TLS handshake aborted by the client", logReason, reason, logRemote, addr, logError, err)
