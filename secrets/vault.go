@@ -18,6 +18,8 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/api/auth/approle"
+	"github.com/hashicorp/vault/api/auth/kubernetes"
 )
 
 // Vault is the Vault source: it logs in (token, AppRole or Kubernetes),
@@ -41,7 +43,7 @@ type Vault struct {
 
 type kvState struct {
 	cfg     VaultKV
-	version string
+	version int
 	value   []byte
 	has     bool
 	deleted bool
@@ -146,11 +148,7 @@ func (v *Vault) doLogin(ctx context.Context) (*vault.Secret, error) {
 	case v.cfg.Auth.AppRole != nil:
 		a, err = v.appRoleLogin(ctx, anon)
 	default:
-		k := v.cfg.Auth.Kubernetes
-		var jwt string
-		if jwt, err = readSecretFile(k.JWTFile); err == nil {
-			a, err = anon.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(k.Mount, "/")+"/login", map[string]any{"role": k.Role, "jwt": jwt})
-		}
+		a, err = v.kubernetesLogin(ctx, anon)
 	}
 	if err != nil {
 		return nil, err
@@ -206,7 +204,26 @@ func (v *Vault) appRoleLogin(ctx context.Context, c *vault.Client) (*vault.Secre
 			return nil, err
 		}
 	}
-	return c.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(ar.Mount, "/")+"/login", map[string]any{"role_id": roleID, "secret_id": secretID})
+	m, err := approle.NewAppRoleAuth(roleID, &approle.SecretID{FromString: secretID}, approle.WithMountPath(strings.Trim(ar.Mount, "/")))
+	if err != nil {
+		return nil, err
+	}
+	return c.Auth().Login(ctx, m)
+}
+
+// kubernetesLogin logs in with the service-account JWT, re-read from its
+// file at every login (the kubelet rotates it).
+func (v *Vault) kubernetesLogin(ctx context.Context, c *vault.Client) (*vault.Secret, error) {
+	k := v.cfg.Auth.Kubernetes
+	jwt, err := readSecretFile(k.JWTFile)
+	if err != nil {
+		return nil, err
+	}
+	m, err := kubernetes.NewKubernetesAuth(k.Role, kubernetes.WithServiceAccountToken(jwt), kubernetes.WithMountPath(strings.Trim(k.Mount, "/")))
+	if err != nil {
+		return nil, err
+	}
+	return c.Auth().Login(ctx, m)
 }
 
 // unwrapSecretID unwraps a response-wrapped secret_id. A wrapping token
@@ -384,9 +401,15 @@ func (v *Vault) watch(ctx context.Context, a *vault.Secret) bool {
 // call runs one authenticated request, timed, with the request timeout;
 // a 403 drops the token so that the next request logs in again.
 func (v *Vault) call(ctx context.Context, op string, f func(ctx context.Context, c *vault.Client) (*vault.Secret, error)) (*vault.Secret, error) {
+	return vaultCall(ctx, v, op, f)
+}
+
+// vaultCall is call for any result type (KV v2's typed answers).
+func vaultCall[T any](ctx context.Context, v *Vault, op string, f func(ctx context.Context, c *vault.Client) (T, error)) (T, error) {
+	var zero T
 	a, err := v.ensureLogin(ctx)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.RequestTimeout)
 	defer cancel()
@@ -576,10 +599,10 @@ func (v *Vault) Secret(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("vault: secret %q: %w (not in secrets.vault.kv)", name, ErrNotFound)
 	}
 	mount, path := strings.Trim(st.cfg.Mount, "/"), strings.Trim(st.cfg.Path, "/")
-	meta, err := v.call(ctx, "kv", func(ctx context.Context, c *vault.Client) (*vault.Secret, error) {
-		return c.Logical().ReadWithContext(ctx, mount+"/metadata/"+path)
+	meta, err := vaultCall(ctx, v, "kv", func(ctx context.Context, c *vault.Client) (*vault.KVMetadata, error) {
+		return c.KVv2(mount).GetMetadata(ctx, path)
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, vault.ErrSecretNotFound) {
 		return nil, fmt.Errorf("vault: secret %q: read %s/metadata/%s: %w", name, mount, path, err)
 	}
 	version, deleted := kvCurrent(meta)
@@ -587,15 +610,17 @@ func (v *Vault) Secret(ctx context.Context, name string) ([]byte, error) {
 		v.setDeleted(st, false)
 		return st.value, nil
 	}
-	var data *vault.Secret
+	var data *vault.KVSecret
 	if !deleted {
-		data, err = v.call(ctx, "kv", func(ctx context.Context, c *vault.Client) (*vault.Secret, error) {
-			return c.Logical().ReadWithDataWithContext(ctx, mount+"/data/"+path, map[string][]string{"version": {version}})
+		data, err = vaultCall(ctx, v, "kv", func(ctx context.Context, c *vault.Client) (*vault.KVSecret, error) {
+			return c.KVv2(mount).GetVersion(ctx, path, version)
 		})
-		if err != nil {
+		switch {
+		case errors.Is(err, vault.ErrSecretNotFound):
+			deleted = true
+		case err != nil:
 			return nil, fmt.Errorf("vault: secret %q: read %s/data/%s: %w", name, mount, path, err)
-		}
-		if data == nil || data.Data == nil || data.Data["data"] == nil {
+		case data == nil || data.Data == nil:
 			deleted = true
 		}
 	}
@@ -606,8 +631,7 @@ func (v *Vault) Secret(ctx context.Context, name string) ([]byte, error) {
 		}
 		return st.value, nil
 	}
-	fields, _ := data.Data["data"].(map[string]any)
-	raw, ok := fields[st.cfg.Key]
+	raw, ok := data.Data[st.cfg.Key]
 	if !ok {
 		return nil, fmt.Errorf("vault: secret %q: %s/data/%s has no key %q", name, mount, path, st.cfg.Key)
 	}
@@ -639,28 +663,17 @@ func (v *Vault) setDeleted(st *kvState, deleted bool) {
 	v.o.metrics.kvDeleted.WithLabelValues(st.cfg.Name).Set(0)
 }
 
-// kvCurrent reads current_version from KV v2 metadata and whether that
-// version is deleted or destroyed (or the whole secret is gone).
-func kvCurrent(meta *vault.Secret) (version string, deleted bool) {
-	if meta == nil || meta.Data == nil {
-		return "", true
+// kvCurrent reads the current version from KV v2 metadata and whether
+// that version is deleted or destroyed (or the whole secret is gone).
+func kvCurrent(meta *vault.KVMetadata) (version int, deleted bool) {
+	if meta == nil || meta.CurrentVersion == 0 {
+		return 0, true
 	}
-	version = fmt.Sprint(meta.Data["current_version"])
-	if version == "" || version == "0" || version == "<nil>" {
-		return "", true
+	cur, ok := meta.Versions[strconv.Itoa(meta.CurrentVersion)]
+	if !ok {
+		return meta.CurrentVersion, false
 	}
-	versions, _ := meta.Data["versions"].(map[string]any)
-	cur, _ := versions[version].(map[string]any)
-	if cur == nil {
-		return version, false
-	}
-	if dt, _ := cur["deletion_time"].(string); dt != "" {
-		return version, true
-	}
-	if d, _ := cur["destroyed"].(bool); d {
-		return version, true
-	}
-	return version, false
+	return meta.CurrentVersion, !cur.DeletionTime.IsZero() || cur.Destroyed
 }
 
 // CheckRole logs in and checks that the PKI role exists, issues client and
