@@ -145,6 +145,7 @@ func TestXDSFailoverToAnotherReplica(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a keepalive timeout (about 15 s)")
 	}
+	t.Parallel() // waits, mostly
 	ca, err := xdstest.NewCA("test root")
 	if err != nil {
 		t.Fatal(err)
@@ -234,5 +235,60 @@ func TestXDSFailoverToAnotherReplica(t *testing.T) {
 	}
 	if _, ok := nodeStatus(r2.srv, "a"); !ok {
 		t.Error("the reconnected stream did not reach replica 2")
+	}
+}
+
+// TestServerLeavesANodeThatStopsAnswering: the other direction. A node
+// whose Envoy vanished without closing its connection (frozen behind the
+// proxy, so it answers no PING) is noticed by the server's own keepalive
+// (a PING after 30 s without traffic, 10 s to answer): its stream ends,
+// it no longer counts as connected, and its snapshot is dropped.
+func TestServerLeavesANodeThatStopsAnswering(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the server's keepalive (about 40 s)")
+	}
+	t.Parallel() // waits, mostly
+	e := startEnv(t, envOpts{})
+	proxy := newFreezer(t, e.addr)
+	cert, err := e.ca.Issue(xdstest.SPIFFEID(td, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No client keepalive: the client must not be the one that notices.
+	cc, err := grpc.NewClient(proxy.addr(), grpc.WithTransportCredentials(credentials.NewTLS(xdstest.ClientTLS(e.ca, cert))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	st, err := xdsclient.NewDelta(ctx, cc, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Subscribe(resource.ClusterType); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ACK(r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, "a connected", func() bool { return metric(t, e.reg, "meshward_xds_connected_proxies") == 1 })
+
+	frozenAt := time.Now()
+	proxy.freeze(e.addr) // a and its connection stay, silent
+	limit := 30*time.Second + 10*time.Second + 10*time.Second
+	for metric(t, e.reg, "meshward_xds_connected_proxies") != 0 {
+		if time.Since(frozenAt) > limit {
+			t.Fatalf("node a still connected %v after it stopped answering", limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("server left the silent node after %v", time.Since(frozenAt).Round(100*time.Millisecond))
+	if _, ok := nodeStatus(e.srv, "a"); ok {
+		t.Error("the silent node's state is still kept")
 	}
 }
