@@ -13,12 +13,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
@@ -266,11 +264,8 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 		return nil, err
 	}
 	path := configPath(d.cfg)
-	reload = func(ctx context.Context) {
-		cfg, err := d.cfg, error(nil)
-		if path != "" {
-			cfg, err = config.Load(path)
-		}
+	// apply takes a new configuration generation (or the error loading it).
+	apply := func(ctx context.Context, cfg *config.Config, err error) {
 		if err == nil && cfg.TrustDomain != d.cfg.TrustDomain {
 			err = fmt.Errorf("trustDomain changed from %q to %q: restart to apply", d.cfg.TrustDomain, cfg.TrustDomain)
 		}
@@ -287,13 +282,20 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 				map[string]string{"error": rerr.Error(), "serving": store.RevisionID()})
 		}
 	}
-	watch := func(ctx context.Context) error {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGHUP)
-		defer signal.Stop(sig)
-		return policy.Watch(ctx, policy.WatchOptions{Files: watchedFiles(d.cfg, path), Signals: sig, Logger: d.log}, reload)
+	// A new bundle from the URL recompiles with the current file.
+	reload = func(ctx context.Context) {
+		cfg, err := d.cfg, error(nil)
+		if path != "" {
+			cfg, err = config.Load(path)
+		}
+		apply(ctx, cfg, err)
 	}
-	tasks := []task.Task{{Name: "authz", Run: srv.Run}, {Name: "authz-reload", Run: watch}}
+	tasks := []task.Task{{Name: "authz", Run: srv.Run}}
+	// File changes and SIGHUP come from the configuration's one watcher,
+	// shared with the xds component, which reloads after this one.
+	if d.cfg.Origin.Subscribe("authz", watchedFiles(d.cfg, path), apply) {
+		tasks = append(tasks, configReloadTask(d))
+	}
 	if bundle != nil {
 		tasks = append(tasks, task.Task{Name: "authz-bundle", Run: bundle.poller.Run})
 	}

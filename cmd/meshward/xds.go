@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
-	"os/signal"
+	"reflect"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -21,7 +19,6 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/envoy"
-	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/secrets"
 	"github.com/meshward/meshward/xds"
 )
@@ -76,6 +73,18 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 		return nil, fmt.Errorf("xds: %w", err)
 	}
 	return &meshModel{nodes: nodes, ids: ids}, nil
+}
+
+// meshInputs is everything of cfg that translateMesh reads: equal inputs
+// translate to equal resources.
+func meshInputs(cfg *config.Config) any {
+	return struct {
+		TrustDomain, XDSAuthzAddress, AuthzAddress string
+		Plaintext, AuthzFromSecrets                bool
+		Agents                                     []envoy.Agent
+		Envoy                                      envoy.Options
+	}{cfg.TrustDomain, cfg.XDS.AuthzAddress, cfg.Authz.Server.Address, cfg.Authz.Server.Plaintext,
+		cfg.Authz.Server.TLSFromSecrets(), cfg.Agents, cfg.Envoy}
 }
 
 // xdsMesh adapts the envoy translator and the secrets manager to the
@@ -245,11 +254,17 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	}
 
 	path := configPath(d.cfg)
-	reload := func(ctx context.Context) {
+	// reload takes a new configuration generation (or the error loading it).
+	// It runs on the one watcher's goroutine only, so cur needs no lock.
+	cur := d.cfg
+	reload := func(ctx context.Context, cfg *config.Config, err error) {
 		if path == "" {
+			return // the embedded quickstart does not change
+		}
+		if err == nil && reflect.DeepEqual(meshInputs(cfg), meshInputs(cur)) {
+			d.log.Debug("xds: agents unchanged")
 			return
 		}
-		cfg, err := config.Load(path)
 		if err == nil && cfg.TrustDomain != d.cfg.TrustDomain {
 			err = errors.New("trustDomain changed: restart to apply")
 		}
@@ -268,27 +283,23 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 			d.log.Error("xds: reload failed; keeping the previous agents", "error", err)
 			return
 		}
+		cur = cfg
 		old := mesh.model.Swap(m)
 		mgr.Retire(slices.Collect(maps.Values(old.ids)), slices.Collect(maps.Values(m.ids))) // removed agents' SVIDs
 		_ = srv.Update(ctx)
 		d.log.Info("xds: agents reloaded", "agents", len(m.nodes))
 	}
-	watch := func(ctx context.Context) error {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGHUP)
-		defer signal.Stop(sig)
-		var files []string
-		if path != "" {
-			files = []string{path}
-		}
-		return policy.Watch(ctx, policy.WatchOptions{Files: files, Signals: sig, Logger: d.log}, reload)
+	tasks := []task.Task{
+		{Name: "xds", Run: srv.Run},
+		{Name: "xds-secret-push", Run: push},
+	}
+	// File changes and SIGHUP come from the configuration's one watcher;
+	// with the authz component, after its reload.
+	if d.cfg.Origin.Subscribe("xds", nil, reload) {
+		tasks = append(tasks, configReloadTask(d))
 	}
 	return &component{
-		tasks: []task.Task{
-			{Name: "xds", Run: srv.Run},
-			{Name: "xds-secret-push", Run: push},
-			{Name: "xds-reload", Run: watch},
-		},
+		tasks: tasks,
 		ready: admin.CheckerFunc(srv.Ready), // and "secrets", run by serve
 	}, nil
 }

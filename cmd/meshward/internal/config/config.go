@@ -44,6 +44,9 @@ type Config struct {
 	Dir fs.FS `yaml:"-"`
 	// Source names where the configuration came from, for messages.
 	Source string `yaml:"-"`
+	// Origin is where the configuration came from and its next
+	// generations come from (Load and Quickstart set it; Parse does not).
+	Origin *Origin `yaml:"-"`
 }
 
 // Admin is the admin HTTP server: /healthz, /readyz, /metrics.
@@ -126,7 +129,12 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	dir := filepath.Dir(abs)
-	return parse(data, os.DirFS(dir), dir+", the configuration file's folder", dir, path)
+	c, err := parse(data, os.DirFS(dir), dir+", the configuration file's folder", dir, path)
+	if err != nil {
+		return nil, err
+	}
+	c.Origin = &Origin{path: path}
+	return c, nil
 }
 
 // resolveSecretsFiles makes the relative file names of the secrets section
@@ -159,7 +167,12 @@ func resolveSecretsFiles(s *secrets.Config, dir string) {
 
 // Quickstart is the embedded default configuration (examples/quickstart).
 func Quickstart() (*Config, error) {
-	return Parse(quickstart.Config, quickstart.Files, "embedded quickstart")
+	c, err := Parse(quickstart.Config, quickstart.Files, "embedded quickstart")
+	if err != nil {
+		return nil, err
+	}
+	c.Origin = &Origin{}
+	return c, nil
 }
 
 // SetDefaults fills in every section's defaults.

@@ -1,0 +1,107 @@
+package config
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/meshward/meshward/policy"
+)
+
+// Origin is where a configuration came from, and where its next
+// generations come from: the file it was loaded from, or the embedded
+// quickstart. Every generation loaded from an Origin shares it.
+//
+// The components of one process subscribe to it; Run watches the file
+// (and the files subscribers name) and a signal, loads each new
+// generation once, and hands it to every subscriber in the order they
+// subscribed, one at a time: a change is logged once, and the components'
+// reloads follow in order.
+type Origin struct {
+	path string // "" for the embedded quickstart
+
+	mu   sync.Mutex
+	subs []subscriber
+}
+
+type subscriber struct {
+	name  string
+	files []string
+	fn    func(ctx context.Context, c *Config, err error)
+}
+
+// Path is the configuration file, "" for the embedded quickstart.
+func (o *Origin) Path() string {
+	if o == nil {
+		return ""
+	}
+	return o.path
+}
+
+// Subscribe registers fn for every new generation (or the error loading
+// it); files are further files whose change makes a new generation
+// (schemas, Rego files). It reports whether this is the first
+// subscription: that subscriber runs Run in its tasks. On a nil Origin
+// (a configuration from Parse) it does nothing and reports false.
+func (o *Origin) Subscribe(name string, files []string, fn func(ctx context.Context, c *Config, err error)) (first bool) {
+	if o == nil {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.subs = append(o.subs, subscriber{name: name, files: files, fn: fn})
+	return len(o.subs) == 1
+}
+
+// files are the configuration file and every subscriber's files.
+func (o *Origin) files() []string {
+	if o.path == "" {
+		return nil
+	}
+	out := []string{o.path}
+	for _, s := range o.subs {
+		for _, f := range s.files {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// Load loads the next generation: the file again, or the embedded
+// quickstart.
+func (o *Origin) Load() (*Config, error) {
+	var c *Config
+	var err error
+	if o.path == "" {
+		c, err = Quickstart()
+	} else {
+		c, err = Load(o.path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.Origin = o
+	return c, nil
+}
+
+// Run watches the files (debounced) and signals until ctx ends; for each
+// change it loads the configuration once and calls the subscribers in
+// order. Subscribe before Run: the files watched are fixed when it starts.
+func (o *Origin) Run(ctx context.Context, signals <-chan os.Signal, log *slog.Logger) error {
+	o.mu.Lock()
+	files := o.files()
+	o.mu.Unlock()
+	return policy.Watch(ctx, policy.WatchOptions{Files: files, Signals: signals, Logger: log}, func(ctx context.Context) {
+		c, err := o.Load()
+		o.mu.Lock()
+		subs := slices.Clone(o.subs)
+		o.mu.Unlock()
+		for _, s := range subs {
+			s.fn(ctx, c, err)
+		}
+	})
+}
