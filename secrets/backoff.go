@@ -2,32 +2,22 @@ package secrets
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
-// backoff is capped exponential backoff with jitter: the n-th delay is
-// drawn uniformly from [d/2, d] where d = min * 2^n, capped at max.
-type backoff struct {
-	min, max time.Duration
-	n        int
-}
-
-func (b *backoff) next() time.Duration {
-	d := backoffDelay(b.min, b.max, b.n)
-	b.n++
-	return d
-}
-
-func (b *backoff) reset() { b.n = 0 }
-
-func backoffDelay(minimum, maximum time.Duration, attempt int) time.Duration {
-	d := minimum
-	for i := 0; i < attempt && d < maximum; i++ {
-		d *= 2
+// newBackoff is capped exponential backoff with jitter (cenkalti/backoff):
+// the delays start at minimum and double up to maximum, each drawn from
+// half to one and a half of its step, so that replicas and identities that
+// failed together do not retry together.
+func newBackoff(minimum, maximum time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     minimum,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         maximum,
 	}
-	d = min(d, maximum)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) //nolint:gosec // G404: retry jitter, not a secret
 }
 
 // renewAt is when a certificate received at issued and expiring at

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/time/rate"
 )
 
@@ -59,6 +60,7 @@ type entry struct {
 	issued   time.Time // when svid was received
 	due      time.Time // next issuance
 	failures int
+	retry    *backoff.ExponentialBackOff // delays between failed issuances; nil until one fails
 	lastErr  error
 	inflight bool
 	required bool          // registered up front: readiness waits for it
@@ -383,7 +385,10 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		e.inflight = false
 		e.failures++
 		e.lastErr = err
-		d := backoffDelay(m.o.minBackoff, m.o.maxBackoff, e.failures-1)
+		if e.retry == nil {
+			e.retry = newBackoff(m.o.minBackoff, m.o.maxBackoff)
+		}
+		d := e.retry.NextBackOff()
 		e.due = now.Add(d)
 		served := e.svid
 		m.mu.Unlock()
@@ -415,7 +420,7 @@ func (m *Manager) issue(ctx context.Context, e *entry) {
 		return
 	}
 	failures := e.failures
-	e.svid, e.issued, e.failures, e.lastErr = s, now, 0, nil
+	e.svid, e.issued, e.failures, e.lastErr, e.retry = s, now, 0, nil, nil
 	e.due = renewAt(now, s.NotAfter, rand.Float64()) //nolint:gosec // G404: renewal-time jitter, not a secret
 	select {
 	case <-e.first:

@@ -309,11 +309,11 @@ func (v *Vault) invalidate(a *vault.Secret) {
 // request was refused for a bad token; failed logins are retried with
 // capped exponential backoff and jitter. It returns nil when ctx ends.
 func (v *Vault) Run(ctx context.Context) error {
-	bo := backoff{min: v.o.minBackoff, max: 30 * time.Second}
+	bo := newBackoff(v.o.minBackoff, 30*time.Second)
 	for {
 		a, err := v.ensureLogin(ctx)
 		if err != nil {
-			d := bo.next()
+			d := bo.NextBackOff()
 			v.o.log.Warn("vault login: retrying", logRetryIn, d)
 			if !sleep(ctx, d) {
 				return nil
@@ -327,12 +327,12 @@ func (v *Vault) Run(ctx context.Context) error {
 		if time.Since(start) < time.Second {
 			// A token that ends at once (TTL within the renewal grace):
 			// do not spin on logins.
-			if !sleep(ctx, bo.next()) {
+			if !sleep(ctx, bo.NextBackOff()) {
 				return nil
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 	}
 }
 
