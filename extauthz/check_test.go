@@ -770,3 +770,30 @@ func TestDecodeUnreserved(t *testing.T) {
 		t.Errorf("%v allocations for a path with nothing to decode", n)
 	}
 }
+
+// TestMetricsPresentFromStart: counters with known label values are
+// exported at 0 before anything happens, so that rate() alerts have a
+// series to work on.
+func TestMetricsPresentFromStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	newServer(t, plainConfig(), newStore(t, testPolicy(), policy.Options{}), Options{Registry: reg})
+	for name, want := range map[string]int{
+		"meshward_authz_authn_failures_total":      len(authnReasons),
+		"meshward_authz_errors_total":              len(errorReasons),
+		"meshward_authz_refused_connections_total": len(refusedReasons),
+	} {
+		if n := testutil.CollectAndCount(reg, name); n != want {
+			t.Errorf("%s: %d series at start, want %d", name, n, want)
+		}
+	}
+	const exp = `
+# HELP meshward_authz_authn_failures_total Checks denied 401 because the caller had no or an invalid verified identity, by reason.
+# TYPE meshward_authz_authn_failures_total counter
+meshward_authz_authn_failures_total{reason="invalid_claims"} 0
+meshward_authz_authn_failures_total{reason="invalid_identity"} 0
+meshward_authz_authn_failures_total{reason="missing_identity"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "meshward_authz_authn_failures_total"); err != nil {
+		t.Error(err)
+	}
+}

@@ -2,6 +2,8 @@ package extauthz
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshward/meshward/policy"
 )
 
 // Decision results, the values of the result label.
@@ -54,11 +56,32 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			}
 		}
 	}
+	// Known label values start at 0, so that rate() and absent-series
+	// alerts work before the first occurrence (Prometheus practice).
 	for _, r := range refusedReasons {
 		m.refused.WithLabelValues(r)
 	}
+	for _, r := range authnReasons {
+		m.authn.WithLabelValues(r)
+	}
+	for _, r := range errorReasons {
+		m.errors.WithLabelValues(r)
+		m.decisions.WithLabelValues(resultError, r)
+	}
+	m.decisions.WithLabelValues(resultAllow, policy.ReasonAllowed)
+	for _, r := range []string{policy.ReasonNoMatchingRule, policy.ReasonDeniedByRule, policy.ReasonMissingRole} {
+		m.decisions.WithLabelValues(resultDeny, r)
+	}
 	return m, nil
 }
+
+// authnReasons are the reasons of 401 denies; errorReasons those of
+// internal failures (errorReason).
+var (
+	authnReasons = []string{ReasonMissingIdentity, ReasonInvalidIdentity, ReasonInvalidClaims}
+	errorReasons = []string{ReasonInternal, ReasonDeadline, ReasonCanceled, ReasonAudit,
+		policy.ReasonEvalError, policy.ReasonNoRevision, policy.ReasonSchemaUnavailable}
+)
 
 // decision counts one decision without allocating once the label pair
 // has been seen.

@@ -64,6 +64,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Failed polls of the trust bundle (what=bundle) or a generic secret (what=secret).",
 		}, []string{"what"}),
 	}
+	// Known label values start at 0, so that rate() and absent-series
+	// alerts work before the first occurrence (Prometheus practice).
+	for _, r := range []string{resultSuccess, resultError, resultRejected} {
+		m.issuance.WithLabelValues(r)
+	}
+	for _, r := range []string{"success", "failure"} {
+		m.vaultLogin.WithLabelValues(r)
+	}
+	for _, r := range []string{"success", "failure", "ended"} {
+		m.vaultRenewal.WithLabelValues(r)
+	}
+	for _, w := range []string{"bundle", "secret"} {
+		m.secretPollError.WithLabelValues(w)
+	}
 	if reg == nil {
 		return m, nil
 	}
