@@ -244,6 +244,11 @@ func (s *Server) admit(key streamKey, node *core.Node) (*streamState, error) {
 	s.m.connected.Set(float64(len(s.nodes)))
 	s.mu.Unlock()
 	s.log.Debug("xds: stream bound", logNode, name, logPeer, ss.peerID, logRemote, ss.remote)
+	if s.nodeCheck != nil {
+		if err := s.nodeCheck(node); err != nil {
+			s.log.Warn("xds: node check", logNode, name, logRemote, ss.remote, logError, err)
+		}
+	}
 
 	if err := s.refresh(ss.ctx, st, false); err != nil {
 		return nil, status.Error(codes.Unavailable, "xds: no configuration available for this node yet")

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -29,18 +30,21 @@ import (
 // two ADS streams are served: no per-type services, no unary Fetch, no
 // REST gateway.
 type Server struct {
-	cfg     Config
-	res     Resources
-	ids     Identities
-	tlsSrc  TLSSource
-	log     *slog.Logger
-	events  EventSink
-	reg     prometheus.Registerer
-	m       *metrics
-	cache   *snapshots
-	workers int
-	now     func() time.Time
-	refs    *refCache
+	cfg    Config
+	res    Resources
+	ids    Identities
+	tlsSrc TLSSource
+	log    *slog.Logger
+	events EventSink
+	// nodeCheck, when set, is asked about each node's first request; an
+	// error is logged as a warning, the node still served.
+	nodeCheck func(*core.Node) error
+	reg       prometheus.Registerer
+	m         *metrics
+	cache     *snapshots
+	workers   int
+	now       func() time.Time
+	refs      *refCache
 
 	// mu guards nodes, streams and every nodeState field not marked
 	// otherwise, and serialises SetSnapshot/ClearSnapshot with stream
@@ -83,6 +87,14 @@ func WithRegisterer(r prometheus.Registerer) Option {
 // meshward_xds_refused_total. Default: none.
 func WithEventSink(e EventSink) Option {
 	return func(s *Server) { s.events = e }
+}
+
+// WithNodeCheck sets a check of the node a stream binds to (such as
+// envoy.CheckEnvoyVersion), asked once per stream at its first request.
+// Its error is logged as a warning and the node is served all the same:
+// the check advises, node authentication decides. Default: none.
+func WithNodeCheck(f func(*core.Node) error) Option {
+	return func(s *Server) { s.nodeCheck = f }
 }
 
 // WithUpdateConcurrency bounds how many node snapshots Update rebuilds at

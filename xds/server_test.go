@@ -3,6 +3,7 @@ package xds_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -87,9 +89,10 @@ func (s *syncBuffer) String() string {
 }
 
 type envOpts struct {
-	insecure bool
-	mesh     *xdstest.Mesh
-	ca       *xdstest.CA
+	insecure  bool
+	mesh      *xdstest.Mesh
+	ca        *xdstest.CA
+	nodeCheck func(*core.Node) error
 }
 
 func startEnv(t testing.TB, o envOpts) *env {
@@ -115,8 +118,11 @@ func startEnv(t testing.TB, o envOpts) *env {
 		src = xdstest.TLSSource{Cert: cert, CA: ca}
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: o.insecure}, mesh, mesh, src,
-		xds.WithLogger(log), xds.WithRegisterer(e.reg), xds.WithEventSink(e.events))
+	opts := []xds.Option{xds.WithLogger(log), xds.WithRegisterer(e.reg), xds.WithEventSink(e.events)}
+	if o.nodeCheck != nil {
+		opts = append(opts, xds.WithNodeCheck(o.nodeCheck))
+	}
+	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: o.insecure}, mesh, mesh, src, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,5 +537,33 @@ func TestSotWSecretSubsetIsAnswered(t *testing.T) {
 	got, _ = syncTypes(t, c, []sub{{resource.SecretType, secretNames("a")}}, nil)
 	if !slices.Contains(got[resource.SecretType], xdstest.APIKeyName("a")) {
 		t.Fatalf("grown subscription: got %v", got[resource.SecretType])
+	}
+}
+
+// TestNodeCheckWarnsAndServes: the node check (the Envoy version check in
+// serve) sees each stream's node once; its complaint is logged and the
+// node is served all the same.
+func TestNodeCheckWarnsAndServes(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	e := startEnv(t, envOpts{nodeCheck: func(n *core.Node) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, n.GetId())
+		return errors.New("too old for this test")
+	}})
+	ctx := testCtx(t)
+	c, stop := connect(t, e.dial(t, xdstest.SPIFFEID(td, "a")), false, "a")
+	defer stop()
+	syncTypes(t, c, allSubs("a"), nil)
+	waitFor(ctx, t, "all types ACKed", func() bool { return allAcked(e.srv, "a") })
+	mu.Lock()
+	got := slices.Clone(seen)
+	mu.Unlock()
+	if !slices.Equal(got, []string{"a"}) {
+		t.Errorf("node check saw %v, want [a] (once per stream)", got)
+	}
+	if !strings.Contains(e.logs.String(), "too old for this test") {
+		t.Errorf("the check's error was not logged:\n%s", e.logs.String())
 	}
 }

@@ -202,7 +202,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	if err != nil {
 		return nil, err
 	}
-	xopts := []xds.Option{xds.WithLogger(d.log), xds.WithRegisterer(d.reg)}
+	xopts := []xds.Option{xds.WithLogger(d.log), xds.WithRegisterer(d.reg), xds.WithNodeCheck(envoy.CheckEnvoyVersion)}
 	if d.audit != nil {
 		xopts = append(xopts, xds.WithEventSink(xdsEvents{d.audit}))
 	}
