@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -40,6 +41,7 @@ type Store struct {
 	m       *metrics
 	samples []Sample
 	mu      sync.Mutex // serialises reloads
+	hist    reloadHistory
 }
 
 // NewStore returns an empty store: it decides deny (an internal error)
@@ -80,11 +82,13 @@ func (s *Store) Reload(ctx context.Context, build func() (*Revision, error)) err
 			attrs = append(attrs, "serving", old.ID())
 		}
 		s.log.Error("policy reload failed; keeping the current revision", attrs...)
+		s.hist.add(ReloadResult{At: time.Now(), Result: reloadFailure, Revision: s.RevisionID(), Error: err.Error()})
 		return fmt.Errorf("policy reload: %w", err)
 	}
 	if old != nil && old.ID() == rev.ID() {
 		s.m.reloads.WithLabelValues(reloadUnchanged).Inc()
 		s.log.Info("policy reloaded, unchanged", "revision", rev.ID())
+		s.hist.add(ReloadResult{At: time.Now(), Result: reloadUnchanged, Revision: rev.ID()})
 		return nil
 	}
 	s.cur.Store(rev)
@@ -94,6 +98,7 @@ func (s *Store) Reload(ctx context.Context, build func() (*Revision, error)) err
 	}
 	s.m.revision.WithLabelValues(rev.ID()).Set(1)
 	s.log.Info("policy revision loaded", "revision", rev.ID())
+	s.hist.add(ReloadResult{At: time.Now(), Result: reloadSuccess, Revision: rev.ID()})
 	return nil
 }
 
