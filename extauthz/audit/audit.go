@@ -57,6 +57,7 @@ type options struct {
 	readFile  func(name string) ([]byte, error)
 	retry     time.Duration
 	maxBytes  int64 // overrides maxSizeMB of file sinks (tests)
+	tap       Tap   // sees each record after redaction (tap.go)
 }
 
 // WithLogger sets the logger. Default: discard.
@@ -102,6 +103,7 @@ type Logger struct {
 	key        []byte
 	keySource  KeySource
 	sinks      []*sinkState
+	tap        Tap
 
 	mu        sync.RWMutex // closed is written under mu, read under RLock by Audit
 	closed    bool
@@ -149,6 +151,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 		retry:      o.retry,
 		key:        o.key,
 		keySource:  o.keySource,
+		tap:        o.tap,
 		lossLog:    rate.Sometimes{Interval: 10 * time.Second},
 	}
 	var nonce [8]byte
@@ -448,6 +451,9 @@ func (l *Logger) writeBatch(batch []*Record) {
 		line, ok := l.encode(rec)
 		if !ok {
 			continue
+		}
+		if l.tap != nil {
+			l.tap(rec) // redacted by encode
 		}
 		at := bytes.Index(line, []byte(seqPlaceholder))
 		for _, st := range l.sinks {
