@@ -130,12 +130,12 @@ type ReasonCount struct {
 
 // DecisionsResponse is GET /ui/api/decisions.
 type DecisionsResponse struct {
-	Enabled         bool          `json:"enabled"`
-	IntervalSeconds float64       `json:"intervalSeconds"`
-	WindowSeconds   float64       `json:"windowSeconds"`
-	Now             time.Time     `json:"now"`
-	Results         []string      `json:"results"`
-	Points          []RatePoint   `json:"points"` // oldest first
+	Enabled         bool        `json:"enabled"`
+	IntervalSeconds float64     `json:"intervalSeconds"`
+	WindowSeconds   float64     `json:"windowSeconds"`
+	Now             time.Time   `json:"now"`
+	Results         []string    `json:"results"`
+	Points          []RatePoint `json:"points"` // oldest first
 	// DenyReasons count deny and error decisions from the oldest sample
 	// in the window to now, most frequent first.
 	DenyReasons []ReasonCount `json:"denyReasons"`

@@ -125,7 +125,7 @@ func certsBody(src Sources) CertificatesResponse {
 
 // PolicyResponse is GET /ui/api/policy.
 type PolicyResponse struct {
-	Enabled bool   `json:"enabled"`
+	Enabled bool `json:"enabled"`
 	// Revision is the content-hash id of the revision in force, "" before
 	// the first successful load.
 	Revision string                `json:"revision"`

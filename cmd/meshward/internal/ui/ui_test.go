@@ -35,7 +35,7 @@ type fakePolicy struct {
 	reloads []policy.ReloadResult
 }
 
-func (f fakePolicy) RevisionID() string              { return f.rev }
+func (f fakePolicy) RevisionID() string             { return f.rev }
 func (f fakePolicy) Reloads() []policy.ReloadResult { return f.reloads }
 
 func newMux(src Sources) *http.ServeMux {
