@@ -32,6 +32,10 @@ type Config struct {
 	// allow). Default: "both" when Rego is configured and rules exist,
 	// else whichever is configured.
 	Mode string `yaml:"mode"`
+	// JSONRPC makes routes JSON-RPC (MCP, A2A) aware; see JSONRPCConfig.
+	JSONRPC *JSONRPCConfig `yaml:"jsonrpc"`
+	// Quotas are token buckets per caller; see QuotaConfig.
+	Quotas []QuotaConfig `yaml:"quotas"`
 }
 
 // Identity gives a workload, named by SPIFFE ID, its roles and attributes.
@@ -65,6 +69,8 @@ type Match struct {
 	Path         string `yaml:"path"`
 	PathPrefix   string `yaml:"pathPrefix"`
 	PathTemplate string `yaml:"pathTemplate"`
+	// JSONRPC narrows the rule to JSON-RPC messages by method and MCP tool.
+	JSONRPC *JSONRPCMatch `yaml:"jsonrpc"`
 }
 
 // Require lists what a caller must satisfy for an allow rule to allow (or
@@ -114,6 +120,12 @@ func (c *Config) SetDefaults() {
 	c.Body.SetDefaults()
 	if c.Rego != nil {
 		c.Rego.SetDefaults()
+	}
+	if c.JSONRPC != nil {
+		c.JSONRPC.SetDefaults()
+	}
+	for i := range c.Quotas {
+		c.Quotas[i].SetDefaults()
 	}
 	if c.Mode == "" {
 		switch {
@@ -182,6 +194,9 @@ func (c *Config) Validate(path, trustDomain string) error {
 			add("%s.effect: must be %q or %q, not %q", p, EffectAllow, EffectDeny, r.Effect)
 		}
 		errs = append(errs, r.Match.validate(p+".match")...)
+		if r.Match.JSONRPC != nil {
+			errs = append(errs, r.Match.JSONRPC.validate(p+".match.jsonrpc", c.JSONRPC != nil && len(c.JSONRPC.Routes) > 0)...)
+		}
 		for name, req := range r.Require.Attributes {
 			errs = append(errs, req.validate(fmt.Sprintf("%s.require.attributes.%s", p, name), c.Levels[name])...)
 		}
@@ -208,6 +223,10 @@ func (c *Config) Validate(path, trustDomain string) error {
 	if c.Rego != nil {
 		errs = append(errs, c.Rego.Validate(path+".rego"))
 	}
+	if c.JSONRPC != nil {
+		errs = append(errs, c.JSONRPC.Validate(path+".jsonrpc"))
+	}
+	errs = append(errs, validateQuotas(c, path, trustDomain))
 	switch c.Mode {
 	case ModeRules, ModeBoth, ModeRego:
 	default:

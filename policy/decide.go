@@ -21,14 +21,23 @@ func (r *Revision) Decide(ctx context.Context, in *Input) Decision {
 	if id != nil {
 		d.Roles = id.rolesJoined
 	}
+	if rt := r.rpc.route(in); rt != nil {
+		r.decideRPC(in, id, rt, &d)
+		if d.Allow && d.Err == nil && r.mode != ModeRules {
+			r.decideRego(ctx, in, id, &d)
+		}
+		return d
+	}
 	if r.mode == ModeRego {
 		r.decideRego(ctx, in, id, &d)
+		r.applyQuotas(in, &d)
 		return d
 	}
 	r.decideRules(in, id, &d)
 	if d.Allow && r.mode == ModeBoth {
 		r.decideRego(ctx, in, id, &d)
 	}
+	r.applyQuotas(in, &d)
 	return d
 }
 
@@ -89,12 +98,12 @@ func (r *Revision) decideRules(in *Input, id *identity, d *Decision) {
 	var c candidates
 	if mi := r.byMethod[in.Method]; mi != nil {
 		for _, ru := range mi.exact[in.Path] {
-			if ru.matchHost(in.Host) {
+			if ru.matchHost(in.Host) && ru.matchRPC(in) {
 				c.consider(ru, id, in)
 			}
 		}
 		for _, ru := range mi.other {
-			if ru.matchHost(in.Host) && ru.matchPath(in.Path) {
+			if ru.matchHost(in.Host) && ru.matchPath(in.Path) && ru.matchRPC(in) {
 				c.consider(ru, id, in)
 			}
 		}
@@ -116,7 +125,14 @@ func (r *Revision) decideRules(in *Input, id *identity, d *Decision) {
 		d.Allow, d.DryRun = true, true
 		return
 	default:
-		deny(d, http.StatusForbidden, ReasonNoMatchingRule, "", "no rule allows "+in.Method+" "+in.Path)
+		msg := "no rule allows " + in.Method + " " + in.Path
+		if in.rpc.on {
+			msg = "no rule allows the JSON-RPC method " + strconv.Quote(in.rpc.method)
+			if in.rpc.tool != "" {
+				msg += " with tool " + strconv.Quote(in.rpc.tool)
+			}
+		}
+		deny(d, http.StatusForbidden, ReasonNoMatchingRule, "", msg)
 		return
 	}
 	if d.Allow && !d.DryRun && c.dryDeny != nil {

@@ -49,6 +49,8 @@ type Input struct {
 
 	// tape is the schema step's decoded body, until ReleaseBody.
 	tape *body.Tape
+	// rpc is the JSON-RPC message being decided, on a JSON-RPC route.
+	rpc rpcCall
 }
 
 // ParsedBodyValue returns the decoded body as values, converting the
@@ -108,6 +110,12 @@ type Decision struct {
 	Violations []schema.Violation
 	// Mutations are response changes asked for by Rego; nil otherwise.
 	Mutations *Mutations
+	// RPC describes the JSON-RPC message on a JSON-RPC route.
+	RPC RPC
+	// RetryAfter is the seconds a rate-limited caller should wait (429),
+	// and Quota the name of the quota that ran out.
+	RetryAfter int
+	Quota      string
 }
 
 // Header is one header name and value.

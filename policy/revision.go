@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/meshward/meshward/policy/schema"
 )
@@ -78,6 +79,8 @@ type Options struct {
 	// NewRego builds the Rego step of a revision. Required when the mode
 	// is "rego" or "both": Compile fails without it.
 	NewRego func(cfg *Config, dir fs.FS) (RegoEvaluator, error)
+	// Now is the clock of quotas. Default time.Now.
+	Now func() time.Time
 }
 
 // Revision is one compiled, immutable policy. It is safe for concurrent
@@ -92,6 +95,9 @@ type Revision struct {
 	rules       []*rule
 	body        BodyChecker
 	rego        RegoEvaluator
+	rpc         *rpcStep
+	quotas      []*quota
+	now         func() time.Time
 }
 
 type identity struct {
@@ -132,6 +138,7 @@ type rule struct {
 	attrs    []valueReq
 	claims   []valueReq
 	withBody bool
+	rpc      *rpcMatch // nil: not narrowed to JSON-RPC messages
 	// fold: a deny rule, matched against foldPath's spelling of the path
 	// (its own path folded alike), so that a backend that ignores case
 	// or a trailing slash cannot be reached around it.
@@ -173,6 +180,12 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 	for i := range c.Rules {
 		c.Rules[i].Match.Methods = slices.Clone(c.Rules[i].Match.Methods)
 	}
+	if c.JSONRPC != nil {
+		j := *c.JSONRPC
+		j.Routes = slices.Clone(j.Routes)
+		c.JSONRPC = &j
+	}
+	c.Quotas = slices.Clone(c.Quotas)
 	if c.Rego != nil {
 		rego := *c.Rego
 		c.Rego = &rego
@@ -186,6 +199,10 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 		mode:        c.Mode,
 		exactIDs:    map[string]*identity{},
 		byMethod:    map[string]*methodIndex{},
+		now:         opts.Now,
+	}
+	if r.now == nil {
+		r.now = time.Now
 	}
 	for _, in := range c.Identities {
 		id := &identity{roles: slices.Clone(in.Roles), rolesJoined: strings.Join(in.Roles, ","), attrs: in.Attributes}
@@ -215,6 +232,12 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 			withBody: src.Schema != "" || src.SchemaBy != nil,
 		}
 		ru.fold = ru.deny
+		if m := src.Match.JSONRPC; m != nil {
+			ru.rpc = &rpcMatch{method: m.Method, prefix: m.MethodPrefix, tool: m.Tool}
+			if m.Tool != "" {
+				ru.rpc.method = MethodToolsCall
+			}
+		}
 		spell := func(p string) string {
 			if ru.fold {
 				return foldPath(p)
@@ -275,6 +298,15 @@ func Compile(cfg *Config, trustDomain string, opts Options) (*Revision, error) {
 		r.body = b
 		writeDigest(h, b)
 	}
+	if c.JSONRPC != nil {
+		st, data, err := compileRPC(&c, opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: jsonrpc: %w", ErrInvalid, err)
+		}
+		r.rpc = st
+		_, _ = h.Write(data)
+	}
+	r.quotas = compileQuotas(&c, trustDomain)
 	if c.Mode == ModeRego || c.Mode == ModeBoth {
 		if opts.NewRego == nil {
 			return nil, fmt.Errorf("%w: mode %q: this build has no Rego evaluator wired in", ErrInvalid, c.Mode)
