@@ -22,7 +22,6 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/extauthz"
-	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/policy/opa"
 )
@@ -204,6 +203,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.status.src.Policy = store
 	// With a Rego bundle URL, one poller serves every revision; the
 	// first revision is built by the first successful fetch: until then
 	// the store has none, the component is not ready and Checks deny.
@@ -276,11 +276,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 			}
 			return compile(cfg)
 		})
-		if rerr != nil && d.audit != nil {
-			// The event is best effort: a full queue is counted by the logger.
-			_ = d.audit.Event(audit.KindPolicyReload, "policy reload failed; keeping the current revision",
-				map[string]string{"error": rerr.Error(), "serving": store.RevisionID()})
-		}
+		d.reloads.report(reloadAuthz, rerr, store.RevisionID(), true)
 	}
 	// A new bundle from the URL recompiles with the current file.
 	reload = func(ctx context.Context) {

@@ -234,6 +234,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 		return nil, err
 	}
 	d.admin.Handle("GET /debug/xds", srv.DebugHandler())
+	d.status.src.Nodes = srv
 
 	sub := mgr.Subscribe()
 	push := func(ctx context.Context) error {
@@ -263,6 +264,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 		}
 		if err == nil && reflect.DeepEqual(meshInputs(cfg), meshInputs(cur)) {
 			d.log.Debug("xds: agents unchanged")
+			d.reloads.report(reloadXDS, nil, "", false)
 			return
 		}
 		if err == nil && cfg.TrustDomain != d.cfg.TrustDomain {
@@ -280,9 +282,10 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 			err = mgr.Register(ids...)
 		}
 		if err != nil {
-			d.log.Error("xds: reload failed; keeping the previous agents", "error", err)
+			d.reloads.report(reloadXDS, err, fmt.Sprintf("%d agents", len(mesh.model.Load().nodes)), false)
 			return
 		}
+		d.reloads.report(reloadXDS, nil, "", false)
 		cur = cfg
 		old := mesh.model.Swap(m)
 		mgr.Retire(slices.Collect(maps.Values(old.ids)), slices.Collect(maps.Values(m.ids))) // removed agents' SVIDs

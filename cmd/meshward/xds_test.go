@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,71 @@ func TestServeXDSReloadRetiresRemovedAgents(t *testing.T) {
 	}
 	if m := metrics(); !strings.Contains(m, `id="spiffe://mesh.local/ns/default/sa/planner"`) {
 		t.Error("planner's certificate is gone too")
+	}
+}
+
+// TestServeXDSReloadFailureCountedAndAudited: a refused agents reload is
+// counted, logged and audited the way a refused policy reload is, and the
+// previous agents keep being served.
+func TestServeXDSReloadFailureCountedAndAudited(t *testing.T) {
+	path := testConfig(t)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var auditOut lockedBuffer // the quickstart's audit sink is stdout
+	lw, wait := serveInProcess(t, ctx, &auditOut, "--config", path, "--components", "xds")
+	defer func() {
+		cancel()
+		wait()
+	}()
+	admin := lw.waitFor(t, "admin server listening", "address")
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	waitReady(t, rctx, admin)
+	metrics := func() string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if m := metrics(); !strings.Contains(m, `meshward_config_reloads_total{component="xds",result="failure"} 0`) {
+		t.Fatalf("reload counter not exported at 0:\n%s", m)
+	}
+	if err := os.WriteFile(path, append(slices.Clone(orig), "\n  bogus: [\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lw.waitFor(t, "xds: reload failed; keeping the previous configuration", "error")
+	for !strings.Contains(metrics(), `meshward_config_reloads_total{component="xds",result="failure"} 1`) {
+		if ctx.Err() != nil {
+			t.Fatal("the failed reload was not counted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for !strings.Contains(auditOut.String(), `"kind":"config_reload_failure"`) {
+		if ctx.Err() != nil {
+			t.Fatalf("the failed reload was not audited:\n%s", auditOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(auditOut.String(), `"component":"xds"`) {
+		t.Errorf("the audit event does not name the component:\n%s", auditOut.String())
+	}
+	// A good change is applied and counted.
+	if err := os.WriteFile(path, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(metrics(), `meshward_config_reloads_total{component="xds",result="success"} 1`) {
+		if ctx.Err() != nil {
+			t.Fatal("the good reload was not counted")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

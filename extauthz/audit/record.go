@@ -9,6 +9,7 @@ const (
 	KindAuthnFailure     = "authn_failure" // no or invalid identity
 	KindAuthzDenial      = "authz_denial"  // a deny by policy
 	KindPolicyReload     = "policy_reload_failure"
+	KindConfigReload     = "config_reload_failure" // a component kept its previous configuration
 	KindXDSNack          = "xds_nack"
 	KindXDSRefused       = "xds_refused_subscription"
 	KindVaultAuthFailure = "vault_auth_failure" // login or renewal
