@@ -87,7 +87,7 @@ func loadRounds(b *testing.B, s, baseline *Server, reqs []*authv3.CheckRequest, 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	opts := loadbench.Options{Subject: s, Requests: reqs, Rounds: 10, PerRound: 4000, Concurrency: 64, DecodeResponses: decode,
-		ServerOptions: ServerOptions(Config{})}
+		ServerOptions: serverOptions(Config{})}
 	if baseline != nil {
 		opts.Baseline = baseline
 	}

@@ -218,7 +218,7 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 		}
 		creds = refusingCreds{credentials.NewTLS(tc), s.refusals}
 	}
-	g := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, ServerOptions(s.cfg)...)...)
+	g := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, serverOptions(s.cfg)...)...)
 	authv3.RegisterAuthorizationServer(g, s)
 	healthpb.RegisterHealthServer(g, s.health)
 	if s.cfg.Reflection {
@@ -333,13 +333,12 @@ func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Log
 	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, GetConfigForClient: t.forClient}, nil
 }
 
-// ServerOptions are the gRPC server options meshward's listener uses
+// serverOptions are the gRPC server options meshward's listener uses
 // besides credentials: message, header list and stream limits,
 // keepalive, and the codec that encodes responses with go-control-plane's
-// generated marshallers when built with -tags vtprotobuf. Exported so that load benchmarks serve the
-// same way, and so that a program serving Server on its own gRPC server
-// can too.
-func ServerOptions(cfg Config) []grpc.ServerOption {
+// generated marshallers when built with -tags vtprotobuf. The load
+// benchmarks serve with them too.
+func serverOptions(cfg Config) []grpc.ServerOption {
 	cfg.SetDefaults()
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),

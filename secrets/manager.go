@@ -3,7 +3,6 @@ package secrets
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -204,23 +203,6 @@ func (m *Manager) SVID(ctx context.Context, id string) (*SVID, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return e.svid, nil
-}
-
-// GetCertificate returns a tls.Config.GetCertificate (or, ignoring its
-// argument, GetClientCertificate) callback serving id's current SVID; for
-// meshward's own listeners.
-func (m *Manager) GetCertificate(id string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		ctx := context.Background()
-		if hello != nil {
-			ctx = hello.Context()
-		}
-		s, err := m.SVID(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		return s.TLSCertificate(), nil
-	}
 }
 
 // Bundle returns the current trust bundle, fetching it if none was yet.

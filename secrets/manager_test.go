@@ -2,10 +2,8 @@ package secrets
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -302,43 +300,6 @@ func TestSubscriptionCoalesces(t *testing.T) {
 	m.mu.Unlock()
 	if ch := sub.Take(); !ch.Empty() {
 		t.Fatal("closed subscription still receives")
-	}
-}
-
-// TestGetCertificateTLS: a TLS server using GetCertificate presents the
-// SVID, and a client trusting the bundle verifies it.
-func TestGetCertificateTLS(t *testing.T) {
-	ctx := testContext(t, 10*time.Second)
-	m, err := New(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runManager(t, m)
-	const id = testTD + "meshward"
-	b, err := m.Bundle(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c1, c2 := net.Pipe()
-	defer c1.Close()
-	defer c2.Close()
-	srv := tls.Server(c1, &tls.Config{GetCertificate: m.GetCertificate(id), MinVersion: tls.VersionTLS12})
-	cli := tls.Client(c2, &tls.Config{RootCAs: b.Pool(), ServerName: "ignored", MinVersion: tls.VersionTLS12,
-		InsecureSkipVerify: true, // SPIFFE: verified below by chain and URI SAN, not host name
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			s := &SVID{Chain: cs.PeerCertificates}
-			return s.Verify(b, time.Now())
-		}})
-	errc := make(chan error, 1)
-	go func() { errc <- srv.HandshakeContext(ctx) }()
-	if err := cli.HandshakeContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	if u := cli.ConnectionState().PeerCertificates[0].URIs; len(u) != 1 || u[0].String() != id {
-		t.Fatalf("peer URI SANs %v", u)
 	}
 }
 
