@@ -116,7 +116,8 @@ func (r *Rates) read() sample {
 }
 
 // RatePoint is the decisions per second, by result, over the interval
-// that ends at Time.
+// that ends at Time (the last point's interval ends now and may be
+// shorter).
 type RatePoint struct {
 	Time      time.Time          `json:"time"`
 	PerSecond map[string]float64 `json:"perSecond"`
@@ -153,8 +154,14 @@ func (r *Rates) Snapshot() DecisionsResponse {
 		Enabled: true, IntervalSeconds: r.interval.Seconds(), WindowSeconds: r.window.Seconds(),
 		Now: cur.at, Results: rateResults, Points: []RatePoint{}, DenyReasons: []ReasonCount{},
 	}
-	for i := 1; i < len(samples); i++ {
-		a, b := samples[i-1], samples[i]
+	// The last point runs from the newest sample to now, so that the
+	// chart moves before the next sample.
+	live := samples
+	if n := len(samples); n > 0 && cur.at.Sub(samples[n-1].at) >= time.Second {
+		live = append(live, cur)
+	}
+	for i := 1; i < len(live); i++ {
+		a, b := live[i-1], live[i]
 		secs := b.at.Sub(a.at).Seconds()
 		if secs <= 0 {
 			continue

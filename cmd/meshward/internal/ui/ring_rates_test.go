@@ -98,13 +98,19 @@ func TestRates(t *testing.T) {
 		t.Errorf("reasons %v since %v, want %v since %v", s.DenyReasons, s.Since, want, t0)
 	}
 
+	clk.add(5 * time.Second) // no sample yet: a live point from the last one to now
+	s = r.Snapshot()
+	if len(s.Points) != 2 || s.Points[1].PerSecond["deny"] != 6 || !s.Points[1].Time.Equal(clk.now()) {
+		t.Errorf("live point %+v, want deny 30/5s = 6/s ending now", s.Points)
+	}
+
 	for range 7 {
 		clk.add(10 * time.Second)
 		r.Sample()
 	}
 	s = r.Snapshot()
-	if len(s.Points) != 6 || !s.Since.Equal(t0.Add(20*time.Second)) {
-		t.Fatalf("after 80s with a 1m window: %d points since %v, want 6 since +20s", len(s.Points), s.Since)
+	if len(s.Points) != 6 || !s.Since.Equal(t0.Add(25*time.Second)) {
+		t.Fatalf("after 85s with a 1m window: %d points since %v, want 6 since +25s", len(s.Points), s.Since)
 	}
 	if len(s.DenyReasons) != 0 {
 		t.Errorf("reasons %v: the denies are older than the window", s.DenyReasons)

@@ -36,7 +36,7 @@ function dur(s) {
   return Math.round(s / 86400) + "d";
 }
 
-function short(v) { return v && v.length > 12 ? v.slice(0, 12) + "…" : (v || "—"); }
+function short(v, n) { n = n || 12; return v && v.length > n ? v.slice(0, n) + "…" : (v || "—"); }
 
 async function get(path) {
   const r = await fetch("api/" + path, { cache: "no-store" });
@@ -60,14 +60,14 @@ function renderNodes(d) {
   fill(document.getElementById("nodes"), d.nodes.map(n => {
     const cells = TYPES.map(t => {
       const want = (n.versions || {})[t], got = (n.acked || {})[t];
-      const td = el("td", { class: "mono", title: "snapshot " + (want || "—") + "\nACKed " + (got ? got.version + " at " + got.at : "never") });
+      const td = el("td", { class: "mono ver", title: "snapshot " + (want || "—") + "\nACKed " + (got ? got.version + " at " + got.at : "never") });
       if (!want && !got) { td.append("—"); return td; }
-      td.append(short(got && got.version));
-      if (want && (!got || got.version !== want)) td.append(el("span", { class: "pending" }, " (pushing " + short(want) + ")"));
+      td.append(got ? short(got.version, 8) : el("span", { class: "muted" }, "not ACKed"));
+      if (want && got && got.version !== want) td.append(el("div", { class: "pending" }, "snapshot " + short(want, 8)));
       return td;
     });
     const nack = n.lastNack
-      ? el("td", { class: "bad", title: n.lastNack.message }, n.lastNack.type + " " + short(n.lastNack.version) + " " + ago(n.lastNack.at, now) + ": " + n.lastNack.message.slice(0, 120))
+      ? el("td", { class: "bad", title: n.lastNack.message }, n.lastNack.type + " " + short(n.lastNack.version, 8) + ", " + ago(n.lastNack.at, now) + ": " + n.lastNack.message.slice(0, 120))
       : el("td", { class: "ok" }, "none");
     return el("tr", {}, el("td", {}, n.node), el("td", {}, n.streams), el("td", { title: n.connectedSince }, ago(n.connectedSince, now)), ...cells, nack);
   }), 8, d.enabled ? "no Envoy connected" : "—");
@@ -98,7 +98,7 @@ function renderCerts(d) {
     return el("tr", { class: c.lowLife ? "low" : "" },
       el("td", { class: "mono" }, c.spiffeID), el("td", {}, lifeBar(c, now)),
       el("td", { title: c.notAfter || "" }, c.notAfter ? ago(c.notAfter, now) : "—"),
-      el("td", { class: c.lowLife ? "bad" : "" }, left), issuance);
+      el("td", { class: c.lowLife ? "bad nowrap" : "nowrap" }, left), issuance);
   }), 5, d.enabled ? "no certificate registered" : "—");
 }
 
