@@ -20,8 +20,11 @@ type metrics struct {
 	errors    *prometheus.CounterVec
 	authn     *prometheus.CounterVec
 	refused   *prometheus.CounterVec
+	rpc       *prometheus.CounterVec
+	limited   *prometheus.CounterVec
 
-	cache cowMap[[2]string, prometheus.Counter]
+	cache    cowMap[[2]string, prometheus.Counter]
+	rpcCache cowMap[[3]string, prometheus.Counter]
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -47,10 +50,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshward_authz_refused_connections_total",
 			Help: "Client connections refused before any Check: over maxConnections, or a failed TLS handshake, by reason.",
 		}, []string{"reason"}),
-		cache: cowMap[[2]string, prometheus.Counter]{max: 1024},
+		rpc: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshward_authz_jsonrpc_decisions_total",
+			Help: "Decisions on JSON-RPC routes by result, JSON-RPC method (known MCP and A2A methods, else other) and MCP tool (configured tools, else unknown; none without one); a batch counts its deciding element.",
+		}, []string{"result", "method", "tool"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshward_authz_rate_limited_total",
+			Help: "Requests denied 429 because a quota of the caller was used up, by quota.",
+		}, []string{"quota"}),
+		cache:    cowMap[[2]string, prometheus.Counter]{max: 1024},
+		rpcCache: cowMap[[3]string, prometheus.Counter]{max: 4096},
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.duration, m.errors, m.authn, m.refused} {
+		for _, c := range []prometheus.Collector{m.decisions, m.duration, m.errors, m.authn, m.refused, m.rpc, m.limited} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -82,6 +94,34 @@ var (
 	errorReasons = []string{ReasonInternal, ReasonDeadline, ReasonCanceled, ReasonAudit,
 		policy.ReasonEvalError, policy.ReasonNoRevision, policy.ReasonSchemaUnavailable}
 )
+
+// jsonrpc counts a decision on a JSON-RPC route, and a rate-limited one
+// by its quota.
+func (m *metrics) jsonrpc(d *policy.Decision) {
+	result := resultDeny
+	switch {
+	case d.Err != nil:
+		result = resultError
+	case d.Allow && d.DryRun:
+		result = resultDryRun
+	case d.Allow:
+		result = resultAllow
+	}
+	if d.Quota != "" && !d.Allow {
+		m.limited.WithLabelValues(d.Quota).Inc()
+	}
+	if !d.RPC.Route {
+		return
+	}
+	method, tool := rpcLabels(&d.RPC)
+	key := [3]string{result, method, tool}
+	c, ok := m.rpcCache.get(key)
+	if !ok {
+		c = m.rpc.WithLabelValues(result, method, tool)
+		m.rpcCache.put(key, c)
+	}
+	c.Inc()
+}
 
 // decision counts one decision without allocating once the label pair
 // has been seen.

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -241,6 +242,13 @@ func (s *Server) denyResponse(id string, d *policy.Decision) *authv3.CheckRespon
 		code = d.Reason
 	}
 	resp := s.denied(dm, id, status, code, d.Message, d.Violations, meta)
+	if d.RPC.ErrorCode != 0 {
+		resp.GetDeniedResponse().Body = rpcBody(id, code, d)
+	}
+	if d.RetryAfter > 0 {
+		dr := resp.GetDeniedResponse()
+		dr.Headers = append(dr.Headers, setHeader("retry-after", strconv.Itoa(d.RetryAfter)))
+	}
 	if mu := d.Mutations; mu != nil {
 		dr := resp.GetDeniedResponse()
 		for _, h := range mu.ResponseHeaders {

@@ -518,6 +518,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		}
 	}
 	resp = s.respond(id, in, &d, &c.allow)
+	if d.RPC.Route || d.Quota != "" {
+		s.m.jsonrpc(&d)
+	}
 	s.m.duration.Observe(time.Since(start).Seconds())
 	return resp, nil
 }
@@ -631,6 +634,13 @@ func (s *Server) record(id string, in *policy.Input, d *policy.Decision, latency
 	if sub, ok := in.Claims["sub"].(string); ok {
 		rec.Subject = sub
 	}
+	if d.RPC.Route {
+		rec.JSONRPCMethod, rec.MCPTool, rec.JSONRPCBatch = d.RPC.Method, d.RPC.Tool, d.RPC.Batch
+		if d.RPC.HasID {
+			rec.JSONRPCID = d.RPC.ID
+		}
+	}
+	rec.Quota = d.Quota
 	if d.Roles != "" {
 		rec.Roles = splitRoles(d.Roles)
 	}

@@ -379,6 +379,7 @@ func (r *Revision) decideCall(in *Input, id *identity, rt *rpcRoute, t *body.Tap
 	d.RPC.Route = true
 	d.RPC.Method, d.RPC.Tool = c.method, c.tool
 	d.RPC.ID, d.RPC.IDString, d.RPC.HasID = c.id, c.idString, c.hasID
+	d.RPC.KnownTool = c.tool != "" && r.rpc.tools != nil && r.rpc.tools.Has(c.tool)
 	if code != 0 {
 		rpcInvalid(d, code, why)
 		return
@@ -424,7 +425,7 @@ func rpcCodeFor(status int) int {
 // tools are allowed) and one whose arguments fail its inputSchema; the
 // violations' paths are JSON pointers into the body.
 func (r *Revision) checkTool(t *body.Tape, c *rpcCall, at string, d *Decision) {
-	if r.rpc.tools == nil || !r.rpc.tools.Has(c.tool) {
+	if !d.RPC.KnownTool {
 		if r.rpc.unknownTool {
 			return
 		}
@@ -434,7 +435,6 @@ func (r *Revision) checkTool(t *body.Tape, c *rpcCall, at string, d *Decision) {
 		d.RPC.ErrorCode = RPCInvalidParams
 		return
 	}
-	d.RPC.KnownTool = true
 	vs := validateArgs(r.rpc.tools, c.tool, t, int(c.args))
 	if vs == nil {
 		return

@@ -35,6 +35,14 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	b = appendField(b, `,"path":`, r.Path)
 	b = appendField(b, `,"query":`, r.Query)
 	b = appendField(b, `,"rule":`, r.Rule)
+	b = appendField(b, `,"jsonrpc_method":`, r.JSONRPCMethod)
+	b = appendField(b, `,"jsonrpc_id":`, r.JSONRPCID)
+	b = appendField(b, `,"mcp_tool":`, r.MCPTool)
+	if r.JSONRPCBatch != 0 {
+		b = append(b, `,"jsonrpc_batch":`...)
+		b = strconv.AppendInt(b, int64(r.JSONRPCBatch), 10)
+	}
+	b = appendField(b, `,"quota":`, r.Quota)
 	b = appendField(b, `,"decision":`, r.Decision)
 	b = appendField(b, `,"reason":`, r.Reason)
 	if r.Status != 0 {

@@ -38,6 +38,15 @@ type Record struct {
 	Path       string   `json:"path,omitempty"`
 	Query      string   `json:"query,omitempty"` // only when configured
 	Rule       string   `json:"rule,omitempty"`
+	// JSONRPCMethod, JSONRPCID and MCPTool describe the JSON-RPC message
+	// on a JSON-RPC route (the element that decided a deny, in a batch of
+	// JSONRPCBatch elements). The id is as sent: a number's text or a
+	// string's value. Quota names the quota that refused the request.
+	JSONRPCMethod string `json:"jsonrpc_method,omitempty"`
+	JSONRPCID     string `json:"jsonrpc_id,omitempty"`
+	MCPTool       string `json:"mcp_tool,omitempty"`
+	JSONRPCBatch  int    `json:"jsonrpc_batch,omitempty"`
+	Quota         string `json:"quota,omitempty"`
 	// Decision is "allow", "deny" or "error" (an internal failure decided as deny).
 	Decision string `json:"decision,omitempty"`
 	Reason   string `json:"reason,omitempty"` // reason code, e.g. missing_role
