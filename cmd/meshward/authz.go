@@ -203,6 +203,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.status.src.Policy = store
 	// With a Rego bundle URL, one poller serves every revision; the
 	// first revision is built by the first successful fetch: until then
 	// the store has none, the component is not ready and Checks deny.

@@ -45,6 +45,8 @@ type serveDeps struct {
 	// Vault login), made by the first component that needs it; serve runs
 	// it.
 	secrets *secrets.Manager
+	// status collects what the admin server's /ui page reads.
+	status *statusPage
 	// reloads reports every component's configuration reloads alike.
 	reloads *reloadReporter
 }
@@ -150,12 +152,14 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if name := cfg.Audit.Redaction.KeySecret; name != "" {
 		aopts = append(aopts, audit.WithKeySource(secretKeySource(cfg, name, log)))
 	}
+	page := newStatusPage()
+	aopts = append(aopts, audit.WithTap(page.src.Denies.Tap)) // records after redaction
 	auditLog, err := audit.New(cfg.Audit, aopts...)
 	if err != nil {
 		return fmt.Errorf("start audit logger: %w", err) // audit's errors say "audit: " themselves
 	}
 	checks["audit"] = auditLog
-	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog}
+	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog, status: page}
 	if deps.reloads, err = newReloadReporter(log, reg, auditLog); err != nil {
 		return err
 	}
@@ -190,6 +194,7 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if cfg.Authz.Server.TLSFromSecrets() && !slices.Contains(enabled, "xds") && cfg.Secrets.InMemoryCA() {
 		log.Warn(warnAuthzOwnCA)
 	}
+	tasks = append(tasks, page.register(adm, deps, reg)...)
 	if err := adm.Listen(); err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

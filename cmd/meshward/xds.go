@@ -234,6 +234,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 		return nil, err
 	}
 	d.admin.Handle("GET /debug/xds", srv.DebugHandler())
+	d.status.src.Nodes = srv
 
 	sub := mgr.Subscribe()
 	push := func(ctx context.Context) error {
