@@ -1,7 +1,7 @@
 // Package admin is meshward's admin HTTP server: /healthz (the process is
 // alive), /readyz (every enabled component is ready) and /metrics
-// (Prometheus, from the registry it is given), plus debug pages that
-// components add.
+// (Prometheus, from the registry it is given), plus the pages serve adds:
+// /debug/xds and the read-only status page /ui/ (package ui).
 package admin
 
 import (
@@ -51,7 +51,7 @@ func New(addr string, reg prometheus.Gatherer, checks map[string]Checker, log *s
 	return s
 }
 
-// Handle adds a page, e.g. /debug/xds.
+// Handle adds a page, e.g. /debug/xds or the status page's routes.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Handler returns the server's routes, for tests.
@@ -91,8 +91,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // WarnWildcard is logged (and printed by validate) when the admin server
 // listens on a wildcard address: it has no authentication.
 const WarnWildcard = "admin server on a wildcard address (admin.address): it has no authentication, " +
-	"so anyone who reaches the port reads /metrics (SPIFFE IDs included), /readyz and /debug/xds " +
-	"(node names, versions, NACK messages); bind it to loopback or a private interface"
+	"so anyone who reaches the port reads /metrics (SPIFFE IDs included), /readyz, /debug/xds " +
+	"(node names, versions, NACK messages) and /ui (the same, plus the last denies: principals, hosts, paths); " +
+	"bind it to loopback or a private interface"
 
 // Wildcard reports whether addr (host:port) listens on every interface:
 // no host, 0.0.0.0 or ::.
