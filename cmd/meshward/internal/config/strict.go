@@ -14,8 +14,9 @@ var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 // unknownFields walks a YAML node tree beside the Go type it will be decoded
 // into and reports every mapping key that the type has no field for, each
 // named by its path (e.g. "authz.rules[2].matchh: unknown field"). yaml.v3's
-// own KnownFields reports only the first such key and names it by line, so
-// the walk is done here to report them all, by path.
+// own KnownFields reports them too, but names each by line and Go type
+// ("field matchh not found in type policy.Rule"), which a user cannot map
+// back to the file's keys; the walk names the config path.
 func unknownFields(n *yaml.Node, t reflect.Type, path string) []error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
