@@ -1,21 +1,32 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 
 	"github.com/meshward/meshward/extauthz/audit"
 )
 
-const auditUsage = `Usage: meshward audit verify [--rotated] FILE...
+const auditUsage = `Usage: meshward audit verify [--rotated] [--seal-key FILE] [--key FILE] FILE...
+       meshward audit read   [--rotated] [--key FILE] FILE...
 
-Checks audit logs: every line is a whole JSON record and, within each
-process, seq has no gap. FILEs are read as one log in the order given
+verify checks audit logs: every line is a whole JSON record; within each
+process, seq has no gap; the hash chain of a file sink is unbroken and
+every seal covers it, signed with the seal key (--seal-key: the HMAC key,
+or with --seal-alg ed25519 the public key); the log ends with a final
+seal, or with a recent one while the writer runs. Encrypted segments are
+decrypted with --key. FILEs are read as one log in the order given
 (rotated files oldest first). Prints a summary; exits 1 on any problem.
+
+read prints every record as a JSON line, decrypted, after the same checks
+(exits 1 on a problem, after printing what it could read).
 `
 
 // runAudit dispatches `meshward audit <subcommand>`.
@@ -31,15 +42,74 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "verify":
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
+	case "read":
+		return runAuditRead(ctx, args[1:], stdout, stderr)
 	default:
 		_, _ = io.WriteString(stderr, auditUsage)
 		return fmt.Errorf("audit: unknown subcommand %q", args[0])
 	}
 }
 
+// auditFlags are the flags every audit subcommand reading logs takes.
+type auditFlags struct {
+	rotated *bool
+	sealKey *string
+	sealAlg *string
+	key     *string
+}
+
+func newAuditFlags(fs *flag.FlagSet, seal bool) *auditFlags {
+	a := &auditFlags{
+		rotated: fs.Bool("rotated", false, "read each FILE's rotated files (FILE.<time>), oldest first, before FILE"),
+		key:     fs.String("key", "", "file holding the encryption key (32 bytes raw, hex or base64) of encrypted segments"),
+	}
+	if seal {
+		a.sealKey = fs.String("seal-key", "", "file holding the seal key: the HMAC key, or the Ed25519 public key with --seal-alg ed25519")
+		a.sealAlg = fs.String("seal-alg", audit.SealHMAC, "seal algorithm: hmac-sha256 or ed25519")
+	}
+	return a
+}
+
+// paths lists the files to read, rotated files first with --rotated.
+func (a *auditFlags) paths(files []string) ([]string, error) {
+	var paths []string
+	for _, f := range files {
+		if *a.rotated {
+			r, err := audit.RotatedFiles(f)
+			if err != nil {
+				return nil, err
+			}
+			paths = append(paths, r...)
+		}
+		paths = append(paths, f)
+	}
+	return paths, nil
+}
+
+func (a *auditFlags) options() (audit.VerifyOptions, error) {
+	var o audit.VerifyOptions
+	if a.sealKey != nil && *a.sealKey != "" {
+		k, err := os.ReadFile(*a.sealKey)
+		if err != nil {
+			return o, fmt.Errorf("--seal-key: %w", err)
+		}
+		if o.Seal, err = audit.NewSealVerifier(*a.sealAlg, k); err != nil {
+			return o, fmt.Errorf("--seal-key: %w", err)
+		}
+	}
+	if *a.key != "" {
+		k, err := os.ReadFile(*a.key)
+		if err != nil {
+			return o, fmt.Errorf("--key: %w", err)
+		}
+		o.EncryptionKey = k
+	}
+	return o, nil
+}
+
 func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit verify", stderr)
-	rotated := fs.Bool("rotated", false, "verify each FILE's rotated files (FILE.<time>), oldest first, before FILE")
+	af := newAuditFlags(fs, true)
 	setUsage(fs, auditUsage+"\nFlags:\n")
 	files, help, err := parseArgs(fs, args)
 	if help || err != nil {
@@ -48,18 +118,15 @@ func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if len(files) == 0 {
 		return errors.New("audit verify: a FILE is required")
 	}
-	var paths []string
-	for _, f := range files {
-		if *rotated {
-			r, err := audit.RotatedFiles(f)
-			if err != nil {
-				return fmt.Errorf("audit verify: %w", err)
-			}
-			paths = append(paths, r...)
-		}
-		paths = append(paths, f)
+	paths, err := af.paths(files)
+	if err != nil {
+		return fmt.Errorf("audit verify: %w", err)
 	}
-	s, err := audit.VerifyFiles(paths...)
+	opts, err := af.options()
+	if err != nil {
+		return fmt.Errorf("audit verify: %w", err)
+	}
+	s, err := audit.VerifyFilesWith(opts, paths...)
 	if s == nil {
 		return err
 	}
@@ -87,6 +154,11 @@ func formatSummary(paths []string, s *audit.Summary) string {
 	for _, c := range s.TopReasons {
 		fmt.Fprintf(&b, "  %8d  %s\n", c.Count, c.Value)
 	}
+	fmt.Fprintf(&b, "chain:      %s\n", formatChain(s))
+	fmt.Fprintf(&b, "warnings:   %d\n", len(s.Warnings))
+	for _, w := range s.Warnings {
+		fmt.Fprintf(&b, "  %s\n", w)
+	}
 	fmt.Fprintf(&b, "problems:   %d\n", s.ProblemCount)
 	for _, p := range s.Problems {
 		fmt.Fprintf(&b, "  %s\n", p)
@@ -95,6 +167,85 @@ func formatSummary(paths []string, s *audit.Summary) string {
 		fmt.Fprintf(&b, "  ... and %d more\n", more)
 	}
 	return b.String()
+}
+
+func formatChain(s *audit.Summary) string {
+	if s.Segments == 0 {
+		return "none (no file sink segment header)"
+	}
+	var parts []string
+	parts = append(parts, fmt.Sprintf("%d segments, %d seals", s.Segments, s.Seals))
+	if s.SealsChecked {
+		parts = append(parts, "signatures checked")
+	} else {
+		parts = append(parts, "signatures NOT checked")
+	}
+	if s.Encrypted > 0 {
+		parts = append(parts, fmt.Sprintf("%d records decrypted", s.Encrypted))
+	}
+	if s.Unreadable > 0 {
+		parts = append(parts, fmt.Sprintf("%d records encrypted, not read (no key)", s.Unreadable))
+	}
+	if s.Complete {
+		parts = append(parts, "ends with a final seal")
+	} else {
+		parts = append(parts, fmt.Sprintf("%d records after the last seal", s.Unsealed))
+	}
+	if s.Anchor != "" {
+		parts = append(parts, "continues from "+s.Anchor)
+	}
+	if s.Head != "" {
+		parts = append(parts, "head "+s.Head)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit read", stderr)
+	af := newAuditFlags(fs, true)
+	setUsage(fs, auditUsage+"\nFlags:\n")
+	files, help, err := parseArgs(fs, args)
+	if help || err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("audit read: a FILE is required")
+	}
+	paths, err := af.paths(files)
+	if err != nil {
+		return fmt.Errorf("audit read: %w", err)
+	}
+	opts, err := af.options()
+	if err != nil {
+		return fmt.Errorf("audit read: %w", err)
+	}
+	w := bufio.NewWriter(stdout)
+	var werr error
+	opts.Record = func(line []byte) {
+		if werr == nil {
+			_, werr = w.Write(line)
+		}
+		if werr == nil {
+			werr = w.WriteByte('\n')
+		}
+	}
+	s, err := audit.VerifyFilesWith(opts, paths...)
+	if ferr := w.Flush(); werr == nil {
+		werr = ferr
+	}
+	if s == nil {
+		return fmt.Errorf("audit read: %w", err)
+	}
+	if werr != nil {
+		return werr
+	}
+	if err != nil {
+		for _, p := range s.Problems {
+			fmt.Fprintf(stderr, "%s\n", p)
+		}
+		return fmt.Errorf("audit read: %d problem(s); run audit verify for the summary", s.ProblemCount)
+	}
+	return nil
 }
 
 func formatCounts(m map[string]int) string {

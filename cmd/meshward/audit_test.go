@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -12,10 +13,10 @@ import (
 )
 
 // writeAuditLog writes records through a real audit Logger to a file.
-func writeAuditLog(t *testing.T, path string, recs ...*audit.Record) {
+func writeAuditLog(t *testing.T, path string, opts []audit.Option, recs ...*audit.Record) {
 	t.Helper()
 	l, err := audit.New(audit.Config{Sinks: []audit.SinkConfig{{Type: "file", Path: path}}},
-		audit.WithHMACKey([]byte("0123456789abcdef-cli-test")))
+		append([]audit.Option{audit.WithHMACKey([]byte("0123456789abcdef-cli-test"))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,20 +35,17 @@ func writeAuditLog(t *testing.T, path string, recs ...*audit.Record) {
 	}
 }
 
+func auditRecords() []*audit.Record {
+	return []*audit.Record{
+		{Kind: audit.KindDecision, Decision: "allow", Principal: "spiffe://mesh.local/a", Reason: "allowed"},
+		{Kind: audit.KindDecision, Decision: "deny", Principal: "spiffe://mesh.local/b", Reason: "missing_role"},
+		{Kind: audit.KindDecision, Decision: "deny", Principal: "spiffe://mesh.local/b", Reason: "missing_role"},
+		{Kind: audit.KindXDSNack, Message: "rejected"},
+	}
+}
+
 func TestAuditVerify(t *testing.T) {
 	dir := t.TempDir()
-	good := filepath.Join(dir, "good.log")
-	writeAuditLog(t, good,
-		&audit.Record{Kind: audit.KindDecision, Decision: "allow", Principal: "spiffe://mesh.local/a", Reason: "allowed"},
-		&audit.Record{Kind: audit.KindDecision, Decision: "deny", Principal: "spiffe://mesh.local/b", Reason: "missing_role"},
-		&audit.Record{Kind: audit.KindDecision, Decision: "deny", Principal: "spiffe://mesh.local/b", Reason: "missing_role"},
-		&audit.Record{Kind: audit.KindXDSNack, Message: "rejected"},
-	)
-	data, err := os.ReadFile(good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.SplitAfter(string(data), "\n")
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -55,12 +53,38 @@ func TestAuditVerify(t *testing.T) {
 		}
 		return p
 	}
-	gap := write("gap.log", lines[0]+lines[2])
-	torn := write("torn.log", lines[0]+lines[1][:20])
-	// A rotated file and the current one, verified together in order.
+	good := filepath.Join(dir, "good.log")
+	writeAuditLog(t, good, nil, auditRecords()...)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(data), "\n") // header, 4 records, final seal, ""
+	if len(lines) != 7 || !strings.HasPrefix(lines[0], `{"meta":"segment"`) || !strings.HasPrefix(lines[5], `{"meta":"seal"`) {
+		t.Fatalf("unexpected log %q", lines)
+	}
+	gap := write("gap.log", lines[0]+lines[1]+lines[3]+lines[4]+lines[5])
+	torn := write("torn.log", lines[0]+lines[1]+lines[2][:20])
+	// A rotated file and the current one, verified together in order:
+	// the second logger continues the chain from the rotated file.
 	rot := filepath.Join(dir, "cur.log")
-	write("cur.log.20260101T000000.000000000Z", lines[0]+lines[1])
-	write("cur.log", lines[2]+lines[3])
+	recs := auditRecords()
+	writeAuditLog(t, rot, nil, recs[:2]...)
+	if err := os.Rename(rot, rot+".20260101T000000.000000000Z"); err != nil {
+		t.Fatal(err)
+	}
+	writeAuditLog(t, rot, nil, recs[2:]...)
+
+	// A sealed and encrypted log, and its keys in files.
+	sealKey := write("seal.key", "0123456789abcdef-seal-key\n")
+	encKey := write("enc.key", strings.Repeat("ab", 32)+"\n")
+	otherKey := write("other.key", strings.Repeat("cd", 32))
+	sealed := filepath.Join(dir, "sealed.log")
+	writeAuditLog(t, sealed, []audit.Option{audit.WithSealKey([]byte("0123456789abcdef-seal-key")),
+		audit.WithEncryptionKey([]byte(strings.Repeat("ab", 32)))}, auditRecords()...)
+	if b, _ := os.ReadFile(sealed); bytes.Contains(b, []byte("spiffe://")) || bytes.Contains(b, []byte("missing_role")) {
+		t.Fatalf("the encrypted log holds record fields in clear:\n%s", b)
+	}
 
 	tests := []struct {
 		name     string
@@ -71,20 +95,29 @@ func TestAuditVerify(t *testing.T) {
 	}{
 		{name: "good log", args: []string{"audit", "verify", good}, wantOut: []string{
 			"records:    4 (1 processes)", "decisions:  allow 1, deny 2", "kinds:      decision 3, xds_nack 1",
-			"2  spiffe://mesh.local/b", "problems:   0",
+			"2  spiffe://mesh.local/b", "problems:   0", "1 segments, 1 seals", "signatures NOT checked", "ends with a final seal",
 			// An allow's reason is no deny reason: missing_role is the only one.
-			"top deny reasons:\n         2  missing_role\nproblems:"}},
-		{name: "gap", args: []string{"audit", "verify", gap}, wantCode: 1, wantOut: []string{"gap: seq 3 after 1"}, wantErr: []string{"1 problem"}},
+			"top deny reasons:\n         2  missing_role\nchain:"}},
+		{name: "record removed", args: []string{"audit", "verify", gap}, wantCode: 1, wantOut: []string{"gap: seq 3 after 1", "chain broken"}, wantErr: []string{"2 problem"}},
 		{name: "torn last line", args: []string{"audit", "verify", torn}, wantCode: 1, wantOut: []string{"torn last line"}},
-		{name: "current file alone: first seq may be any", args: []string{"audit", "verify", rot}, wantOut: []string{"records:    2"}},
-		{name: "with rotated files", args: []string{"audit", "verify", "--rotated", rot}, wantOut: []string{"records:    4", "problems:   0"}},
-		{name: "rotated files in the wrong order", args: []string{"audit", "verify", rot, rot + ".20260101T000000.000000000Z"}, wantCode: 1, wantOut: []string{"goes back"}},
+		{name: "current file alone: continues from the rotated file's head", args: []string{"audit", "verify", rot}, wantOut: []string{"records:    2", "continues from "}},
+		{name: "with rotated files", args: []string{"audit", "verify", "--rotated", rot}, wantOut: []string{"records:    4", "problems:   0", "2 segments, 2 seals"}},
+		{name: "rotated files in the wrong order", args: []string{"audit", "verify", rot, rot + ".20260101T000000.000000000Z"}, wantCode: 1, wantOut: []string{"chain broken"}},
+		{name: "sealed and encrypted, with the keys", args: []string{"audit", "verify", "--seal-key", sealKey, "--key", encKey, sealed},
+			wantOut: []string{"records:    4", "signatures checked", "4 records decrypted", "problems:   0", "2  spiffe://mesh.local/b"}},
+		{name: "encrypted, no key", args: []string{"audit", "verify", "--seal-key", sealKey, sealed}, wantCode: 1, wantOut: []string{"no encryption key given"}},
+		{name: "encrypted, wrong key", args: []string{"audit", "verify", "--key", otherKey, sealed}, wantCode: 1, wantOut: []string{"not the given key"}},
+		{name: "sealed, wrong seal key", args: []string{"audit", "verify", "--seal-key", encKey, "--key", encKey, sealed}, wantCode: 1, wantOut: []string{"not the given hmac-sha256 key"}},
+		{name: "unsigned log with a seal key", args: []string{"audit", "verify", "--seal-key", sealKey, good}, wantCode: 1, wantOut: []string{"segment is not signed"}},
+		{name: "read decrypts", args: []string{"audit", "read", "--key", encKey, sealed}, wantOut: []string{`"principal":"spiffe://mesh.local/b"`, `"reason":"missing_role"`, `"kind":"xds_nack"`}},
+		{name: "read without the key", args: []string{"audit", "read", sealed}, wantCode: 1, wantErr: []string{"no encryption key given"}},
 		{name: "missing file", args: []string{"audit", "verify", filepath.Join(dir, "nope")}, wantCode: 1, wantErr: []string{"no such file"}},
+		{name: "missing key file", args: []string{"audit", "verify", "--key", filepath.Join(dir, "nope"), good}, wantCode: 1, wantErr: []string{"--key"}},
 		{name: "no file", args: []string{"audit", "verify"}, wantCode: 1, wantErr: []string{"a FILE is required"}},
 		{name: "no subcommand", args: []string{"audit"}, wantCode: 1, wantErr: []string{"Usage: meshward audit verify"}},
 		{name: "unknown subcommand", args: []string{"audit", "tail"}, wantCode: 1, wantErr: []string{`unknown subcommand "tail"`}},
-		{name: "help", args: []string{"audit", "verify", "-h"}, wantOut: []string{"Usage: meshward audit verify", "-rotated"}},
-		{name: "help of audit", args: []string{"audit", "--help"}, wantOut: []string{"Usage: meshward audit verify"}},
+		{name: "help", args: []string{"audit", "verify", "-h"}, wantOut: []string{"Usage: meshward audit verify", "-rotated", "-seal-key"}},
+		{name: "help of audit", args: []string{"audit", "--help"}, wantOut: []string{"Usage: meshward audit verify", "meshward audit read"}},
 		{name: "flag after the file", args: []string{"audit", "verify", rot, "--rotated"}, wantOut: []string{"records:    4", "problems:   0"}},
 	}
 	for _, tc := range tests {

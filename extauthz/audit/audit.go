@@ -58,6 +58,10 @@ type options struct {
 	retry     time.Duration
 	maxBytes  int64 // overrides maxSizeMB of file sinks (tests)
 	tap       Tap   // sees each record after redaction (tap.go)
+	sealKey   []byte
+	sealSrc   KeySource
+	encKey    []byte
+	encSrc    KeySource
 }
 
 // WithLogger sets the logger. Default: discard.
@@ -75,6 +79,22 @@ func WithHMACKey(key []byte) Option {
 // WithKeySource reads the redaction key when Run starts (required when the
 // configuration names a keySecret).
 func WithKeySource(src KeySource) Option { return func(o *options) { o.keySource = src } }
+
+// WithSealKey sets the seal key, taking precedence over seal.keyFile and
+// seal.keySecret.
+func WithSealKey(key []byte) Option { return func(o *options) { o.sealKey = bytes.Clone(key) } }
+
+// WithSealKeySource reads the seal key when Run starts (required when
+// seal.keySecret is set).
+func WithSealKeySource(src KeySource) Option { return func(o *options) { o.sealSrc = src } }
+
+// WithEncryptionKey sets the encryption key (32 bytes, raw, hex or
+// base64), taking precedence over encryption.keyFile and keySecret.
+func WithEncryptionKey(key []byte) Option { return func(o *options) { o.encKey = bytes.Clone(key) } }
+
+// WithEncryptionKeySource reads the encryption key when Run starts
+// (required when encryption.keySecret is set).
+func WithEncryptionKeySource(src KeySource) Option { return func(o *options) { o.encSrc = src } }
 
 // WithClock sets the clock that stamps records and ages rotated files.
 // Default time.Now.
@@ -103,6 +123,10 @@ type Logger struct {
 	key        []byte
 	keySource  KeySource
 	sinks      []*sinkState
+	sealKey    []byte
+	sealSrc    KeySource
+	encKey     []byte
+	encSrc     KeySource
 	tap        Tap
 
 	mu        sync.RWMutex // closed is written under mu, read under RLock by Audit
@@ -120,6 +144,7 @@ type Logger struct {
 // sinkState is a sink, its sequence and what it has yet to write.
 type sinkState struct {
 	s        sink
+	file     *fileSink // s, when it is a file sink: chained and sealed
 	seq      uint64
 	buf      []byte // lines of the batch being written
 	bufN     int
@@ -151,6 +176,10 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 		retry:      o.retry,
 		key:        o.key,
 		keySource:  o.keySource,
+		sealKey:    o.sealKey,
+		sealSrc:    o.sealSrc,
+		encKey:     o.encKey,
+		encSrc:     o.encSrc,
 		tap:        o.tap,
 		lossLog:    rate.Sometimes{Interval: 10 * time.Second},
 	}
@@ -177,6 +206,13 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 		}
 		l.key = k
 	}
+	var kerr error
+	if l.sealKey, kerr = configuredKey("seal", l.sealKey, l.sealSrc, cfg.Seal.KeyFile, cfg.Seal.KeySecret, o.readFile); kerr != nil {
+		return nil, kerr
+	}
+	if l.encKey, kerr = configuredKey("encryption", l.encKey, l.encSrc, cfg.Encryption.KeyFile, cfg.Encryption.KeySecret, o.readFile); kerr != nil {
+		return nil, kerr
+	}
 
 	m, err := newMetrics(o.reg, func() float64 { return float64(len(l.queue)) }, func() float64 {
 		if l.unhealthy.Load() {
@@ -190,18 +226,21 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 	l.m = m
 	for _, sc := range cfg.Sinks {
 		var s sink
+		var fs *fileSink
 		switch sc.Type {
 		case "file":
-			fs := newFileSink(sc, l.now)
+			fs = newFileSink(sc, l.now)
 			if o.maxBytes > 0 {
 				fs.maxBytes = o.maxBytes
 			}
+			fs.process, fs.every = l.process, time.Duration(cfg.Seal.Interval)
 			s = fs
 		default:
 			s = &writerSink{label: "stdout", w: o.stdout}
 		}
 		l.sinks = append(l.sinks, &sinkState{
 			s:       s,
+			file:    fs,
 			written: m.written.WithLabelValues(s.name()),
 			errors:  m.sinkErrors.WithLabelValues(s.name()),
 			errLog:  rate.Sometimes{Interval: 10 * time.Second},
@@ -375,12 +414,19 @@ func (l *Logger) start(ctx context.Context) error {
 		rand.Read(key)
 		l.log.Warn("audit: no redaction key configured; using a random key, so redacted values cannot be correlated across restarts")
 	}
+	if err := l.startChain(ctx); err != nil {
+		return err
+	}
 	for i, st := range l.sinks {
 		torn, err := st.s.open()
 		if err != nil {
 			st.errors.Inc()
 			for _, o := range l.sinks[:i] {
-				_ = o.s.close() // nothing written yet; the open error is the one to report
+				if o.file != nil {
+					_ = o.file.closeFile() // nothing written, not even its header
+				} else {
+					_ = o.s.close() // nothing written yet; the open error is the one to report
+				}
 			}
 			return fmt.Errorf("audit: open sink %s: %w", st.s.name(), err)
 		}
@@ -458,6 +504,14 @@ func (l *Logger) writeBatch(batch []*Record) {
 		at := bytes.Index(line, []byte(seqPlaceholder))
 		for _, st := range l.sinks {
 			st.seq++
+			if st.file != nil {
+				if st.bufN == 0 {
+					st.file.mark()
+				}
+				st.buf = st.file.frame(st.buf, line, at, st.seq)
+				st.bufN++
+				continue
+			}
 			st.buf = append(st.buf, line[:at]...)
 			st.buf = append(st.buf, `"seq":`...)
 			st.buf = strconv.AppendUint(st.buf, st.seq, 10)
@@ -527,6 +581,9 @@ func (l *Logger) flushSink(st *sinkState) {
 	}
 	if st.pendingN+st.bufN > l.cfg.QueueSize {
 		l.m.lose(LostSinkFailed, st.bufN)
+		if st.file != nil {
+			st.file.rollback() // the next record chains to the last one held
+		}
 	} else {
 		st.pending = append(st.pending, st.buf...)
 		st.pendingN += st.bufN
@@ -546,8 +603,15 @@ func (l *Logger) tick(force bool) {
 	for _, st := range l.sinks {
 		if st.pendingN > 0 {
 			l.flushSink(st)
-		} else if err := st.s.flush(force); err != nil {
-			l.sinkError(st, "sync", err)
+		} else {
+			if st.file != nil {
+				if err := st.file.sealDue(); err != nil {
+					l.sinkError(st, "seal", err)
+				}
+			}
+			if err := st.s.flush(force); err != nil {
+				l.sinkError(st, "sync", err)
+			}
 		}
 		if w := st.s.warning(); w != nil {
 			l.sinkError(st, "maintenance", w)

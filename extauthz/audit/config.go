@@ -30,7 +30,46 @@ type Config struct {
 	IncludeBody bool `yaml:"includeBody"`
 	// Redaction names what is written as hmac-sha256:<hex>.
 	Redaction Redaction `yaml:"redaction"`
+	// Seal signs the hash chain of every file sink.
+	Seal Seal `yaml:"seal"`
+	// Encryption encrypts every file sink's records at rest.
+	Encryption Encryption `yaml:"encryption"`
 }
+
+// Seal configures the seals a file sink writes over its hash chain: at
+// every open, every Interval, at rotation and at shutdown.
+type Seal struct {
+	// Interval between seals while running (idle or not). Default 10s,
+	// at least 1s.
+	Interval Duration `yaml:"interval"`
+	// Algorithm is hmac-sha256 (default) or ed25519.
+	Algorithm string `yaml:"algorithm"`
+	// KeyFile holds the seal key: for hmac-sha256 at least 16 bytes, for
+	// ed25519 a 32-byte seed (raw, hex or base64).
+	KeyFile string `yaml:"keyFile"`
+	// KeySecret names a generic secret of the secrets source holding the
+	// seal key; the program reads it with WithSealKeySource.
+	KeySecret string `yaml:"keySecret"`
+}
+
+// Encryption configures AES-256-GCM encryption of file sink records.
+// Without a key nothing is encrypted.
+type Encryption struct {
+	// KeyFile holds the 32-byte key (raw, hex or base64).
+	KeyFile string `yaml:"keyFile"`
+	// KeySecret names a generic secret of the secrets source holding the
+	// key; the program reads it with WithEncryptionKeySource.
+	KeySecret string `yaml:"keySecret"`
+}
+
+// Seal algorithms.
+const (
+	SealHMAC    = "hmac-sha256"
+	SealEd25519 = "ed25519"
+)
+
+// DefaultSealInterval is how often a running file sink seals its chain.
+const DefaultSealInterval = 10 * time.Second
 
 // Redaction lists the values written as HMAC-SHA256 digests keyed by a
 // deployment key, so that equal values can be correlated without being
@@ -106,6 +145,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.Seal.Interval == 0 {
+		c.Seal.Interval = Duration(DefaultSealInterval)
+	}
+	if c.Seal.Algorithm == "" {
+		c.Seal.Algorithm = SealHMAC
 	}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
@@ -197,6 +242,20 @@ func (c *Config) Validate(path string) error {
 	}
 	if r.KeyFile != "" && r.KeySecret != "" {
 		errs = append(errs, fmt.Errorf("%s.redaction: keyFile and keySecret are exclusive", path))
+	}
+	if c.Seal.Interval < 0 || (c.Seal.Interval > 0 && time.Duration(c.Seal.Interval) < time.Second) {
+		errs = append(errs, fmt.Errorf("%s.seal.interval: must be at least 1s, not %s", path, c.Seal.Interval))
+	}
+	switch c.Seal.Algorithm {
+	case "", SealHMAC, SealEd25519:
+	default:
+		errs = append(errs, fmt.Errorf("%s.seal.algorithm: must be %s or %s, not %q", path, SealHMAC, SealEd25519, c.Seal.Algorithm))
+	}
+	if c.Seal.KeyFile != "" && c.Seal.KeySecret != "" {
+		errs = append(errs, fmt.Errorf("%s.seal: keyFile and keySecret are exclusive", path))
+	}
+	if c.Encryption.KeyFile != "" && c.Encryption.KeySecret != "" {
+		errs = append(errs, fmt.Errorf("%s.encryption: keyFile and keySecret are exclusive", path))
 	}
 	return errors.Join(errs...)
 }

@@ -49,6 +49,18 @@ sinks: [{type: stdout}, {type: file, path: a, fsync: interval, fsyncInterval: 50
 				t.Errorf("%+v", c)
 			}
 		}},
+		{name: "seal and encryption", yaml: "seal: {interval: 30s, algorithm: ed25519, keySecret: s}\nencryption: {keyFile: k}", check: func(t *testing.T, c *Config) {
+			if time.Duration(c.Seal.Interval) != 30*time.Second || c.Seal.Algorithm != SealEd25519 || c.Encryption.KeyFile != "k" {
+				t.Errorf("%+v %+v", c.Seal, c.Encryption)
+			}
+		}},
+		{name: "seal defaults", yaml: "{}", check: func(t *testing.T, c *Config) {
+			if time.Duration(c.Seal.Interval) != DefaultSealInterval || c.Seal.Algorithm != SealHMAC {
+				t.Errorf("%+v", c.Seal)
+			}
+		}},
+		{name: "bad seal and encryption", yaml: "seal: {interval: 10ms, algorithm: rsa, keyFile: a, keySecret: b}\nencryption: {keyFile: a, keySecret: b}",
+			wantErr: []string{"audit.seal.interval: must be at least 1s", `audit.seal.algorithm: must be hmac-sha256 or ed25519, not "rsa"`, "audit.seal: keyFile and keySecret", "audit.encryption: keyFile and keySecret"}},
 		{name: "too large", yaml: "queueSize: 1000000000\nbatchSize: 100000", wantErr: []string{"audit.queueSize: must be 1 to 1048576", "audit.batchSize: must be 1 to 65536"}},
 		{name: "every problem named by path", yaml: `
 queueSize: -1

@@ -133,7 +133,7 @@ func killChild() {
 	path := os.Getenv(killChildEnv)
 	cfg := fileConfig(path)
 	cfg.Sinks[0].Fsync = FsyncNever
-	l, err := New(cfg, WithHMACKey(testKey))
+	l, err := New(cfg, WithHMACKey(testKey), WithSealKey(sealKey), WithEncryptionKey(encKey))
 	if err != nil {
 		os.Exit(3)
 	}
@@ -150,14 +150,21 @@ func killChild() {
 	}
 }
 
-// TestKill9 kills a process writing at full speed, several times, and
-// checks the promise: after a kill -9 every line is a whole record except
-// possibly the last (which Verify flags); the next start removes that
-// fragment, so the file then holds only whole records with no gap.
+// TestKill9 kills a process writing at full speed (chained, sealed and
+// encrypted), several times, and checks the promise: after a kill -9
+// every line is a whole record except possibly the last (which Verify
+// flags), and the chain verifies up to it; the next start removes that
+// fragment and continues the chain, so the file then holds only whole
+// records with no gap and ends with a final seal.
 func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
+	sv, err := NewSealVerifier(SealHMAC, sealKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vopts := VerifyOptions{Seal: sv, EncryptionKey: encKey}
 	path := tempLog(t)
 	const rounds = 3
 	torn := 0
@@ -195,15 +202,19 @@ func TestKill9(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != -1 {
 			t.Fatalf("round %d: child ended with %v, want killed", round, err)
 		}
-		s, err := VerifyFiles(path)
-		// A kill may leave one torn last line, and nothing else.
-		tornTailOnly := s != nil && s.ProblemCount == 1 && s.TornTail
-		if err != nil && !tornTailOnly {
-			var p []string
-			if s != nil {
-				p = s.Problems
+		s, err := VerifyFilesWith(vopts, path)
+		if s == nil {
+			t.Fatalf("round %d: Verify: %v", round, err)
+		}
+		// A kill may leave one torn last line and an end without a final
+		// seal (when the last seal is old), and nothing else.
+		for _, p := range s.Problems {
+			if !strings.Contains(p, "torn last line") && !strings.Contains(p, "without a final seal") {
+				t.Fatalf("round %d: Verify: %v %v", round, err, s.Problems)
 			}
-			t.Fatalf("round %d: Verify: %v %v", round, err, p)
+		}
+		if s.Encrypted == 0 || s.Unreadable > 0 {
+			t.Fatalf("round %d: %d records decrypted, %d unreadable", round, s.Encrypted, s.Unreadable)
 		}
 		if s.TornTail {
 			torn++
@@ -212,15 +223,19 @@ func TestKill9(t *testing.T) {
 			t.Errorf("round %d: %d processes, want %d", round, s.Processes, round+1)
 		}
 	}
-	// A last start removes a torn tail; then the whole file is clean.
-	l := start(t, fileConfig(path))
+	// A last start removes a torn tail; then the whole file is clean, and
+	// each killed process shows as one that ended without a final seal.
+	l := start(t, fileConfig(path), WithSealKey(sealKey), WithEncryptionKey(encKey))
 	if err := l.Audit(decision(0)); err != nil {
 		t.Fatal(err)
 	}
 	l.stop()
-	s, err := VerifyFiles(path)
+	s, err := VerifyFilesWith(vopts, path)
 	if err != nil {
 		t.Fatalf("final Verify: %v %v", err, s.Problems)
+	}
+	if !s.Complete || !s.SealsChecked || len(s.Warnings) != rounds {
+		t.Errorf("final Verify: complete %v, seals checked %v, warnings %q", s.Complete, s.SealsChecked, s.Warnings)
 	}
 	t.Logf("%d records from %d processes; %d of %d kills left a torn last line", s.Records, s.Processes, torn, rounds)
 }
