@@ -115,12 +115,18 @@ function renderPolicy(d) {
 
 function renderRates(d) {
   panel("decisions-panel", d.enabled);
-  document.getElementById("window").textContent = d.enabled ? `(last ${dur(d.windowSeconds)}, ${d.intervalSeconds}s steps)` : "";
   const legend = document.getElementById("rate-legend");
   legend.replaceChildren(...d.results.map(r => el("span", {}, el("span", { class: "swatch " + r }), r)));
   const W = 640, H = 180, L = 44, B = 22, T = 8, R = 8;
   const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "decisions per second" });
-  const now = new Date(d.now), from = new Date(now - d.windowSeconds * 1000);
+  // The axis spans the samples kept: the whole window, or less while the
+  // process is younger than it.
+  const now = new Date(d.now);
+  const first = d.points.length ? new Date(d.points[0].time) - d.intervalSeconds * 1000 : now - d.windowSeconds * 1000;
+  const from = new Date(Math.max(now - d.windowSeconds * 1000, first)), span = Math.max(1, (now - from) / 1000);
+  document.getElementById("window").textContent = !d.enabled ? "" : span < d.windowSeconds - d.intervalSeconds
+    ? `(the last ${dur(Math.round(span))}: kept up to ${dur(d.windowSeconds)}, ${d.intervalSeconds}s steps)`
+    : `(last ${dur(d.windowSeconds)}, ${d.intervalSeconds}s steps)`;
   const x = t => L + (new Date(t) - from) / (now - from) * (W - L - R);
   let top = 0;
   for (const p of d.points) for (const r of d.results) top = Math.max(top, p.perSecond[r] || 0);
@@ -130,9 +136,9 @@ function renderRates(d) {
     s.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e5e7eb" }));
     s.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", "font-size": 10, fill: "#6b7280" }, fmt(v)));
   }
-  for (const m of [60, 45, 30, 15, 0]) {
-    const t = new Date(now - m / 60 * d.windowSeconds * 1000);
-    s.append(svg("text", { x: x(t), y: H - 6, "text-anchor": "middle", "font-size": 10, fill: "#6b7280" }, m ? "-" + dur(m / 60 * d.windowSeconds) : "now"));
+  for (const f of [1, 0.75, 0.5, 0.25, 0]) {
+    const t = new Date(now - f * span * 1000);
+    s.append(svg("text", { x: x(t), y: H - 6, "text-anchor": f === 1 ? "start" : f === 0 ? "end" : "middle", "font-size": 10, fill: "#6b7280" }, f ? "-" + dur(Math.round(f * span)) : "now"));
   }
   if (d.points.length === 0) {
     s.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", "font-size": 12, fill: "#6b7280" }, "no samples yet"));
