@@ -65,29 +65,9 @@ func TestServeXDSReloadRetiresRemovedAgents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "xds")
-	defer func() {
-		cancel()
-		wait()
-	}()
-	admin := lw.waitFor(t, "admin server listening", "address")
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer rcancel()
-	waitReady(t, rctx, admin)
+	ctx, lw, admin := serveXDSOnly(t, path, io.Discard)
 	const viewer = `id="spiffe://mesh.local/ns/default/sa/viewer"`
-	metrics := func() string {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
-	}
+	metrics := func() string { return scrapeMetrics(t, ctx, admin) }
 	for !strings.Contains(metrics(), viewer) {
 		if ctx.Err() != nil {
 			t.Fatal("viewer's certificate never issued")
@@ -125,29 +105,9 @@ func TestServeXDSReloadFailureCountedAndAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	var auditOut lockedBuffer // the quickstart's audit sink is stdout
-	lw, wait := serveInProcess(t, ctx, &auditOut, "--config", path, "--components", "xds")
-	defer func() {
-		cancel()
-		wait()
-	}()
-	admin := lw.waitFor(t, "admin server listening", "address")
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer rcancel()
-	waitReady(t, rctx, admin)
-	metrics := func() string {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
-	}
+	ctx, lw, admin := serveXDSOnly(t, path, &auditOut)
+	metrics := func() string { return scrapeMetrics(t, ctx, admin) }
 	if m := metrics(); !strings.Contains(m, `meshward_config_reloads_total{component="xds",result="failure"} 0`) {
 		t.Fatalf("reload counter not exported at 0:\n%s", m)
 	}
@@ -180,4 +140,35 @@ func TestServeXDSReloadFailureCountedAndAudited(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// serveXDSOnly serves the xds component of the configuration at path in
+// process until the test ends, and returns once it is ready: a context
+// ending with the test's deadline, its log and its admin address.
+func serveXDSOnly(t *testing.T, path string, stdout io.Writer) (context.Context, *logWatcher, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	lw, wait := serveInProcess(t, ctx, stdout, "--config", path, "--components", "xds")
+	t.Cleanup(func() {
+		cancel()
+		wait()
+	})
+	admin := lw.waitFor(t, "admin server listening", "address")
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	waitReady(t, rctx, admin)
+	return ctx, lw, admin
+}
+
+// scrapeMetrics returns the admin server's /metrics text.
+func scrapeMetrics(t *testing.T, ctx context.Context, admin string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
