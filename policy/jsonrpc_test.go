@@ -409,3 +409,45 @@ type regoFunc func(in *policy.Input) bool
 func (f regoFunc) Eval(_ context.Context, in *policy.Input, _ policy.Caller) (policy.RegoResult, error) {
 	return policy.RegoResult{Allow: f(in)}, nil
 }
+
+func TestExplainJSONRPC(t *testing.T) {
+	rev := mustCompile(t, mcpConfig(), policy.Options{})
+	find := func(steps []policy.Step, rule string) policy.Step {
+		t.Helper()
+		for _, s := range steps {
+			if s.Rule == rule {
+				return s
+			}
+		}
+		t.Fatalf("no step %q in %+v", rule, steps)
+		return policy.Step{}
+	}
+	in := rpcInput("planner", "/mcp", "["+call(1, "search", `{"query":"go"}`)+","+call(2, "search", `{"limit":99}`)+"]")
+	defer in.ReleaseBody()
+	steps := rev.Explain(in)
+	if s := find(steps, "[0] call-search"); !s.Matched || !s.Satisfied {
+		t.Errorf("[0] call-search = %+v", s)
+	}
+	if s := find(steps, "[0] list-tools"); s.Matched || !strings.Contains(s.Why, `"tools/call" is not "tools/list"`) {
+		t.Errorf("[0] list-tools = %+v", s)
+	}
+	if s := find(steps, "[0] no-delete"); s.Matched || !strings.Contains(s.Why, `tool "search" is not "delete"`) {
+		t.Errorf("[0] no-delete = %+v", s)
+	}
+	if s := find(steps, "[0] mcp.tool search"); s.Effect != policy.EffectTool || !s.Satisfied {
+		t.Errorf("[0] tool = %+v", s)
+	}
+	if s := find(steps, "[1] mcp.tool search"); s.Satisfied || !strings.Contains(s.Why, "/1/params/arguments/limit maximum") ||
+		!strings.Contains(s.Why, "/1/params/arguments required") {
+		t.Errorf("[1] tool = %+v", s)
+	}
+	bad := rpcInput("planner", "/mcp", `{"jsonrpc":"2.0","id":1}`)
+	if s := rev.Explain(bad); len(s) != 1 || !strings.Contains(s[0].Why, "method is missing") {
+		t.Errorf("malformed: %+v", s)
+	}
+	// Off the JSON-RPC routes a jsonrpc rule says why it never applies.
+	plain := &policy.Input{Method: "GET", Path: "/mcp", Principal: id("viewer")}
+	if s := find(rev.Explain(plain), "list-tools"); s.Matched || !strings.Contains(s.Why, "method GET") {
+		t.Errorf("plain list-tools = %+v", s)
+	}
+}

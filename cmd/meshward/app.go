@@ -25,6 +25,7 @@ func commands() map[string]command {
 		"bootstrap": {"print the Envoy bootstrap of an agent", runBootstrap},
 		"serve":     {"run the ext_authz and xDS services", runServe},
 		"policy":    {"policy tools: `policy test DIR` runs Rego unit tests", runPolicy},
+		"mcp":       {"MCP tools: `mcp import TOOLS_LIST.json` writes the tool schemas of a saved tools/list", runMCP},
 		"validate":  {"check a configuration file and exit", runValidate},
 		"version":   {"print the version", runVersion},
 	}

@@ -15,7 +15,8 @@ import (
 )
 
 const auditUsage = `Usage: meshward audit verify [--rotated] [--seal-key FILE] [--key FILE] FILE...
-       meshward audit read   [--rotated] [--key FILE] FILE...
+       meshward audit read   [--rotated] [--key FILE] [--key-store DIR] FILE...
+       meshward audit forget --key FILE --key-store DIR [--reason TEXT] SUBJECT
 
 verify checks audit logs: every line is a whole JSON record; within each
 process, seq has no gap; the hash chain of a file sink is unbroken and
@@ -26,7 +27,15 @@ decrypted with --key. FILEs are read as one log in the order given
 (rotated files oldest first). Prints a summary; exits 1 on any problem.
 
 read prints every record as a JSON line, decrypted, after the same checks
-(exits 1 on a problem, after printing what it could read).
+(exits 1 on a problem, after printing what it could read); with
+--key-store, personal fields are decrypted with their data subject's key,
+or shown as forgotten:<subject id> when it was destroyed.
+
+forget destroys the key of the data subject SUBJECT (the end-user JWT sub)
+in the key store (audit.shred.keyStore), so that the subject's fields in
+every record become unreadable while the log still verifies. The running
+server writes a subject_forgotten event to the audit log within 10s (or
+when it next starts). Prints the subject id the records name.
 `
 
 // runAudit dispatches `meshward audit <subcommand>`.
@@ -44,6 +53,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
 	case "read":
 		return runAuditRead(ctx, args[1:], stdout, stderr)
+	case "forget":
+		return runAuditForget(ctx, args[1:], stdout, stderr)
 	default:
 		_, _ = io.WriteString(stderr, auditUsage)
 		return fmt.Errorf("audit: unknown subcommand %q", args[0])
@@ -52,22 +63,40 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // auditFlags are the flags every audit subcommand reading logs takes.
 type auditFlags struct {
-	rotated *bool
-	sealKey *string
-	sealAlg *string
-	key     *string
+	rotated  *bool
+	sealKey  *string
+	sealAlg  *string
+	key      *string
+	keyStore *string
 }
 
-func newAuditFlags(fs *flag.FlagSet, seal bool) *auditFlags {
+func newAuditFlags(fs *flag.FlagSet, store bool) *auditFlags {
 	a := &auditFlags{
 		rotated: fs.Bool("rotated", false, "read each FILE's rotated files (FILE.<time>), oldest first, before FILE"),
 		key:     fs.String("key", "", "file holding the encryption key (32 bytes raw, hex or base64) of encrypted segments"),
 	}
-	if seal {
-		a.sealKey = fs.String("seal-key", "", "file holding the seal key: the HMAC key, or the Ed25519 public key with --seal-alg ed25519")
-		a.sealAlg = fs.String("seal-alg", audit.SealHMAC, "seal algorithm: hmac-sha256 or ed25519")
+	a.sealKey = fs.String("seal-key", "", "file holding the seal key: the HMAC key, or the Ed25519 public key with --seal-alg ed25519")
+	a.sealAlg = fs.String("seal-alg", audit.SealHMAC, "seal algorithm: hmac-sha256 or ed25519")
+	a.keyStore = new(string)
+	if store {
+		a.keyStore = fs.String("key-store", "", "folder of data subject keys (audit.shred.keyStore): decrypt personal fields (needs --key)")
 	}
 	return a
+}
+
+// unshredder opens the key store given with --key-store, or returns nil.
+func (a *auditFlags) unshredder() (*audit.Unshredder, error) {
+	if *a.keyStore == "" {
+		return nil, nil
+	}
+	if *a.key == "" {
+		return nil, errors.New("--key-store needs --key")
+	}
+	k, err := os.ReadFile(*a.key)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %w", err)
+	}
+	return audit.NewUnshredder(*a.keyStore, k)
 }
 
 // paths lists the files to read, rotated files first with --rotated.
@@ -88,7 +117,7 @@ func (a *auditFlags) paths(files []string) ([]string, error) {
 
 func (a *auditFlags) options() (audit.VerifyOptions, error) {
 	var o audit.VerifyOptions
-	if a.sealKey != nil && *a.sealKey != "" {
+	if *a.sealKey != "" {
 		k, err := os.ReadFile(*a.sealKey)
 		if err != nil {
 			return o, fmt.Errorf("--seal-key: %w", err)
@@ -109,7 +138,7 @@ func (a *auditFlags) options() (audit.VerifyOptions, error) {
 
 func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit verify", stderr)
-	af := newAuditFlags(fs, true)
+	af := newAuditFlags(fs, false)
 	setUsage(fs, auditUsage+"\nFlags:\n")
 	files, help, err := parseArgs(fs, args)
 	if help || err != nil {
@@ -219,9 +248,16 @@ func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("audit read: %w", err)
 	}
+	un, err := af.unshredder()
+	if err != nil {
+		return fmt.Errorf("audit read: %w", err)
+	}
 	w := bufio.NewWriter(stdout)
 	var werr error
 	opts.Record = func(line []byte) {
+		if un != nil {
+			line = un.Line(line)
+		}
 		if werr == nil {
 			_, werr = w.Write(line)
 		}
@@ -246,6 +282,34 @@ func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("audit read: %d problem(s); run audit verify for the summary", s.ProblemCount)
 	}
 	return nil
+}
+
+func runAuditForget(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit forget", stderr)
+	key := fs.String("key", "", "file holding the encryption key (audit.encryption), which wraps the subject keys (required)")
+	store := fs.String("key-store", "", "folder of data subject keys: audit.shred.keyStore (required)")
+	reason := fs.String("reason", "", "why, written in the subject_forgotten event (e.g. a ticket number)")
+	setUsage(fs, auditUsage+"\nFlags:\n")
+	subjects, help, err := parseArgs(fs, args)
+	if help || err != nil {
+		return err
+	}
+	if len(subjects) != 1 || subjects[0] == "" {
+		return errors.New("audit forget: one SUBJECT is required")
+	}
+	if *key == "" || *store == "" {
+		return errors.New("audit forget: --key and --key-store are required")
+	}
+	k, err := os.ReadFile(*key)
+	if err != nil {
+		return fmt.Errorf("audit forget: --key: %w", err)
+	}
+	id, err := audit.Forget(*store, k, subjects[0], *reason)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "forgotten: subject id %s (key destroyed; the server audits it as %s)\n", id, audit.KindSubjectForgotten)
+	return err
 }
 
 func formatCounts(m map[string]int) string {

@@ -20,6 +20,12 @@ func writeAuditLog(t *testing.T, path string, opts []audit.Option, recs ...*audi
 	if err != nil {
 		t.Fatal(err)
 	}
+	runLogger(t, l, recs...)
+}
+
+// runLogger runs l, audits recs and stops it.
+func runLogger(t *testing.T, l *audit.Logger, recs ...*audit.Record) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -86,6 +92,21 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatalf("the encrypted log holds record fields in clear:\n%s", b)
 	}
 
+	// Personal fields shredded per data subject; alice forgotten.
+	store := filepath.Join(dir, "subjects")
+	shredded := filepath.Join(dir, "shredded.log")
+	shredRecs := auditRecords()
+	shredRecs[0].Subject, shredRecs[1].Subject = "alice", "bob"
+	l, err := audit.New(audit.Config{Shred: audit.Shred{KeyStore: store}, Encryption: audit.Encryption{KeyFile: encKey},
+		Sinks: []audit.SinkConfig{{Type: "file", Path: shredded}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLogger(t, l, shredRecs...)
+	if code, out, errs := runCmd(t, "audit", "forget", "--key", encKey, "--key-store", store, "--reason", "ticket 42", "alice"); code != 0 || !strings.Contains(out, "forgotten: subject id ") {
+		t.Fatalf("forget: exit %d\n%s\n%s", code, out, errs)
+	}
+
 	tests := []struct {
 		name     string
 		args     []string
@@ -111,6 +132,12 @@ func TestAuditVerify(t *testing.T) {
 		{name: "unsigned log with a seal key", args: []string{"audit", "verify", "--seal-key", sealKey, good}, wantCode: 1, wantOut: []string{"segment is not signed"}},
 		{name: "read decrypts", args: []string{"audit", "read", "--key", encKey, sealed}, wantOut: []string{`"principal":"spiffe://mesh.local/b"`, `"reason":"missing_role"`, `"kind":"xds_nack"`}},
 		{name: "read without the key", args: []string{"audit", "read", sealed}, wantCode: 1, wantErr: []string{"no encryption key given"}},
+		{name: "read after forget", args: []string{"audit", "read", "--key", encKey, "--key-store", store, shredded}, wantOut: []string{`"subject":"bob"`, `"subject":"forgotten:`}},
+		{name: "verify after forget", args: []string{"audit", "verify", "--key", encKey, shredded}, wantOut: []string{"records:    4", "problems:   0"}},
+		{name: "forget twice is no error", args: []string{"audit", "forget", "--key", encKey, "--key-store", store, "alice"}, wantOut: []string{"forgotten: subject id"}},
+		{name: "forget without a key", args: []string{"audit", "forget", "--key-store", store, "alice"}, wantCode: 1, wantErr: []string{"--key and --key-store are required"}},
+		{name: "forget without a subject", args: []string{"audit", "forget", "--key", encKey, "--key-store", store}, wantCode: 1, wantErr: []string{"one SUBJECT is required"}},
+		{name: "read with a key store but no key", args: []string{"audit", "read", "--key-store", store, shredded}, wantCode: 1, wantErr: []string{"--key-store needs --key"}},
 		{name: "missing file", args: []string{"audit", "verify", filepath.Join(dir, "nope")}, wantCode: 1, wantErr: []string{"no such file"}},
 		{name: "missing key file", args: []string{"audit", "verify", "--key", filepath.Join(dir, "nope"), good}, wantCode: 1, wantErr: []string{"--key"}},
 		{name: "no file", args: []string{"audit", "verify"}, wantCode: 1, wantErr: []string{"a FILE is required"}},

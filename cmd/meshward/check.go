@@ -116,7 +116,20 @@ func verdict(req *authv3.CheckRequest, resp *authv3.CheckResponse, trustDomain s
 		Error   string `json:"error"`
 		Message string `json:"message"`
 	}
-	_ = json.Unmarshal([]byte(dr.GetBody()), &body) // a Rego body may be anything: the status still says deny
+	if err := json.Unmarshal([]byte(dr.GetBody()), &body); err != nil {
+		// A JSON-RPC route's deny is a JSON-RPC error response.
+		var rpc struct {
+			Error struct {
+				Message string `json:"message"`
+				Data    struct {
+					Error string `json:"error"`
+				} `json:"data"`
+			} `json:"error"`
+		}
+		if json.Unmarshal([]byte(dr.GetBody()), &rpc) == nil {
+			body.Error, body.Message = rpc.Error.Data.Error, rpc.Error.Message
+		}
+	} // a Rego body may be anything: the status still says deny
 	status := int(dr.GetStatus().GetCode())
 	fmt.Fprintf(&b, "verdict: deny %d rule=%s reason=%s", status, rule, cmp.Or(reason, body.Error, "-"))
 	if status == 401 {

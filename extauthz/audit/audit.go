@@ -137,8 +137,11 @@ type Logger struct {
 	lossLog   rate.Sometimes
 
 	// Used by the Run goroutine only.
-	red  *redactor
-	line []byte
+	shred     *shredder // nil without shred.keyStore
+	shredLog  rate.Sometimes
+	lastTombs time.Time
+	red       *redactor
+	line      []byte
 }
 
 // sinkState is a sink, its sequence and what it has yet to write.
@@ -532,6 +535,15 @@ func (l *Logger) encode(rec *Record) ([]byte, bool) {
 	rec.Process = l.process
 	rec.Time = rec.Time.UTC()
 	l.red.apply(rec)
+	if l.shred != nil {
+		if err := l.shred.apply(rec, l.now()); err != nil {
+			// No subject key: never write the personal fields in clear.
+			l.shred.redactPersonal(rec, l.red)
+			l.shredLog.Do(func() {
+				l.log.Error("audit: no data subject key; personal fields redacted instead of encrypted", logError, err)
+			})
+		}
+	}
 	line, err := appendRecord(l.line[:0], rec)
 	if err != nil {
 		// Claims or a body holding something JSON cannot encode (NaN, a
@@ -600,6 +612,7 @@ func (l *Logger) sinkError(st *sinkState, op string, err error) {
 
 // tick retries failing sinks and syncs by interval; force syncs all.
 func (l *Logger) tick(force bool) {
+	l.auditForgets()
 	for _, st := range l.sinks {
 		if st.pendingN > 0 {
 			l.flushSink(st)

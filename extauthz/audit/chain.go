@@ -352,6 +352,14 @@ func (l *Logger) startChain(ctx context.Context) error {
 			st.file.sealer, st.file.encKey, st.file.keyID = s, enc, id
 		}
 	}
+	if l.cfg.Shred.KeyStore != "" {
+		if enc == nil {
+			return errors.New("audit: shred.keyStore needs an encryption key")
+		}
+		if l.shred, err = newShredder(&l.cfg, enc); err != nil {
+			return fmt.Errorf("audit: shred: %w", err)
+		}
+	}
 	if s == nil && l.hasFileSink() {
 		l.log.Warn("audit: no seal key configured; file sinks are hash-chained but their seals are not signed")
 	}

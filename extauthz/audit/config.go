@@ -34,6 +34,24 @@ type Config struct {
 	Seal Seal `yaml:"seal"`
 	// Encryption encrypts every file sink's records at rest.
 	Encryption Encryption `yaml:"encryption"`
+	// Shred encrypts personal fields per data subject, so that a subject
+	// can be forgotten without breaking the chain.
+	Shred Shred `yaml:"shred"`
+}
+
+// Shred configures crypto-shredding: with a KeyStore, the end-user
+// subject and the listed headers and claims of each record are encrypted
+// with a key of that subject (wrapped with the encryption key), which
+// `meshward audit forget` destroys.
+type Shred struct {
+	// KeyStore is the folder holding one key file per data subject
+	// (mode 0700, files 0600). Requires an encryption key.
+	KeyStore string `yaml:"keyStore"`
+	// Headers are header names (case-insensitive) encrypted with the
+	// subject's key.
+	Headers []string `yaml:"headers"`
+	// Claims are top-level JWT claim names encrypted with the subject's key.
+	Claims []string `yaml:"claims"`
 }
 
 // Seal configures the seals a file sink writes over its hash chain: at
@@ -253,6 +271,22 @@ func (c *Config) Validate(path string) error {
 	}
 	if c.Seal.KeyFile != "" && c.Seal.KeySecret != "" {
 		errs = append(errs, fmt.Errorf("%s.seal: keyFile and keySecret are exclusive", path))
+	}
+	for i, h := range c.Shred.Headers {
+		if h == "" || strings.ContainsAny(h, " :\t\r\n") {
+			errs = append(errs, fmt.Errorf("%s.shred.headers[%d]: %q is not a header name", path, i, h))
+		}
+	}
+	for i, cl := range c.Shred.Claims {
+		if cl == "" {
+			errs = append(errs, fmt.Errorf("%s.shred.claims[%d]: empty claim name", path, i))
+		}
+	}
+	if c.Shred.KeyStore == "" && (len(c.Shred.Headers) > 0 || len(c.Shred.Claims) > 0) {
+		errs = append(errs, fmt.Errorf("%s.shred.keyStore: required with shred.headers or shred.claims", path))
+	}
+	if c.Shred.KeyStore != "" && c.Encryption.KeyFile == "" && c.Encryption.KeySecret == "" {
+		errs = append(errs, fmt.Errorf("%s.shred.keyStore: needs an encryption key (encryption.keyFile or keySecret) to wrap subject keys", path))
 	}
 	if c.Encryption.KeyFile != "" && c.Encryption.KeySecret != "" {
 		errs = append(errs, fmt.Errorf("%s.encryption: keyFile and keySecret are exclusive", path))
