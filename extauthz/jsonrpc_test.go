@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -232,4 +233,52 @@ func BenchmarkDecisionMCP(b *testing.B) {
 			in.ReleaseBody()
 		}
 	})
+}
+
+// An opa-envoy-plugin policy reads a JSON-RPC body as parsed_body,
+// unchanged, after the JSON-RPC step: in mode both it runs on what the
+// rules allowed, in mode rego alone on every well-formed message.
+func TestJSONRPCWithRealRego(t *testing.T) {
+	const pol = `package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+# Only searches for fewer than 10 results, and listing the tools.
+allow if {
+	input.parsed_body.jsonrpc == "2.0"
+	input.parsed_body.method == "tools/call"
+	input.parsed_body.params.name == "search"
+	input.parsed_body.params.arguments.limit < 10
+}
+
+allow if input.parsed_body.method == "tools/list"
+`
+	dir := fstest.MapFS{"p.rego": {Data: []byte(pol)}}
+	for _, mode := range []string{policy.ModeBoth, policy.ModeRego} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := mcpPolicy()
+			cfg.Quotas = nil
+			cfg.Rego, cfg.Mode = &policy.RegoConfig{Files: []string{"p.rego"}}, mode
+			s := newServer(t, plainConfig(), newStore(t, cfg, policy.Options{Dir: dir, NewRego: policy.NewOPARego}), Options{})
+			for _, c := range []struct {
+				who, body string
+				status    int
+			}{
+				{"planner", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"query":"a","limit":5}}}`, 200},
+				{"planner", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"query":"a","limit":20}}}`, 403},
+				{"viewer", `{"jsonrpc":"2.0","id":"v","method":"tools/list"}`, 200},
+				{"planner", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"limit":5}}}`, 400},
+			} {
+				resp, err := s.Check(testCtx(t), mcpReq(spiffe(c.who), c.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := httpStatus(t, resp); got != c.status {
+					t.Errorf("%s %s: %d (%s), want %d", c.who, c.body, got, resp.GetDeniedResponse().GetBody(), c.status)
+				}
+			}
+		})
+	}
 }
