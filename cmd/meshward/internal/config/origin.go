@@ -21,6 +21,7 @@ import (
 // reloads follow in order.
 type Origin struct {
 	path string // "" for the embedded quickstart
+	src  Source // when set, generations come from it, not from path
 
 	mu   sync.Mutex
 	subs []subscriber
@@ -31,6 +32,20 @@ type subscriber struct {
 	files []string
 	fn    func(ctx context.Context, c *Config, err error)
 }
+
+// Source is where generations come from when it is not a file: the
+// Kubernetes API (cmd/meshward/internal/kube). Load returns the current
+// generation, validated, or the error building it; Run calls changed after
+// each new generation (or failure), one call at a time, until ctx ends.
+type Source interface {
+	Load() (*Config, error)
+	Run(ctx context.Context, changed func(ctx context.Context)) error
+}
+
+// NewOrigin returns an Origin whose generations come from src. Its
+// subscribers' files are not watched, and a signal loads nothing new:
+// src reports every change.
+func NewOrigin(src Source) *Origin { return &Origin{src: src} }
 
 // Path is the configuration file, "" for the embedded quickstart.
 func (o *Origin) Path() string {
@@ -76,9 +91,12 @@ func (o *Origin) files() []string {
 func (o *Origin) Load() (*Config, error) {
 	var c *Config
 	var err error
-	if o.path == "" {
+	switch {
+	case o.src != nil:
+		c, err = o.src.Load()
+	case o.path == "":
 		c, err = Quickstart()
-	} else {
+	default:
 		c, err = Load(o.path)
 	}
 	if err != nil {
@@ -95,7 +113,7 @@ func (o *Origin) Run(ctx context.Context, signals <-chan os.Signal, log *slog.Lo
 	o.mu.Lock()
 	files := o.files()
 	o.mu.Unlock()
-	return policy.Watch(ctx, policy.WatchOptions{Files: files, Signals: signals, Logger: log}, func(ctx context.Context) {
+	dispatch := func(ctx context.Context) {
 		c, err := o.Load()
 		o.mu.Lock()
 		subs := slices.Clone(o.subs)
@@ -103,5 +121,9 @@ func (o *Origin) Run(ctx context.Context, signals <-chan os.Signal, log *slog.Lo
 		for _, s := range subs {
 			s.fn(ctx, c, err)
 		}
-	})
+	}
+	if o.src != nil {
+		return o.src.Run(ctx, dispatch)
+	}
+	return policy.Watch(ctx, policy.WatchOptions{Files: files, Signals: signals, Logger: log}, dispatch)
 }
