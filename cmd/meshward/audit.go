@@ -9,13 +9,17 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/meshward/meshward/extauthz/audit"
 )
 
 const auditUsage = `Usage: meshward audit verify [--rotated] [--seal-key FILE] [--key FILE] FILE...
        meshward audit read   [--rotated] [--key FILE] [--key-store DIR] FILE...
+       meshward audit query  [--rotated] [--key FILE] [--key-store DIR] [filters] [--format table|json] FILE...
        meshward audit forget --key FILE --key-store DIR [--reason TEXT] SUBJECT
 
 verify checks audit logs: every line is a whole JSON record; within each
@@ -30,6 +34,11 @@ read prints every record as a JSON line, decrypted, after the same checks
 (exits 1 on a problem, after printing what it could read); with
 --key-store, personal fields are decrypted with their data subject's key,
 or shown as forgotten:<subject id> when it was destroyed.
+
+query prints the records that match every filter given (--principal,
+--subject, --decision, --reason, --kind, --tool, --since, --until; *
+matches any text) as a table or, with --format json, as JSON lines, after
+the same checks as read (problems go to stderr and exit 1).
 
 forget destroys the key of the data subject SUBJECT (the end-user JWT sub)
 in the key store (audit.shred.keyStore), so that the subject's fields in
@@ -53,6 +62,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
 	case "read":
 		return runAuditRead(ctx, args[1:], stdout, stderr)
+	case "query":
+		return runAuditQuery(ctx, args[1:], stdout, stderr)
 	case "forget":
 		return runAuditForget(ctx, args[1:], stdout, stderr)
 	default:
@@ -282,6 +293,133 @@ func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("audit read: %d problem(s); run audit verify for the summary", s.ProblemCount)
 	}
 	return nil
+}
+
+func runAuditQuery(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit query", stderr)
+	af := newAuditFlags(fs, true)
+	var q audit.Query
+	fs.StringVar(&q.Principal, "principal", "", "caller's SPIFFE ID (* matches any text)")
+	fs.StringVar(&q.Subject, "subject", "", "end-user subject (decrypted with --key-store)")
+	fs.StringVar(&q.Decision, "decision", "", "allow, deny or error")
+	fs.StringVar(&q.Reason, "reason", "", "reason code, e.g. missing_role")
+	fs.StringVar(&q.Kind, "kind", "", "record kind, e.g. decision, authz_denial, xds_nack")
+	fs.StringVar(&q.Tool, "tool", "", "MCP tool or JSON-RPC method")
+	since := fs.String("since", "", "records at or after: RFC 3339 time, or a duration back from now (e.g. 2h)")
+	until := fs.String("until", "", "records before: RFC 3339 time, or a duration back from now")
+	format := fs.String("format", "table", "table or json")
+	setUsage(fs, auditUsage+"\nFlags:\n")
+	files, help, err := parseArgs(fs, args)
+	if help || err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("audit query: a FILE is required")
+	}
+	if *format != "table" && *format != "json" {
+		return fmt.Errorf("audit query: --format: %q is not table or json", *format)
+	}
+	switch q.Decision {
+	case "", "allow", "deny", "error":
+	default:
+		return fmt.Errorf("audit query: --decision: %q is not allow, deny or error", q.Decision)
+	}
+	now := time.Now()
+	if q.Since, err = parseWhen(*since, now); err != nil {
+		return fmt.Errorf("audit query: --since: %w", err)
+	}
+	if q.Until, err = parseWhen(*until, now); err != nil {
+		return fmt.Errorf("audit query: --until: %w", err)
+	}
+	paths, err := af.paths(files)
+	if err != nil {
+		return fmt.Errorf("audit query: %w", err)
+	}
+	opts, err := af.options()
+	if err != nil {
+		return fmt.Errorf("audit query: %w", err)
+	}
+	un, err := af.unshredder()
+	if err != nil {
+		return fmt.Errorf("audit query: %w", err)
+	}
+	bw := bufio.NewWriter(stdout)
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
+	if *format == "table" {
+		fmt.Fprintln(tw, "TIME\tKIND\tPRINCIPAL\tSUBJECT\tDECISION\tREASON\tSTATUS\tMETHOD\tPATH\tTOOL")
+	}
+	matched := 0
+	opts.Record = func(line []byte) {
+		if un != nil {
+			line = un.Line(line)
+		}
+		r, ok := q.Match(line)
+		if !ok {
+			return
+		}
+		matched++
+		if *format == "json" {
+			bw.Write(line)
+			bw.WriteByte('\n')
+			return
+		}
+		tool := r.MCPTool
+		if tool == "" {
+			tool = r.JSONRPCMethod
+		}
+		status := ""
+		if r.Status != 0 {
+			status = strconv.Itoa(r.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), cell(r.Kind), cell(r.Principal),
+			cell(r.Subject), cell(r.Decision), cell(r.Reason), cell(status), cell(r.Method), cell(r.Path), cell(tool))
+	}
+	s, verr := audit.VerifyFilesWith(opts, paths...)
+	if *format == "table" {
+		_ = tw.Flush() // a write error is reported by bw.Flush
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if s == nil {
+		return fmt.Errorf("audit query: %w", verr)
+	}
+	fmt.Fprintf(stderr, "%d of %d records matched\n", matched, s.Records)
+	if verr != nil {
+		for _, p := range s.Problems {
+			fmt.Fprintf(stderr, "%s\n", p)
+		}
+		return fmt.Errorf("audit query: %d problem(s); run audit verify for the summary", s.ProblemCount)
+	}
+	return nil
+}
+
+// cell keeps a table cell on one line and shows an empty one as -.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '\t' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// parseWhen reads an RFC 3339 time, or a duration back from now.
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	var d audit.Duration
+	if err := d.UnmarshalText([]byte(s)); err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time or a duration like 2h or 7d", s)
+	}
+	return now.Add(-time.Duration(d)), nil
 }
 
 func runAuditForget(_ context.Context, args []string, stdout, stderr io.Writer) error {

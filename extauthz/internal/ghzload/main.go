@@ -107,8 +107,18 @@ func run() error {
 	}
 	noopProc := noopCmd.Process.Pid
 
+	// Seal and encryption keys for the chained, encrypted file sink.
+	sealKey, encKey := filepath.Join(dir, "seal.key"), filepath.Join(dir, "enc.key")
+	if err := os.WriteFile(sealKey, []byte("ghzload-seal-key-0123456789"), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(encKey, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+		return err
+	}
 	variants := []variant{
 		{"rules+schema, audit=file", "audit:\n  sinks:\n    - type: file\n      path: " + filepath.Join(dir, "audit.log") + "\n"},
+		{"rules+schema, audit=file sealed+encrypted", "audit:\n  seal: {keyFile: " + sealKey + "}\n  encryption: {keyFile: " + encKey + "}\n" +
+			"  sinks:\n    - type: file\n      path: " + filepath.Join(dir, "audit-enc.log") + "\n"},
 		{"rules+schema, audit off", ""},
 	}
 	fmt.Printf("ghz v0.93.0 -c %d --connections 1 -n %d, %d rounds, reference allow request; ratio = meshward rps / no-op rps\n", *c, *n, *rounds)
