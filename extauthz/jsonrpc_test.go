@@ -223,10 +223,11 @@ func BenchmarkDecisionMCP(b *testing.B) {
 			b.Fatal(err)
 		}
 		ctx := context.Background()
+		headers := map[string]string{"content-type": "application/json"}
 		b.ReportAllocs()
 		for b.Loop() {
 			in := policy.Input{Method: "POST", Path: "/mcp", Host: "executor.mesh.local", Principal: spiffe("planner"),
-				Headers: map[string]string{"content-type": "application/json"}, BodyText: body}
+				Headers: headers, BodyText: body}
 			if d := rev.Decide(ctx, &in); !d.Allow {
 				b.Fatal(d.Message)
 			}

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"context"
 	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -449,5 +450,45 @@ func TestExplainJSONRPC(t *testing.T) {
 	plain := &policy.Input{Method: "GET", Path: "/mcp", Principal: id("viewer")}
 	if s := find(rev.Explain(plain), "list-tools"); s.Matched || !strings.Contains(s.Why, "method GET") {
 		t.Errorf("plain list-tools = %+v", s)
+	}
+}
+
+// A reload keeps the buckets of unchanged quotas, and refills changed ones.
+func TestQuotaSurvivesReload(t *testing.T) {
+	st, err := policy.NewStore(policy.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	load := func(cfg policy.Config) {
+		t.Helper()
+		if err := st.Reload(ctx(t), func() (*policy.Revision, error) {
+			return policy.Compile(&cfg, td, policy.Options{Now: func() time.Time { return now }})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := mcpConfig()
+	cfg.Quotas = []policy.QuotaConfig{{Name: "search", Tool: "search", Rate: 1, Per: time.Hour}}
+	load(cfg)
+	search := func() policy.Decision {
+		in := rpcInput("planner", "/mcp", call(1, "search", `{"query":"go"}`))
+		defer in.ReleaseBody()
+		return st.Decide(ctx(t), in)
+	}
+	if d := search(); !d.Allow {
+		t.Fatalf("first: %+v", d)
+	}
+	changedRules := cfg
+	changedRules.Rules = append(slices.Clone(cfg.Rules), policy.Rule{Name: "extra", Match: policy.Match{Path: "/x"}})
+	load(changedRules)
+	if d := search(); d.Status != 429 {
+		t.Fatalf("a new revision with the same quota refilled it: %+v", d)
+	}
+	changedQuota := changedRules
+	changedQuota.Quotas = []policy.QuotaConfig{{Name: "search", Tool: "search", Rate: 2, Per: time.Hour}}
+	load(changedQuota)
+	if d := search(); !d.Allow {
+		t.Fatalf("a changed quota did not start full: %+v", d)
 	}
 }

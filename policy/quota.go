@@ -14,8 +14,8 @@ import (
 // QuotaConfig is a token bucket per caller SPIFFE ID: every allowed
 // request it applies to takes one token; without one the request is
 // denied with 429 and a retry-after. Buckets are kept in each replica's
-// memory (exact per replica, not shared) and start full when a new
-// policy revision is loaded.
+// memory (exact per replica, not shared) and start full; Store.Reload
+// hands the buckets of an unchanged quota on to the new revision.
 type QuotaConfig struct {
 	Name string `yaml:"name"`
 	// Callers are the SPIFFE IDs (exact, or with `*` segments) the quota
@@ -87,6 +87,10 @@ type quota struct {
 	perTok  time.Duration // refill time of one token
 	burst   float64
 
+	// key is the quota's configuration: a new revision keeps the buckets
+	// of a quota whose configuration did not change.
+	key string
+
 	mu      sync.Mutex
 	buckets map[string]*bucket
 }
@@ -100,7 +104,8 @@ func compileQuotas(c *Config, trustDomain string) []*quota {
 	var qs []*quota
 	for _, qc := range c.Quotas {
 		q := &quota{name: qc.Name, exact: map[string]bool{}, all: len(qc.Callers) == 0, rule: qc.Rule, tool: qc.Tool,
-			perTok: qc.Per / time.Duration(qc.Rate), burst: float64(qc.Burst), buckets: map[string]*bucket{}}
+			perTok: qc.Per / time.Duration(qc.Rate), burst: float64(qc.Burst), buckets: map[string]*bucket{},
+			key: fmt.Sprintf("%#v", qc)}
 		if q.perTok <= 0 {
 			q.perTok = 1
 		}
@@ -220,4 +225,23 @@ func validateQuotas(c *Config, path, trustDomain string) error {
 		errs = append(errs, q.validate(p, trustDomain, rules)...)
 	}
 	return errors.Join(errs...)
+}
+
+// adoptQuotas takes over, before r is served, the buckets of prev's
+// quotas that r has unchanged (same name and settings), so a reload does
+// not refill them; a changed or new quota starts full. The quota values
+// are shared: prev, still serving until the swap, takes from the same
+// buckets.
+func (r *Revision) adoptQuotas(prev *Revision) {
+	if prev == nil {
+		return
+	}
+	for i, q := range r.quotas {
+		for _, old := range prev.quotas {
+			if old.key == q.key {
+				r.quotas[i] = old
+				break
+			}
+		}
+	}
 }

@@ -91,6 +91,7 @@ func (s *Store) Reload(ctx context.Context, build func() (*Revision, error)) err
 		s.hist.add(ReloadResult{At: time.Now(), Result: reloadUnchanged, Revision: rev.ID()})
 		return nil
 	}
+	rev.adoptQuotas(old)
 	s.cur.Store(rev)
 	s.m.reloads.WithLabelValues(reloadSuccess).Inc()
 	if old != nil {
