@@ -67,7 +67,7 @@ function renderNodes(d) {
       return td;
     });
     const nack = n.lastNack
-      ? el("td", { class: "bad", title: n.lastNack.message }, n.lastNack.type + " " + short(n.lastNack.version, 8) + ", " + ago(n.lastNack.at, now) + ": " + n.lastNack.message.slice(0, 120))
+      ? el("td", { class: "bad nack", title: n.lastNack.message }, n.lastNack.type + " " + short(n.lastNack.version, 8) + ", " + ago(n.lastNack.at, now) + ": " + n.lastNack.message.slice(0, 120))
       : el("td", { class: "ok" }, "none");
     return el("tr", {}, el("td", {}, n.node), el("td", {}, n.streams), el("td", { title: n.connectedSince }, ago(n.connectedSince, now)), ...cells, nack);
   }), 8, d.enabled ? "no Envoy connected" : "—");
