@@ -279,6 +279,10 @@ allow if input.parsed_body.method == "tools/list"
 				if got := httpStatus(t, resp); got != c.status {
 					t.Errorf("%s %s: %d (%s), want %d", c.who, c.body, got, resp.GetDeniedResponse().GetBody(), c.status)
 				}
+				var e rpcError
+				if c.status != 200 && (json.Unmarshal([]byte(resp.GetDeniedResponse().GetBody()), &e) != nil || e.JSONRPC != "2.0" || e.Error.Code == 0) {
+					t.Errorf("%s: deny body is not a JSON-RPC error: %s", c.body, resp.GetDeniedResponse().GetBody())
+				}
 			}
 		})
 	}

@@ -25,6 +25,9 @@ func (r *Revision) Decide(ctx context.Context, in *Input) Decision {
 		r.decideRPC(in, id, rt, &d)
 		if d.Allow && d.Err == nil && r.mode != ModeRules {
 			r.decideRego(ctx, in, id, &d)
+			if !d.Allow {
+				d.RPC.ErrorCode = rpcCodeFor(d.Status)
+			}
 		}
 		return d
 	}
