@@ -188,7 +188,9 @@ func (v *verifier) meta(line []byte, name string, n int) {
 		}
 		v.seg, v.aead, v.segNoKey = m, nil, false
 		v.every, _ = time.ParseDuration(m.Every)
-		v.lastSeal, v.sealEnd, v.s.Unsealed = m.Time, "", 0
+		// Records after the last seal stay unsealed until the next seal,
+		// whichever process writes it: a seal covers the whole chain.
+		v.lastSeal, v.sealEnd = m.Time, ""
 		if m.Enc != "" {
 			v.startDecrypt(m, name, n)
 		}
