@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/policy/schema"
 )
@@ -45,6 +47,23 @@ func rpcLabels(r *policy.RPC) (method, tool string) {
 		tool = rpcUnknownTool
 	}
 	return method, tool
+}
+
+// rpcInternalError is the JSON-RPC code of an internal failure.
+const rpcInternalError = -32603
+
+// rpcInternal gives resp, an errorResponse on a JSON-RPC route, a
+// JSON-RPC error body that says as little as the plain one.
+func rpcInternal(resp *authv3.CheckResponse, id string, d *policy.Decision) {
+	dr := resp.GetDeniedResponse()
+	code := resp.GetStatus().GetMessage() // the errorResponse's error code
+	msg := "the request could not be authorized"
+	if code == ReasonDeadline {
+		msg = "authorization did not finish in time"
+	}
+	e := policy.Decision{Message: msg, RPC: d.RPC}
+	e.RPC.ErrorCode = rpcInternalError
+	dr.Body = rpcBody(id, code, &e)
 }
 
 // rpcBody is the body of a deny on a JSON-RPC route: a JSON-RPC 2.0

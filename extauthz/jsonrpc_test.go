@@ -3,6 +3,8 @@ package extauthz
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"strconv"
 	"strings"
 	"sync"
@@ -285,5 +287,32 @@ allow if input.parsed_body.method == "tools/list"
 				}
 			}
 		})
+	}
+}
+
+type failingRego struct{}
+
+func (failingRego) Eval(context.Context, *policy.Input, policy.Caller) (policy.RegoResult, error) {
+	return policy.RegoResult{}, errors.New("boom: secret internals")
+}
+
+// An internal failure on a JSON-RPC route is a JSON-RPC error (-32603)
+// with statusOnError, saying nothing of the cause.
+func TestJSONRPCInternalError(t *testing.T) {
+	cfg := mcpPolicy()
+	cfg.Rego, cfg.Mode = &policy.RegoConfig{Files: []string{"p.rego"}}, policy.ModeBoth
+	opts := policy.Options{NewRego: func(*policy.Config, fs.FS) (policy.RegoEvaluator, error) { return failingRego{}, nil }}
+	srvCfg := plainConfig()
+	srvCfg.StatusOnError = 503
+	s := newServer(t, srvCfg, newStore(t, cfg, opts), Options{})
+	resp, err := s.Check(testCtx(t), mcpReq(spiffe("planner"), `{"jsonrpc":"2.0","id":"q","method":"tools/list"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr := resp.GetDeniedResponse()
+	var e rpcError
+	if httpStatus(t, resp) != 503 || json.Unmarshal([]byte(dr.GetBody()), &e) != nil || e.Error.Code != -32603 || string(e.ID) != `"q"` ||
+		e.Error.Data.Error != ReasonInternal || strings.Contains(dr.GetBody(), "boom") {
+		t.Fatalf("internal error: %d %s", httpStatus(t, resp), dr.GetBody())
 	}
 }

@@ -547,7 +547,11 @@ func (s *Server) respond(id string, in *policy.Input, d *policy.Decision, a *all
 				s.logFailure(&s.failAuditLog, slog.LevelError, "audit of a failed check failed", id, reason, err)
 			}
 		}
-		return s.errorResponse(id, reason)
+		resp := s.errorResponse(id, reason)
+		if d.RPC.Route {
+			rpcInternal(resp, id, d)
+		}
+		return resp
 	case d.Allow && d.DryRun:
 		s.m.decision(resultDryRun, d.Reason)
 		return s.allowResponse(a, id, in, d)
