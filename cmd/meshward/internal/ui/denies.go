@@ -39,6 +39,7 @@ type DenyRing struct {
 	mu   sync.Mutex
 	buf  []Deny
 	next int // where the next deny goes once buf is full
+	n    int // cap(buf), fixed: read without the lock
 }
 
 // NewDenyRing keeps the last n denies (DefaultDenies when n <= 0).
@@ -46,11 +47,11 @@ func NewDenyRing(n int) *DenyRing {
 	if n <= 0 {
 		n = DefaultDenies
 	}
-	return &DenyRing{buf: make([]Deny, 0, n)}
+	return &DenyRing{buf: make([]Deny, 0, n), n: n}
 }
 
 // Cap is how many denies the ring keeps.
-func (d *DenyRing) Cap() int { return cap(d.buf) }
+func (d *DenyRing) Cap() int { return d.n }
 
 // Tap keeps rec if it is a denied decision (by policy, for identity, or
 // for an internal error); security events and allows are ignored.
