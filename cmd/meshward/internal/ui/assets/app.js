@@ -60,9 +60,9 @@ function renderNodes(d) {
   fill(document.getElementById("nodes"), d.nodes.map(n => {
     const cells = TYPES.map(t => {
       const want = (n.versions || {})[t], got = (n.acked || {})[t];
-      const td = el("td", { class: "mono ver", title: "snapshot " + (want || "—") + "\nACKed " + (got ? got.version + " at " + got.at : "never") });
+      const td = el("td", { class: "mono ver", title: "snapshot " + (want || "—") + "\nACKed " + (got ? got.version + " at " + got.at : "never (not subscribed, or rejected)") });
       if (!want && !got) { td.append("—"); return td; }
-      td.append(got ? short(got.version, 8) : el("span", { class: "muted" }, "not ACKed"));
+      td.append(got ? short(got.version, 8) : el("span", { class: "muted" }, "—"));
       if (want && got && got.version !== want) td.append(el("div", { class: "pending" }, "snapshot " + short(want, 8)));
       return td;
     });
@@ -174,6 +174,13 @@ function niceCeil(v) {
 
 function fmt(v) { return v >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(v >= 10 ? 1 : 2); }
 
+// idTail shortens a decision id (process prefix, counter) to its counter,
+// which is what tells the rows apart; the whole id is the cell's title.
+function idTail(id) {
+  const i = (id || "").lastIndexOf("-");
+  return i > 0 ? "…" + id.slice(i) : short(id);
+}
+
 function renderDenies(d) {
   panel("denies-panel", d.enabled);
   document.getElementById("denies-cap").textContent = d.enabled ? `(newest first, up to ${d.capacity}; redacted as in the audit log)` : "";
@@ -185,7 +192,7 @@ function renderDenies(d) {
     el("td", { class: "mono" }, x.principal || (x.kind === "authn_failure" ? "(no verified identity)" : "")),
     el("td", { class: "mono" }, [x.method, (x.host || "") + (x.path || "")].filter(Boolean).join(" ")),
     el("td", {}, x.rule || ""),
-    el("td", { class: "mono", title: x.decisionID || "" }, short(x.decisionID)))), 7, d.enabled ? "no deny yet" : "—");
+    el("td", { class: "mono", title: x.decisionID || "" }, idTail(x.decisionID)))), 7, d.enabled ? "no deny yet" : "—");
 }
 
 async function refresh() {
