@@ -327,5 +327,8 @@ func watchedFiles(cfg *config.Config, path string) []string {
 			files = append(files, abs(r.Bundle))
 		}
 	}
+	if j := cfg.Authz.Policy.JSONRPC; j != nil && j.ToolsFile != "" {
+		files = append(files, abs(j.ToolsFile))
+	}
 	return files
 }

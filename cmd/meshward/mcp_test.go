@@ -98,3 +98,19 @@ func TestMCPExample(t *testing.T) {
 		})
 	}
 }
+
+// serve reloads when the tools file changes, as for schema files.
+func TestWatchedFilesIncludeToolsFile(t *testing.T) {
+	path := filepath.Join("..", "..", "examples", "mcp", "meshward.yaml")
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join("..", "..", "examples", "mcp", "tools.json")
+	for _, f := range watchedFiles(cfg, path) {
+		if filepath.Clean(f) == want {
+			return
+		}
+	}
+	t.Fatalf("watchedFiles = %v, want %s among them", watchedFiles(cfg, path), want)
+}

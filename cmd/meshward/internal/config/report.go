@@ -206,6 +206,9 @@ func (c *Config) loadedFiles() []namedFile {
 	for i, s := range p.Schemas {
 		add(fmt.Sprintf("authz.schemas[%d].file", i), s.File)
 	}
+	if j := p.JSONRPC; j != nil {
+		add("authz.jsonrpc.toolsFile", j.ToolsFile)
+	}
 	if r := p.Rego; r != nil {
 		for i, f := range r.Files {
 			add(fmt.Sprintf("authz.rego.files[%d]", i), f)
