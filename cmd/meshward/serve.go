@@ -93,6 +93,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.components, "components", strings.Join(componentNames, ","), "components to run: any of "+strings.Join(componentNames, ","))
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	source := addSourceFlags(fs)
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
@@ -106,6 +107,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg, err := loadConfig(f.configPath)
 	if err != nil {
+		return err
+	}
+	if cfg, err = source.apply(ctx, cfg, f.configPath, log); err != nil {
 		return err
 	}
 	if f.configPath == "" {

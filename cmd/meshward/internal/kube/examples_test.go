@@ -1,0 +1,84 @@
+package kube_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
+	"github.com/meshward/meshward/policy"
+)
+
+var examples = filepath.Join("..", "..", "..", "..", "examples", "kubernetes")
+
+// TestExamplesApplyAndServe: every manifest of examples/kubernetes is
+// accepted by a real API server; meshward, running as a user with only
+// the example ClusterRole, builds the example mesh from them and writes
+// Accepted=True on each object; the ConfigMap's settings are a valid base.
+func TestExamplesApplyAndServe(t *testing.T) {
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	kubetest.Apply(t, c.rc, filepath.Join(examples, "rbac.yaml"), filepath.Join(examples, "meshward.yaml"),
+		filepath.Join(examples, "mesh.yaml"), filepath.Join(examples, "networkpolicy.yaml"))
+	// The example binds the ClusterRole to meshward's ServiceAccount; the
+	// test's meshward user gets the same role.
+	if _, err := c.core.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshward-test-user"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "meshward"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", Name: kubetest.Meshward}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	cm, err := c.core.CoreV1().ConfigMaps("meshward").Get(ctx, "meshward", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := config.Parse([]byte(cm.Data["meshward.yaml"]), fstest.MapFS{}, "examples/kubernetes/meshward.yaml ConfigMap")
+	if err != nil {
+		t.Fatalf("the ConfigMap's settings: %v", err)
+	}
+	src, err := kube.New(c.srv.Config(kubetest.Meshward), base,
+		policy.Options{NewBodyChecker: policy.NewSchemaBodyChecker(base.Authz.Policy.Body)}, kube.WithDebounce(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Start(ctx); err != nil {
+		t.Fatalf("Start as the example's role: %v", err)
+	}
+	g, err := src.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agents []string
+	for _, a := range g.Agents {
+		agents = append(agents, a.Name+"="+a.SPIFFEID)
+	}
+	if got, want := strings.Join(agents, ","), "executor=spiffe://mesh.local/ns/agents/sa/executor,planner=spiffe://mesh.local/ns/agents/sa/planner"; got != want {
+		t.Errorf("agents %s, want %s", got, want)
+	}
+	if ruleNames(g) != "create-task" || len(g.Authz.Policy.Schemas) != 1 {
+		t.Errorf("rules %q, %d schemas; want create-task and the task schema", ruleNames(g), len(g.Authz.Policy.Schemas))
+	}
+	c.waitCondition(t, ctx, kube.MeshAgents, "agents", "planner", metav1.ConditionTrue)
+	c.waitCondition(t, ctx, kube.MeshAgents, "agents", "executor", metav1.ConditionTrue)
+	c.waitCondition(t, ctx, kube.AuthorizationRules, "agents", "tasks", metav1.ConditionTrue)
+	c.waitCondition(t, ctx, kube.MessageSchemas, "agents", "task", metav1.ConditionTrue)
+	u, err := c.dyn.Resource(kube.MeshAgents).Namespace("agents").Get(ctx, "planner", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _, _ := unstructured.NestedString(u.Object, "status", "spiffeID"); id != "spiffe://mesh.local/ns/agents/sa/planner" {
+		t.Errorf("planner status.spiffeID = %q", id)
+	}
+}
