@@ -157,7 +157,7 @@ func (q *quota) take(key string, now time.Time) (bool, time.Duration) {
 			return false, q.perTok
 		}
 		b = &bucket{tokens: q.burst, last: now}
-		q.buckets[key] = b
+		q.buckets[strings.Clone(key)] = b // not a slice of the request
 	}
 	if el := now.Sub(b.last); el > 0 {
 		b.tokens = math.Min(q.burst, b.tokens+float64(el)/float64(q.perTok))
