@@ -238,6 +238,8 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 			}
 			fs.process, fs.every = l.process, time.Duration(cfg.Seal.Interval)
 			s = fs
+		case "otlp":
+			s = newOTLPSink(sc, l.process)
 		default:
 			s = &writerSink{label: "stdout", w: o.stdout}
 		}

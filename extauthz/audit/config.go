@@ -128,6 +128,13 @@ type SinkConfig struct {
 	Fsync string `yaml:"fsync"`
 	// FsyncInterval for Fsync "interval". Default 100ms.
 	FsyncInterval Duration `yaml:"fsyncInterval"`
+	// Endpoint of the otlp sink: host:port of an OTLP gRPC receiver.
+	Endpoint string `yaml:"endpoint"`
+	// Insecure: the otlp sink speaks plaintext gRPC (a local collector).
+	// Default false: TLS with the system roots.
+	Insecure bool `yaml:"insecure"`
+	// Timeout of one export by the otlp sink. Default 5s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Defaults.
@@ -213,6 +220,19 @@ func (c *Config) Validate(path string) error {
 			if s.Path != "" || s.MaxSizeMB != 0 || s.MaxFiles != nil || s.MaxAge != 0 || s.Fsync != "" || s.FsyncInterval != 0 {
 				errs = append(errs, fmt.Errorf("%s: path, rotation and fsync apply only to a file sink", p))
 			}
+			if s.Endpoint != "" || s.Insecure || s.Timeout != 0 {
+				errs = append(errs, fmt.Errorf("%s: endpoint, insecure and timeout apply only to an otlp sink", p))
+			}
+		case "otlp":
+			if s.Endpoint == "" {
+				errs = append(errs, fmt.Errorf("%s.endpoint: required for an otlp sink (host:port)", p))
+			}
+			if s.Timeout < 0 {
+				errs = append(errs, fmt.Errorf("%s.timeout: must be positive, not %s", p, s.Timeout))
+			}
+			if s.Path != "" || s.MaxSizeMB != 0 || s.MaxFiles != nil || s.MaxAge != 0 || s.Fsync != "" || s.FsyncInterval != 0 {
+				errs = append(errs, fmt.Errorf("%s: path, rotation and fsync apply only to a file sink", p))
+			}
 		case "file":
 			if s.Path == "" {
 				errs = append(errs, fmt.Errorf("%s.path: required for a file sink", p))
@@ -238,8 +258,11 @@ func (c *Config) Validate(path string) error {
 			if s.FsyncInterval < 0 {
 				errs = append(errs, fmt.Errorf("%s.fsyncInterval: must be positive, not %s", p, s.FsyncInterval))
 			}
+			if s.Endpoint != "" || s.Insecure || s.Timeout != 0 {
+				errs = append(errs, fmt.Errorf("%s: endpoint, insecure and timeout apply only to an otlp sink", p))
+			}
 		default:
-			errs = append(errs, fmt.Errorf("%s.type: must be stdout or file, not %q", p, s.Type))
+			errs = append(errs, fmt.Errorf("%s.type: must be stdout, file or otlp, not %q", p, s.Type))
 		}
 	}
 	r := c.Redaction

@@ -61,6 +61,14 @@ sinks: [{type: stdout}, {type: file, path: a, fsync: interval, fsyncInterval: 50
 		}},
 		{name: "bad seal and encryption", yaml: "seal: {interval: 10ms, algorithm: rsa, keyFile: a, keySecret: b}\nencryption: {keyFile: a, keySecret: b}",
 			wantErr: []string{"audit.seal.interval: must be at least 1s", `audit.seal.algorithm: must be hmac-sha256 or ed25519, not "rsa"`, "audit.seal: keyFile and keySecret", "audit.encryption: keyFile and keySecret"}},
+		{name: "otlp sink", yaml: "sinks: [{type: otlp, endpoint: 'collector:4317', insecure: true, timeout: 2s}]", check: func(t *testing.T, c *Config) {
+			if s := c.Sinks[0]; s.Endpoint != "collector:4317" || !s.Insecure || time.Duration(s.Timeout) != 2*time.Second {
+				t.Errorf("%+v", s)
+			}
+		}},
+		{name: "bad otlp sink", yaml: "sinks: [{type: otlp, path: x, timeout: -1s}, {type: stdout, endpoint: y}, {type: kafka}]",
+			wantErr: []string{"audit.sinks[0].endpoint: required", "audit.sinks[0].timeout: must be positive", "audit.sinks[0]: path, rotation and fsync apply only to a file sink",
+				"audit.sinks[1]: endpoint, insecure and timeout apply only to an otlp sink", `audit.sinks[2].type: must be stdout, file or otlp, not "kafka"`}},
 		{name: "too large", yaml: "queueSize: 1000000000\nbatchSize: 100000", wantErr: []string{"audit.queueSize: must be 1 to 1048576", "audit.batchSize: must be 1 to 65536"}},
 		{name: "every problem named by path", yaml: `
 queueSize: -1
