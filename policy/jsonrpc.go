@@ -341,8 +341,9 @@ func (r *Revision) decideRPC(in *Input, id *identity, rt *rpcRoute, d *Decision)
 		d.RPC.Batch = n
 		return
 	}
-	var first Decision
-	dry := false
+	// On allow d is the first element's decision, or the first dry-run
+	// one's (whose reason says what would have been denied).
+	var first, dry Decision
 	k := 0
 	for j := 1; j < int(root.End); j, k = int(t.Nodes[j].End), k+1 {
 		e := Decision{Revision: d.Revision, Roles: d.Roles}
@@ -355,16 +356,18 @@ func (r *Revision) decideRPC(in *Input, id *identity, rt *rpcRoute, d *Decision)
 			*d = e
 			return
 		}
-		dry = dry || e.DryRun
 		if k == 0 {
 			first = e
 		}
+		if e.DryRun && !dry.DryRun {
+			dry = e
+		}
 	}
 	*d = first
-	d.RPC.Batch = n
-	if dry && !d.DryRun {
-		d.DryRun = true
+	if dry.DryRun {
+		*d = dry
 	}
+	d.RPC.Batch = n
 }
 
 func rpcInvalid(d *Decision, code int, msg string) {
@@ -471,18 +474,4 @@ func validateArgs(set *schema.Set, name string, t *body.Tape, i int) []schema.Vi
 	}
 	sub.Nodes[0].Key = ""
 	return set.ValidateTape(name, sub)
-}
-
-// rpcContext is what the rules step needs to know of the route, for
-// Explain: the route and the decoded tape, nil when in is not JSON-RPC.
-func (r *Revision) rpcContext(in *Input) (*rpcRoute, *body.Tape) {
-	rt := r.rpc.route(in)
-	if rt == nil {
-		return nil, nil
-	}
-	t, p, err := r.rpc.tape(in)
-	if p != nil || err != nil {
-		return rt, nil
-	}
-	return rt, t
 }

@@ -492,3 +492,19 @@ func TestQuotaSurvivesReload(t *testing.T) {
 		t.Fatalf("a changed quota did not start full: %+v", d)
 	}
 }
+
+// A batch whose one element a dry-run rule would deny is allowed, and its
+// decision reports that element's would-be deny.
+func TestJSONRPCBatchDryRun(t *testing.T) {
+	cfg := mcpConfig()
+	cfg.Rules = append(cfg.Rules, policy.Rule{Name: "trial-read", DryRun: true,
+		Match:   policy.Match{Methods: []string{"POST"}, Path: "/mcp", JSONRPC: &policy.JSONRPCMatch{Method: "resources/read"}},
+		Require: policy.Require{AnyRole: []string{"admin"}}})
+	rev := mustCompile(t, cfg, policy.Options{})
+	in := rpcInput("viewer", "/mcp", `[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"x"}}]`)
+	defer in.ReleaseBody()
+	d := rev.Decide(ctx(t), in)
+	if !d.Allow || !d.DryRun || d.Reason != policy.ReasonMissingRole || d.Rule != "trial-read" || d.RPC.Method != "resources/read" || d.RPC.Batch != 2 {
+		t.Fatalf("%+v", d)
+	}
+}
