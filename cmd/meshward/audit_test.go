@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/extauthz/audit"
 )
@@ -174,5 +178,45 @@ func TestAuditVerify(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServeAuditKeysFromSecrets: serve reads the seal and encryption keys
+// from the secrets source (keySecret) as it does the redaction key, and
+// the file it writes verifies with them.
+func TestServeAuditKeysFromSecrets(t *testing.T) {
+	dir := t.TempDir()
+	sealFile, encFile := filepath.Join(dir, "seal.key"), filepath.Join(dir, "enc.key")
+	if err := os.WriteFile(sealFile, []byte("serve-seal-key-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(encFile, []byte(strings.Repeat("5a", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "audit.log")
+	path := testConfigReplacing(t, "secrets:\n  source: local\n  certTTL: 1h\n\naudit:\n  sinks:\n    - type: stdout\n",
+		"secrets:\n  source: local\n  certTTL: 1h\n  local:\n    secrets: {audit-seal: "+sealFile+", audit-enc: "+encFile+"}\n\n"+
+			"audit:\n  seal: {keySecret: audit-seal}\n  encryption: {keySecret: audit-enc}\n  sinks:\n    - {type: file, path: "+logPath+"}\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "authz")
+	conn := dialAuthz(t, lw)
+	waitServing(t, ctx, conn)
+	raw, err := os.ReadFile(filepath.Join(refload, "allow.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(raw, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wait()
+	code, out, errs := runCmd(t, "audit", "verify", "--seal-key", sealFile, "--key", encFile, logPath)
+	if code != 0 || !strings.Contains(out, "signatures checked") || !strings.Contains(out, "records decrypted") || !strings.Contains(out, "ends with a final seal") {
+		t.Fatalf("verify: exit %d\n%s\n%s", code, out, errs)
 	}
 }

@@ -156,6 +156,12 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if name := cfg.Audit.Redaction.KeySecret; name != "" {
 		aopts = append(aopts, audit.WithKeySource(secretKeySource(cfg, name, log)))
 	}
+	if name := cfg.Audit.Seal.KeySecret; name != "" {
+		aopts = append(aopts, audit.WithSealKeySource(secretKeySource(cfg, name, log)))
+	}
+	if name := cfg.Audit.Encryption.KeySecret; name != "" {
+		aopts = append(aopts, audit.WithEncryptionKeySource(secretKeySource(cfg, name, log)))
+	}
 	page := newStatusPage()
 	aopts = append(aopts, audit.WithTap(page.src.Denies.Tap)) // records after redaction
 	auditLog, err := audit.New(cfg.Audit, aopts...)
@@ -257,20 +263,20 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 }
 
-// secretKeySource reads the audit redaction key from the secrets source's
-// generic secret name (a Vault KV entry or a local file), once, when the
-// audit logger starts.
+// secretKeySource reads an audit key (redaction, seal or encryption) from
+// the secrets source's generic secret name (a Vault KV entry or a local
+// file), once, when the audit logger starts.
 func secretKeySource(cfg *config.Config, name string, log *slog.Logger) audit.KeySource {
 	return func(ctx context.Context) ([]byte, error) {
 		src, err := secrets.New(cfg.Secrets, secrets.WithLogger(log))
 		if err != nil {
-			return nil, fmt.Errorf("audit.redaction.keySecret: %w", err)
+			return nil, fmt.Errorf("audit keySecret %q: %w", name, err)
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		key, err := src.Secret(ctx, name)
 		if err != nil {
-			return nil, fmt.Errorf("audit.redaction.keySecret %q: %w", name, err)
+			return nil, fmt.Errorf("audit keySecret %q: %w", name, err)
 		}
 		return key, nil
 	}
