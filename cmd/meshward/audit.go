@@ -21,6 +21,7 @@ const auditUsage = `Usage: meshward audit verify [--rotated] [--seal-key FILE] [
        meshward audit read   [--rotated] [--key FILE] [--key-store DIR] FILE...
        meshward audit query  [--rotated] [--key FILE] [--key-store DIR] [filters] [--format table|json] FILE...
        meshward audit forget --key FILE --key-store DIR [--reason TEXT] SUBJECT
+       meshward audit pubkey SEED_FILE
 
 verify checks audit logs: every line is a whole JSON record; within each
 process, seq has no gap; the hash chain of a file sink is unbroken and
@@ -39,6 +40,9 @@ query prints the records that match every filter given (--principal,
 --subject, --decision, --reason, --kind, --tool, --since, --until; *
 matches any text) as a table or, with --format json, as JSON lines, after
 the same checks as read (problems go to stderr and exit 1).
+
+pubkey prints the Ed25519 public key (hex) of a seal seed (seal.algorithm:
+ed25519), for verifiers that must not hold the signing key.
 
 forget destroys the key of the data subject SUBJECT (the end-user JWT sub)
 in the key store (audit.shred.keyStore), so that the subject's fields in
@@ -64,6 +68,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditRead(ctx, args[1:], stdout, stderr)
 	case "query":
 		return runAuditQuery(ctx, args[1:], stdout, stderr)
+	case "pubkey":
+		return runAuditPubkey(args[1:], stdout, stderr)
 	case "forget":
 		return runAuditForget(ctx, args[1:], stdout, stderr)
 	default:
@@ -420,6 +426,28 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time or a duration like 2h or 7d", s)
 	}
 	return now.Add(-time.Duration(d)), nil
+}
+
+func runAuditPubkey(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit pubkey", stderr)
+	setUsage(fs, auditUsage)
+	files, help, err := parseArgs(fs, args)
+	if help || err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return errors.New("audit pubkey: one SEED_FILE is required")
+	}
+	seed, err := os.ReadFile(files[0])
+	if err != nil {
+		return fmt.Errorf("audit pubkey: %w", err)
+	}
+	pub, err := audit.SealPublicKey(seed)
+	if err != nil {
+		return fmt.Errorf("audit pubkey: %w", err)
+	}
+	_, err = fmt.Fprintln(stdout, pub)
+	return err
 }
 
 func runAuditForget(_ context.Context, args []string, stdout, stderr io.Writer) error {

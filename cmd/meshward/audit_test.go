@@ -111,6 +111,20 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatalf("forget: exit %d\n%s\n%s", code, out, errs)
 	}
 
+	// An Ed25519-sealed log, verified with the public key alone.
+	seed := write("seed.key", strings.Repeat("07", 32))
+	edLog := filepath.Join(dir, "ed.log")
+	edL, err := audit.New(audit.Config{Seal: audit.Seal{Algorithm: audit.SealEd25519, KeyFile: seed}, Sinks: []audit.SinkConfig{{Type: "file", Path: edLog}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLogger(t, edL, auditRecords()...)
+	code, pubOut, errs := runCmd(t, "audit", "pubkey", seed)
+	if code != 0 || len(strings.TrimSpace(pubOut)) != 64 {
+		t.Fatalf("pubkey: exit %d %q %s", code, pubOut, errs)
+	}
+	pub := write("seal.pub", pubOut)
+
 	tests := []struct {
 		name     string
 		args     []string
@@ -152,6 +166,9 @@ func TestAuditVerify(t *testing.T) {
 		{name: "query an encrypted log without the key", args: []string{"audit", "query", shredded}, wantCode: 1, wantErr: []string{"no encryption key given"}},
 		{name: "query with a bad decision", args: []string{"audit", "query", "--decision", "maybe", good}, wantCode: 1, wantErr: []string{"not allow, deny or error"}},
 		{name: "query with a bad time", args: []string{"audit", "query", "--since", "yesterday", good}, wantCode: 1, wantErr: []string{"not an RFC 3339 time"}},
+		{name: "ed25519 seals with the public key", args: []string{"audit", "verify", "--seal-alg", "ed25519", "--seal-key", pub, edLog}, wantOut: []string{"signatures checked", "problems:   0"}},
+		{name: "ed25519 seals with another public key", args: []string{"audit", "verify", "--seal-alg", "ed25519", "--seal-key", encKey, edLog}, wantCode: 1, wantOut: []string{"not the given ed25519 key"}},
+		{name: "pubkey of a bad seed", args: []string{"audit", "pubkey", sealKey}, wantCode: 1, wantErr: []string{"want 32 bytes"}},
 		{name: "missing file", args: []string{"audit", "verify", filepath.Join(dir, "nope")}, wantCode: 1, wantErr: []string{"no such file"}},
 		{name: "missing key file", args: []string{"audit", "verify", "--key", filepath.Join(dir, "nope"), good}, wantCode: 1, wantErr: []string{"--key"}},
 		{name: "no file", args: []string{"audit", "verify"}, wantCode: 1, wantErr: []string{"a FILE is required"}},
