@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube"
@@ -51,6 +52,9 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 	if configPath == "" {
 		return nil, errors.New("--source kubernetes: --config is required (trust domain, servers, secrets and audit come from the file)")
 	}
+	// client-go logs (watch errors, retries) through klog, a process-wide
+	// logger: send them to serve's, so that the log stays one format.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	rc, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("--source kubernetes: %w", err)
