@@ -257,7 +257,6 @@ func oracleRequest(r *rand.Rand) *authv3.CheckRequest {
 const oracleRequestsPerPolicy = 300
 
 func TestOracle(t *testing.T) {
-	ctx := testContext(t)
 	policies := map[string]string{}
 	for name, src := range oraclePolicies {
 		policies[name] = src
@@ -265,6 +264,7 @@ func TestOracle(t *testing.T) {
 	decisions, allows := 0, 0
 	for name, src := range policies {
 		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t) // per policy: the whole corpus takes longer under -race
 			e := engineFor(t, src)
 			pq := plainOPA(t, src)
 			r := rand.New(rand.NewPCG(uint64(len(name)), 21))
