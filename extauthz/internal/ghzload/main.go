@@ -3,7 +3,9 @@
 // `meshward serve` running in its own process, and, in the same run and
 // alternating with it round by round, to a no-op Authorization server
 // (answers OK, does nothing; gRPC reflection on, like the quickstart) in
-// a process of its own. It prints each variant's median throughput ratio
+// a process of its own. A last variant sends examples/mcp's allowed
+// tools/call (argument validation included) to that example's
+// configuration instead. It prints each variant's median throughput ratio
 // to the no-op, and CPU per Check of both servers. `make bench` runs it (see docs/performance.md).
 //
 //	go run ./extauthz/internal/ghzload -meshward bin/meshward -ghz .cache/bin/ghz-v0.93.0
@@ -48,11 +50,15 @@ func (noop) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse,
 	return &authv3.CheckResponse{Status: &status.Status{}}, nil
 }
 
-// variant is one meshward configuration: the quickstart's, with its audit
-// section replaced.
+// variant is one meshward configuration: the quickstart's (or, with
+// example set, examples/<example>/meshward.yaml deciding that example's
+// request), with its audit section replaced.
 type variant struct {
 	name  string
 	audit string // YAML of the audit section; "" for none
+	// example and request: an examples/ folder and the request under its
+	// requests/ sent instead of the quickstart's allow.json.
+	example, request string
 }
 
 func run() error {
@@ -75,6 +81,9 @@ func run() error {
 	defer func() { _ = os.RemoveAll(dir) }()
 	if err := os.CopyFS(filepath.Join(dir, "quickstart"), quickstart.Files); err != nil {
 		return err
+	}
+	if err := os.CopyFS(filepath.Join(dir, "mcp"), os.DirFS("examples/mcp")); err != nil {
+		return fmt.Errorf("run from the repository's root: %w", err)
 	}
 	req, err := fs.ReadFile(os.DirFS("."), "examples/quickstart/requests/allow.json")
 	if err != nil {
@@ -116,17 +125,22 @@ func run() error {
 		return err
 	}
 	variants := []variant{
-		{"rules+schema, audit=file", "audit:\n  sinks:\n    - type: file\n      path: " + filepath.Join(dir, "audit.log") + "\n"},
-		{"rules+schema, audit=file sealed+encrypted", "audit:\n  seal: {keyFile: " + sealKey + "}\n  encryption: {keyFile: " + encKey + "}\n" +
+		{name: "rules+schema, audit=file", audit: "audit:\n  sinks:\n    - type: file\n      path: " + filepath.Join(dir, "audit.log") + "\n"},
+		{name: "rules+schema, audit=file sealed+encrypted", audit: "audit:\n  seal: {keyFile: " + sealKey + "}\n  encryption: {keyFile: " + encKey + "}\n" +
 			"  sinks:\n    - type: file\n      path: " + filepath.Join(dir, "audit-enc.log") + "\n"},
-		{"rules+schema, audit off", ""},
+		{name: "rules+schema, audit off"},
+		{name: "mcp tools/call+arguments, audit off", example: "mcp", request: "allow_search.json"},
 	}
 	fmt.Printf("ghz v0.93.0 -c %d --connections 1 -n %d, %d rounds, reference allow request; ratio = meshward rps / no-op rps\n", *c, *n, *rounds)
 	for _, v := range variants {
 		if *only != "" && !strings.Contains(v.name, *only) {
 			continue
 		}
-		if err := runVariant(dir, *meshward, *ghz, reqFile, noopAddr, noopProc, v, *n, *c, *rounds); err != nil {
+		vreq := reqFile
+		if v.request != "" {
+			vreq = filepath.Join(dir, v.example, "requests", v.request)
+		}
+		if err := runVariant(dir, *meshward, *ghz, vreq, noopAddr, noopProc, v, *n, *c, *rounds); err != nil {
 			return fmt.Errorf("%s: %w", v.name, err)
 		}
 	}
@@ -145,7 +159,11 @@ func serveNoop(addr string) error {
 }
 
 func runVariant(dir, meshward, ghz, reqFile, noopAddr string, noopPid int, v variant, n, c, rounds int) error {
-	cfg, err := os.ReadFile(filepath.Join(dir, "quickstart", "meshward.yaml"))
+	folder := "quickstart"
+	if v.example != "" {
+		folder = v.example
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, folder, "meshward.yaml"))
 	if err != nil {
 		return err
 	}
@@ -155,6 +173,10 @@ func runVariant(dir, meshward, ghz, reqFile, noopAddr string, noopPid int, v var
 		return err
 	}
 	text = strings.Replace(text, "address: 127.0.0.1:9191", "address: "+port, 1)
+	if !strings.Contains(text, "reflection: true") {
+		// ghz finds the service by reflection, as on the quickstart.
+		text = strings.Replace(text, "  plaintext: true\n", "  plaintext: true\n  reflection: true\n", 1)
+	}
 	// Admin and xDS on free ports too, so a running `make run` does not clash.
 	for _, old := range []string{"address: 127.0.0.1:9090", "address: 127.0.0.1:18000"} {
 		p, err := freePort()
@@ -164,7 +186,7 @@ func runVariant(dir, meshward, ghz, reqFile, noopAddr string, noopPid int, v var
 		text = strings.Replace(text, old, "address: "+p, 1)
 	}
 	text += "\n" + v.audit
-	cfgFile := filepath.Join(dir, "quickstart", "bench.yaml")
+	cfgFile := filepath.Join(dir, folder, "bench.yaml")
 	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
 		return err
 	}
