@@ -301,6 +301,10 @@ func TestVerify(t *testing.T) {
 func FuzzVerify(f *testing.F) {
 	f.Add([]byte(`{"kind":"decision","time":"2026-01-01T00:00:00Z","seq":1,"process":"a"}` + "\n"))
 	f.Add([]byte("{\"kind\":\n\n[]\x00"))
+	f.Add([]byte(`{"meta":"segment","time":"2026-01-01T00:00:00Z","process":"a","head":"","open":"start","every":"10s"}` + "\n" +
+		`{"kind":"decision","time":"2026-01-01T00:00:00Z","seq":1,"process":"a"}` + "\n" +
+		`{"meta":"seal","time":"2026-01-01T00:00:00Z","process":"a","head":"00","end":"close","sig":"zz"}` + "\n"))
+	f.Add([]byte(`{"meta":"segment","time":"2026-01-01T00:00:00Z","process":"a","head":"","enc":"aes-256-gcm","key_id":"x","salt":"00"}` + "\nAAAA\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Verify(bytes.NewReader(data))
 		if s == nil {
