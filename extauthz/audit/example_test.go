@@ -44,3 +44,31 @@ func Example() {
 	fmt.Println(s.Records, s.Decisions["deny"], s.TopReasons[0].Value, err)
 	// Output: 2 1 missing_role <nil>
 }
+
+// A sealed, encrypted file sink, verified with the seal key and decrypted
+// with the encryption key.
+func ExampleVerifyFilesWith() {
+	dir, _ := os.MkdirTemp("", "audit-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "audit.log")
+	sealKey := []byte("a seal key of at least 16 bytes")
+	encKey := []byte("0123456789abcdef0123456789abcdef") // 32 bytes
+
+	l, err := audit.New(audit.Config{Sinks: []audit.SinkConfig{{Type: "file", Path: path}}},
+		audit.WithHMACKey([]byte("a deployment key of 16+ bytes")), audit.WithSealKey(sealKey), audit.WithEncryptionKey(encKey))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	_ = l.Audit(&audit.Record{Kind: audit.KindDecision, Principal: "spiffe://mesh.local/agent/planner", Decision: "allow"})
+	cancel()
+	<-done
+
+	sv, _ := audit.NewSealVerifier(audit.SealHMAC, sealKey)
+	s, err := audit.VerifyFilesWith(audit.VerifyOptions{Seal: sv, EncryptionKey: encKey}, path)
+	fmt.Println(s.Records, s.Encrypted, s.SealsChecked, s.Complete, err)
+	// Output: 1 1 true true <nil>
+}
