@@ -129,8 +129,8 @@ func agentField(f string) string {
 }
 
 // build makes one generation from base (the file's settings) and objs.
-// Objects are merged in namespace/name order and validated together as
-// the file path validates a file; of the objects its problems are about,
+// Objects are merged oldest first (creation time, then namespace/name)
+// and validated together as the file path validates a file; of the objects its problems are about,
 // the newest is left out with them, and the rest are built again without
 // it until what remains is valid (an agent whose peer was left out is
 // left out too, naming the peer). So a new object that clashes with a
@@ -163,7 +163,7 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 	}
 	var schemas []schemaIn
 	seen := map[string]ref{}
-	for _, s := range sortByKey(objs.schemas, keyOf[*v1alpha1.MessageSchema]) {
+	for _, s := range oldestFirst(objs.schemas) {
 		r := ref{"MessageSchema", s.Namespace, s.Name}
 		g.verdicts[r] = &verdict{generation: s.Generation}
 		if prev, dup := seen[s.Name]; dup {
@@ -176,11 +176,14 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 			continue
 		}
 		sc := policy.SchemaConfig{Name: s.Name, Inline: doc}
-		alone := &policy.Config{Schemas: []policy.SchemaConfig{sc}}
-		alone.SetDefaults()
-		if _, err := policy.Compile(alone, td, opts); err != nil {
-			reject(r, "spec.schema: "+err.Error())
-			continue
+		// Compile reaches the schema step only for a rule naming a
+		// schema: compile the schema itself, unused or not.
+		if opts.NewBodyChecker != nil {
+			alone := &policy.Config{Schemas: []policy.SchemaConfig{sc}, Body: base.Authz.Policy.Body}
+			if _, err := opts.NewBodyChecker(alone, opts.Dir); err != nil {
+				reject(r, "spec.schema: "+err.Error())
+				continue
+			}
 		}
 		seen[s.Name] = r
 		schemas = append(schemas, schemaIn{r, sc})
@@ -192,7 +195,7 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 		a envoy.Agent
 	}
 	var agents []agentIn
-	for _, ma := range sortByKey(objs.agents, keyOf[*v1alpha1.MeshAgent]) {
+	for _, ma := range oldestFirst(objs.agents) {
 		r := ref{"MeshAgent", ma.Namespace, ma.Name}
 		v := &verdict{generation: ma.Generation}
 		g.verdicts[r] = v
@@ -208,7 +211,7 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 	// Rules: levels are unique across objects.
 	var rules []ruleIn
 	levelOwner := map[string]ref{}
-	for _, ar := range sortByKey(objs.rules, keyOf[*v1alpha1.AuthorizationRule]) {
+	for _, ar := range oldestFirst(objs.rules) {
 		r := ref{"AuthorizationRule", ar.Namespace, ar.Name}
 		g.verdicts[r] = &verdict{generation: ar.Generation}
 		dup := false
@@ -488,11 +491,20 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-func keyOf[T metav1.Object](o T) string { return o.GetNamespace() + "/" + o.GetName() }
-
-func sortByKey[T any](in []T, key func(T) string) []T {
+// oldestFirst orders objects by age (creation time, then namespace/name),
+// the same on every replica.
+func oldestFirst[T metav1.Object](in []T) []T {
 	out := slices.Clone(in)
-	slices.SortFunc(out, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+	slices.SortFunc(out, func(a, b T) int {
+		x, y := ageOf(a), ageOf(b)
+		switch {
+		case x.after(y):
+			return 1
+		case y.after(x):
+			return -1
+		}
+		return 0
+	})
 	return out
 }
 

@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -64,6 +65,7 @@ func TestExamplesApplyAndServe(t *testing.T) {
 	for _, a := range g.Agents {
 		agents = append(agents, a.Name+"="+a.SPIFFEID)
 	}
+	slices.Sort(agents)
 	if got, want := strings.Join(agents, ","), "executor=spiffe://mesh.local/ns/agents/sa/executor,planner=spiffe://mesh.local/ns/agents/sa/planner"; got != want {
 		t.Errorf("agents %s, want %s", got, want)
 	}

@@ -67,7 +67,7 @@ func TestTwoSourcesAgree(t *testing.T) {
 		}
 		got = append(got, g)
 	}
-	if len(got[0].Agents) != 3 || ruleNames(got[0]) != "rule-a,rule-b,rule-c" {
+	if len(got[0].Agents) != 3 || sortedRuleNames(got[0]) != "rule-a,rule-b,rule-c" {
 		t.Fatalf("generation: %d agents, rules %q", len(got[0].Agents), ruleNames(got[0]))
 	}
 	if !reflect.DeepEqual(got[0].Agents, got[1].Agents) || !reflect.DeepEqual(got[0].Authz.Policy, got[1].Authz.Policy) {

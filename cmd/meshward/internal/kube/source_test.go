@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -189,6 +190,14 @@ func agentObj(name, ns string, spec v1alpha1.MeshAgentSpec) *v1alpha1.MeshAgent 
 func ruleObj(name, ns string, spec v1alpha1.AuthorizationRuleSpec) *v1alpha1.AuthorizationRule {
 	return &v1alpha1.AuthorizationRule{TypeMeta: metav1.TypeMeta{APIVersion: "meshward.dev/v1alpha1", Kind: "AuthorizationRule"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+}
+
+// sortedRuleNames is ruleNames in name order (objects created within
+// one second of each other are merged in name order, others oldest first).
+func sortedRuleNames(c *config.Config) string {
+	n := strings.Split(ruleNames(c), ",")
+	slices.Sort(n)
+	return strings.Join(n, ",")
 }
 
 func ruleNames(c *config.Config) string {
