@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strconv"
@@ -14,10 +15,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/extauthz/audit"
 )
 
-const auditUsage = `Usage: meshward audit verify [--rotated] [--seal-key FILE] [--key FILE] FILE...
+const auditUsage = `Usage: meshward audit verify [--rotated] [--config FILE] [--seal-key FILE] [--key FILE] FILE...
        meshward audit read   [--rotated] [--key FILE] [--key-store DIR] FILE...
        meshward audit query  [--rotated] [--key FILE] [--key-store DIR] [filters] [--format table|json] FILE...
        meshward audit forget --key FILE --key-store DIR [--reason TEXT] SUBJECT
@@ -28,7 +30,8 @@ process, seq has no gap; the hash chain of a file sink is unbroken and
 every seal covers it, signed with the seal key (--seal-key: the HMAC key,
 or with --seal-alg ed25519 the public key); the log ends with a final
 seal, or with a recent one while the writer runs. Encrypted segments are
-decrypted with --key. FILEs are read as one log in the order given
+decrypted with --key. --config takes the keys that flags do not give from
+a configuration's audit section, through its secrets source. FILEs are read as one log in the order given
 (rotated files oldest first). Prints a summary; exits 1 on any problem.
 
 read prints every record as a JSON line, decrypted, after the same checks
@@ -85,6 +88,8 @@ type auditFlags struct {
 	sealAlg  *string
 	key      *string
 	keyStore *string
+	config   *string
+	encKey   []byte // read by options
 }
 
 func newAuditFlags(fs *flag.FlagSet, store bool) *auditFlags {
@@ -94,6 +99,7 @@ func newAuditFlags(fs *flag.FlagSet, store bool) *auditFlags {
 	}
 	a.sealKey = fs.String("seal-key", "", "file holding the seal key: the HMAC key, or the Ed25519 public key with --seal-alg ed25519")
 	a.sealAlg = fs.String("seal-alg", audit.SealHMAC, "seal algorithm: hmac-sha256 or ed25519")
+	a.config = fs.String("config", "", "take the keys not given by flags (and the key store) from this configuration's audit section, through its secrets source as serve does")
 	a.keyStore = new(string)
 	if store {
 		a.keyStore = fs.String("key-store", "", "folder of data subject keys (audit.shred.keyStore): decrypt personal fields (needs --key)")
@@ -106,14 +112,10 @@ func (a *auditFlags) unshredder() (*audit.Unshredder, error) {
 	if *a.keyStore == "" {
 		return nil, nil
 	}
-	if *a.key == "" {
+	if a.encKey == nil {
 		return nil, errors.New("--key-store needs --key")
 	}
-	k, err := os.ReadFile(*a.key)
-	if err != nil {
-		return nil, fmt.Errorf("--key: %w", err)
-	}
-	return audit.NewUnshredder(*a.keyStore, k)
+	return audit.NewUnshredder(*a.keyStore, a.encKey)
 }
 
 // paths lists the files to read, rotated files first with --rotated.
@@ -132,8 +134,11 @@ func (a *auditFlags) paths(files []string) ([]string, error) {
 	return paths, nil
 }
 
-func (a *auditFlags) options() (audit.VerifyOptions, error) {
+func (a *auditFlags) options(ctx context.Context) (audit.VerifyOptions, error) {
 	var o audit.VerifyOptions
+	if err := a.fromConfig(ctx, &o); err != nil {
+		return o, err
+	}
 	if *a.sealKey != "" {
 		k, err := os.ReadFile(*a.sealKey)
 		if err != nil {
@@ -150,10 +155,65 @@ func (a *auditFlags) options() (audit.VerifyOptions, error) {
 		}
 		o.EncryptionKey = k
 	}
+	a.encKey = o.EncryptionKey
 	return o, nil
 }
 
-func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) error {
+// fromConfig reads the seal and encryption keys that flags do not give,
+// and the key store, from --config: key files relative to it, keySecret
+// through its secrets source. An Ed25519 seed gives its public key.
+func (a *auditFlags) fromConfig(ctx context.Context, o *audit.VerifyOptions) error {
+	if *a.config == "" {
+		return nil
+	}
+	cfg, err := config.Load(*a.config)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	read := configFileReader(cfg)
+	get := func(file, secret string) ([]byte, error) {
+		switch {
+		case file != "":
+			return read(file)
+		case secret != "":
+			return secretKeySource(cfg, secret, slog.New(slog.DiscardHandler))(ctx)
+		}
+		return nil, nil
+	}
+	ac := cfg.Audit
+	if *a.sealKey == "" {
+		k, err := get(ac.Seal.KeyFile, ac.Seal.KeySecret)
+		if err != nil {
+			return fmt.Errorf("--config: seal key: %w", err)
+		}
+		if k != nil {
+			alg := ac.Seal.Algorithm
+			if alg == audit.SealEd25519 {
+				pub, err := audit.SealPublicKey(k)
+				if err != nil {
+					return fmt.Errorf("--config: seal key: %w", err)
+				}
+				k = []byte(pub)
+			}
+			if o.Seal, err = audit.NewSealVerifier(alg, k); err != nil {
+				return fmt.Errorf("--config: %w", err)
+			}
+		}
+	}
+	if *a.key == "" {
+		k, err := get(ac.Encryption.KeyFile, ac.Encryption.KeySecret)
+		if err != nil {
+			return fmt.Errorf("--config: encryption key: %w", err)
+		}
+		o.EncryptionKey = k
+	}
+	if *a.keyStore == "" && ac.Shred.KeyStore != "" {
+		*a.keyStore = ac.Shred.KeyStore // as serve uses it: relative to the working folder
+	}
+	return nil
+}
+
+func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit verify", stderr)
 	af := newAuditFlags(fs, false)
 	setUsage(fs, auditUsage+"\nFlags:\n")
@@ -168,7 +228,7 @@ func runAuditVerify(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("audit verify: %w", err)
 	}
-	opts, err := af.options()
+	opts, err := af.options(ctx)
 	if err != nil {
 		return fmt.Errorf("audit verify: %w", err)
 	}
@@ -246,7 +306,7 @@ func formatChain(s *audit.Summary) string {
 	return strings.Join(parts, "; ")
 }
 
-func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func runAuditRead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit read", stderr)
 	af := newAuditFlags(fs, true)
 	setUsage(fs, auditUsage+"\nFlags:\n")
@@ -261,7 +321,7 @@ func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("audit read: %w", err)
 	}
-	opts, err := af.options()
+	opts, err := af.options(ctx)
 	if err != nil {
 		return fmt.Errorf("audit read: %w", err)
 	}
@@ -301,7 +361,7 @@ func runAuditRead(_ context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-func runAuditQuery(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func runAuditQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit query", stderr)
 	af := newAuditFlags(fs, true)
 	var q audit.Query
@@ -341,7 +401,7 @@ func runAuditQuery(_ context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("audit query: %w", err)
 	}
-	opts, err := af.options()
+	opts, err := af.options(ctx)
 	if err != nil {
 		return fmt.Errorf("audit query: %w", err)
 	}

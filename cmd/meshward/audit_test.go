@@ -236,4 +236,12 @@ func TestServeAuditKeysFromSecrets(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "signatures checked") || !strings.Contains(out, "records decrypted") || !strings.Contains(out, "ends with a final seal") {
 		t.Fatalf("verify: exit %d\n%s\n%s", code, out, errs)
 	}
+	// The same keys, read from the configuration's secrets source.
+	code, out, errs = runCmd(t, "audit", "verify", "--config", path, logPath)
+	if code != 0 || !strings.Contains(out, "signatures checked") || !strings.Contains(out, "records decrypted") {
+		t.Fatalf("verify --config: exit %d\n%s\n%s", code, out, errs)
+	}
+	if code, out, _ := runCmd(t, "audit", "query", "--config", path, "--format", "json", logPath); code != 0 || !strings.Contains(out, `"decision":"allow"`) {
+		t.Fatalf("query --config: exit %d\n%s", code, out)
+	}
 }
