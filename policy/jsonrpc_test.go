@@ -508,3 +508,19 @@ func TestJSONRPCBatchDryRun(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+// Argument schemas are enforced even under a dry-run rule, as documented.
+func TestToolArgumentsEnforcedUnderDryRun(t *testing.T) {
+	cfg := mcpConfig()
+	for i := range cfg.Rules {
+		if n := cfg.Rules[i].Name; n == "call-search" || n == "call-any" {
+			cfg.Rules[i].DryRun = true
+		}
+	}
+	rev := mustCompile(t, cfg, policy.Options{})
+	in := rpcInput("viewer", "/mcp", call(1, "search", `{"limit":500}`))
+	defer in.ReleaseBody()
+	if d := rev.Decide(ctx(t), in); d.Allow || d.DryRun || d.Reason != policy.ReasonToolArguments {
+		t.Fatalf("%+v", d)
+	}
+}
