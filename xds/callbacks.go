@@ -30,6 +30,7 @@ type nodeState struct {
 	pending     map[string]pendingPush // by type URL: version set, not yet ACKed
 	acked       map[string]AckStatus   // by type URL
 	lastNACK    *NACKStatus
+	nacks       map[string]NACKStatus // last NACK by type label, for Server.NACKs
 }
 
 type pendingPush struct {
@@ -361,6 +362,10 @@ func (s *Server) recordNACK(ss *streamState, typ, version, msg string) {
 	now := s.now()
 	s.mu.Lock()
 	ss.st.lastNACK = &NACKStatus{Type: typeLabel(typ), Version: version, Message: msg, At: now}
+	if ss.st.nacks == nil {
+		ss.st.nacks = map[string]NACKStatus{}
+	}
+	ss.st.nacks[typeLabel(typ)] = *ss.st.lastNACK
 	s.mu.Unlock()
 	if s.events != nil {
 		s.events.SecurityEvent(ss.ctx, SecurityEvent{Time: now, Kind: EventNACK, Node: ss.node, PeerID: ss.peerID,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"runtime"
 	"sync"
@@ -559,4 +560,19 @@ func (c cacheLogger) logf(lv slog.Level, f string, a []any) {
 	if c.l.Enabled(context.Background(), lv) {
 		c.l.Log(context.Background(), lv, "go-control-plane: "+fmt.Sprintf(f, a...))
 	}
+}
+
+// NACKs returns, for each connected node that rejected something, its
+// last NACK of each type (by type label: listener, cluster, route,
+// secret); Status carries only the last one of all.
+func (s *Server) NACKs() map[string]map[string]NACKStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]map[string]NACKStatus{}
+	for name, st := range s.nodes {
+		if len(st.nacks) > 0 {
+			out[name] = maps.Clone(st.nacks)
+		}
+	}
+	return out
 }

@@ -218,6 +218,7 @@ func TestUIBrowser(t *testing.T) {
 	checks := []struct{ what, tbody, want string }{
 		{"connected node planner", "nodes", "<td>planner</td>"},
 		{"executor's NACK", "nodes", "test NACK: unknown filter"},
+		{"the NACK in the listener cell", "nodes", `">NACK `},
 		{"planner's certificate row", "certs", "spiffe://mesh.local/ns/default/sa/planner"},
 		{"viewer's certificate row", "certs", "spiffe://mesh.local/ns/default/sa/viewer"},
 		{"the deny's reason", "denies", "missing_role"},

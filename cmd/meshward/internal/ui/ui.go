@@ -17,9 +17,11 @@ import (
 	"github.com/meshward/meshward/xds"
 )
 
-// Nodes is what the page reads from the xDS server.
+// Nodes is what the page reads from the xDS server: the connected nodes,
+// and each one's last NACK by type.
 type Nodes interface {
 	Status() []xds.NodeStatus
+	NACKs() map[string]map[string]xds.NACKStatus
 }
 
 // Certificates is what the page reads from the secrets manager.
@@ -98,12 +100,14 @@ type NodesResponse struct {
 	Enabled bool             `json:"enabled"`
 	Now     time.Time        `json:"now"`
 	Nodes   []xds.NodeStatus `json:"nodes"`
+	// NACKs are the last NACK of each type, by node then type.
+	NACKs map[string]map[string]xds.NACKStatus `json:"nacks"`
 }
 
 func nodesBody(src Sources) NodesResponse {
-	r := NodesResponse{Now: src.Now(), Nodes: []xds.NodeStatus{}}
+	r := NodesResponse{Now: src.Now(), Nodes: []xds.NodeStatus{}, NACKs: map[string]map[string]xds.NACKStatus{}}
 	if src.Nodes != nil {
-		r.Enabled, r.Nodes = true, src.Nodes.Status()
+		r.Enabled, r.Nodes, r.NACKs = true, src.Nodes.Status(), src.Nodes.NACKs()
 	}
 	return r
 }

@@ -25,6 +25,15 @@ var t0 = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 type fakeNodes []xds.NodeStatus
 
 func (f fakeNodes) Status() []xds.NodeStatus { return f }
+func (f fakeNodes) NACKs() map[string]map[string]xds.NACKStatus {
+	out := map[string]map[string]xds.NACKStatus{}
+	for _, n := range f {
+		if n.LastNACK != nil {
+			out[n.Node] = map[string]xds.NACKStatus{n.LastNACK.Type: *n.LastNACK}
+		}
+	}
+	return out
+}
 
 type fakeCerts []secrets.CertStatus
 
@@ -161,7 +170,7 @@ func TestEndpoints(t *testing.T) {
 
 	var nodes NodesResponse
 	getJSON(t, mux, "/ui/api/nodes", &nodes)
-	if !nodes.Enabled || len(nodes.Nodes) != 1 || nodes.Nodes[0].Acked["cluster"].Version != "v1" || nodes.Nodes[0].LastNACK.Message != "bad" {
+	if !nodes.Enabled || len(nodes.Nodes) != 1 || nodes.Nodes[0].Acked["cluster"].Version != "v1" || nodes.Nodes[0].LastNACK.Message != "bad" || nodes.NACKs["planner"]["listener"].Message != "bad" {
 		t.Errorf("nodes: %+v", nodes)
 	}
 	var certs CertificatesResponse

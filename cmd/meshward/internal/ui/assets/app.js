@@ -64,6 +64,8 @@ function renderNodes(d) {
       if (!want && !got) { td.append("—"); return td; }
       td.append(got ? short(got.version, 8) : el("span", { class: "muted" }, "—"));
       if (want && got && got.version !== want) td.append(el("div", { class: "pending" }, "snapshot " + short(want, 8)));
+      const nk = ((d.nacks || {})[n.node] || {})[t];
+      if (nk) td.append(el("div", { class: "bad", title: nk.message }, "NACK " + short(nk.version, 8) + ", " + ago(nk.at, now)));
       return td;
     });
     const nack = n.lastNack
