@@ -2,7 +2,9 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,4 +273,46 @@ func TestPeriodicSeal(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	l.stop()
+}
+
+// TestChainKeysFailClosed: a keySecret without a source is refused by New,
+// and a key source that fails (or gives a bad key) stops Run from
+// starting, so nothing is written unsealed or in clear by mistake.
+func TestChainKeysFailClosed(t *testing.T) {
+	path := tempLog(t)
+	if _, err := New(Config{Seal: Seal{KeySecret: "s"}, Sinks: []SinkConfig{{Type: "file", Path: path}}}); err == nil || !strings.Contains(err.Error(), "seal.keySecret") {
+		t.Errorf("seal.keySecret without a source: %v", err)
+	}
+	if _, err := New(Config{Encryption: Encryption{KeySecret: "s"}, Sinks: []SinkConfig{{Type: "file", Path: path}}}); err == nil || !strings.Contains(err.Error(), "encryption.keySecret") {
+		t.Errorf("encryption.keySecret without a source: %v", err)
+	}
+	if _, err := New(Config{Encryption: Encryption{KeyFile: filepath.Join(t.TempDir(), "nope")}}); err == nil {
+		t.Error("a missing encryption.keyFile: no error")
+	}
+	failing := func(context.Context) ([]byte, error) { return nil, errors.New("vault sealed") }
+	short := func(context.Context) ([]byte, error) { return []byte("short"), nil }
+	for name, opt := range map[string]Option{
+		"seal source fails":       WithSealKeySource(failing),
+		"encryption source fails": WithEncryptionKeySource(failing),
+		"short seal key":          WithSealKeySource(short),
+		"short encryption key":    WithEncryptionKeySource(short),
+	} {
+		t.Run(name, func(t *testing.T) {
+			l, err := New(fileConfig(path), WithHMACKey(testKey), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := l.Run(ctx); err == nil {
+				t.Fatal("Run started")
+			}
+			if err := l.Audit(decision(1)); !errors.Is(err, ErrClosed) {
+				t.Errorf("Audit after a failed start = %v, want ErrClosed", err)
+			}
+		})
+	}
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		t.Errorf("a logger that did not start wrote %q", b)
+	}
 }
