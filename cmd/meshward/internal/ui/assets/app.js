@@ -31,6 +31,7 @@ function ago(t, now) {
 
 function dur(s) {
   if (s < 90) return s + "s";
+  if (s < 600) return Math.floor(s / 60) + "m" + (s % 60 ? (s % 60) + "s" : "");
   if (s < 5400) return Math.round(s / 60) + "m";
   if (s < 172800) return (s / 3600).toFixed(1) + "h";
   return Math.round(s / 86400) + "d";
