@@ -66,9 +66,9 @@ type Server struct {
 	mu      sync.Mutex
 }
 
-// Binaries returns the kube-apiserver and etcd paths. Without them the
-// test fails with a message saying to run `make kube`; with -short it is
-// skipped.
+// Binaries returns the kube-apiserver and etcd paths. Without them (the
+// variables unset, or the files missing) the test fails with a message
+// saying to run `make kube`; with -short it is skipped.
 func Binaries(t testing.TB) (apiserver, etcd string) {
 	t.Helper()
 	apiserver, etcd = os.Getenv(EnvAPIServer), os.Getenv(EnvEtcd)
@@ -80,6 +80,9 @@ func Binaries(t testing.TB) (apiserver, etcd string) {
 	}
 	for _, b := range []string{apiserver, etcd} {
 		if _, err := os.Stat(b); err != nil { //nolint:gosec // G703: the test runner names the binary to run
+			if testing.Short() {
+				t.Skipf("%v: skipping the Kubernetes integration test in -short mode (`make kube` builds it)", err)
+			}
 			t.Fatalf("%v: run `make kube` to build kube-apiserver and etcd", err)
 		}
 	}
