@@ -53,12 +53,14 @@ func findChromium(t *testing.T) string {
 
 // chromium runs headless Chromium with a fresh profile and no background
 // traffic on the page at url, with extra flags (--dump-dom,
-// --screenshot=...), and returns its stdout.
-func chromium(t *testing.T, ctx context.Context, bin, url string, extra ...string) string {
+// --screenshot=...), and returns its stdout and the page's console lines
+// (Chromium logs them to stderr with --enable-logging).
+func chromium(t *testing.T, ctx context.Context, bin, url string, extra ...string) (stdout string, console []string) {
 	t.Helper()
 	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-		"--user-data-dir=" + t.TempDir(), "--window-size=1400,1000", "--virtual-time-budget=4000"}, extra...)
+		"--user-data-dir=" + t.TempDir(), "--window-size=1400,1000", "--virtual-time-budget=4000",
+		"--enable-logging=stderr", "--v=0"}, extra...)
 	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -66,7 +68,12 @@ func chromium(t *testing.T, ctx context.Context, bin, url string, extra ...strin
 	if err != nil {
 		t.Fatalf("chromium %v: %v\n%s", extra, err, stderr.String())
 	}
-	return string(out)
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(l, ":CONSOLE") {
+			console = append(console, l)
+		}
+	}
+	return string(out), console
 }
 
 // deltaNode is an Envoy's delta ADS stream, as far as this test needs one.
@@ -208,7 +215,14 @@ func TestUIBrowser(t *testing.T) {
 	}
 
 	url := "http://" + admin + "/ui/"
-	dom := chromium(t, ctx, bin, url, "--dump-dom")
+	dom, console := chromium(t, ctx, bin, url, "--dump-dom")
+	// The CSP (default-src 'self') holds: the browser blocked nothing, and
+	// the script threw nothing.
+	for _, l := range console {
+		if strings.Contains(l, "Content Security Policy") || strings.Contains(l, "Uncaught") {
+			t.Errorf("browser console: %s", l)
+		}
+	}
 	if !strings.Contains(dom, `data-loaded="true"`) {
 		t.Fatalf("the page's script never finished a refresh; DOM:\n%s", dom)
 	}
@@ -236,7 +250,7 @@ func TestUIBrowser(t *testing.T) {
 	}
 
 	shot := filepath.Join(t.ArtifactDir(), "ui.png")
-	chromium(t, ctx, bin, url, "--screenshot="+shot, "--hide-scrollbars")
+	_, _ = chromium(t, ctx, bin, url, "--screenshot="+shot, "--hide-scrollbars")
 	st, err := os.Stat(shot)
 	if err != nil || st.Size() < 10_000 {
 		t.Fatalf("screenshot %s: %v (size %d)", shot, err, st.Size())
