@@ -8,6 +8,12 @@ BIN           := $(CURDIR)/bin
 VAULT_VERSION := 1.13.0
 VAULT_BIN     := $(CACHE)/vault-$(VAULT_VERSION)
 VAULT_SRC     := secrets/vaulttest/vaultbin
+KUBE_VERSION  := 1.37.2
+ETCD_VERSION  := 3.7.0
+KUBE_SRC      := cmd/meshward/internal/kube/kubetest/kubebin
+KUBE_APISERVER_BIN := $(CACHE)/kube-apiserver-$(KUBE_VERSION)
+ETCD_BIN      := $(CACHE)/etcd-$(ETCD_VERSION)
+CONTROLLER_GEN := sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI      := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
 GHZ_VERSION   := v0.93.0
@@ -22,6 +28,8 @@ TAGS          ?= vtprotobuf
 GOTAGS        := -tags '$(TAGS)'
 
 export MESHWARD_VAULT_BIN := $(VAULT_BIN)
+export MESHWARD_KUBE_APISERVER_BIN := $(KUBE_APISERVER_BIN)
+export MESHWARD_ETCD_BIN := $(ETCD_BIN)
 
 .PHONY: help
 help: ## show this help
@@ -36,12 +44,12 @@ run: build ## serve the embedded quickstart (local CA, no Vault needed); Ctrl-C 
 	exec $(BIN)/meshward serve --log-format text
 
 .PHONY: test
-test: vault ## run every test with the race detector, Vault integration tests included
+test: vault kube ## run every test with the race detector, Vault and Kubernetes integration tests included
 	$(GO) vet $(GOTAGS) ./...
 	$(GO) test $(GOTAGS) -race -timeout 20m ./...
 
 .PHONY: test-short
-test-short: ## run the unit tests only (no Vault)
+test-short: ## run the unit tests only (no Vault, no kube-apiserver)
 	$(GO) test $(GOTAGS) -short ./...
 
 .PHONY: bench
@@ -76,6 +84,23 @@ $(VAULT_BIN): $(VAULT_SRC)/go.mod $(VAULT_SRC)/go.sum $(VAULT_SRC)/main.go
 	@echo "building Vault $(VAULT_VERSION) for the integration tests (about 5 minutes the first time)"
 	cd $(VAULT_SRC) && $(GO) build -o $(VAULT_BIN).tmp . && mv $(VAULT_BIN).tmp $(VAULT_BIN)
 
+.PHONY: kube
+kube: $(KUBE_APISERVER_BIN) $(ETCD_BIN) ## build kube-apiserver and etcd for the Kubernetes integration tests (cached)
+
+$(KUBE_APISERVER_BIN): $(KUBE_SRC)/go.mod $(KUBE_SRC)/go.sum $(KUBE_SRC)/kube-apiserver/main.go
+	@mkdir -p $(CACHE)
+	@echo "building kube-apiserver $(KUBE_VERSION) for the integration tests (about 20 minutes the first time on 2 cores)"
+	cd $(KUBE_SRC) && $(GO) build -o $@.tmp ./kube-apiserver && mv $@.tmp $@
+
+$(ETCD_BIN): $(KUBE_SRC)/go.mod $(KUBE_SRC)/go.sum $(KUBE_SRC)/etcd/main.go
+	@mkdir -p $(CACHE)
+	cd $(KUBE_SRC) && $(GO) build -o $@.tmp ./etcd && mv $@.tmp $@
+
+.PHONY: crds
+crds: ## regenerate the CRDs (examples/kubernetes/crds) and deepcopy code from the Go types with controller-gen (pinned)
+	$(GO) run $(CONTROLLER_GEN) object paths=./cmd/meshward/internal/kube/api/... \
+	  crd:crdVersions=v1 output:crd:artifacts:config=examples/kubernetes/crds
+
 .PHONY: lint
 lint: $(GOLANGCI) ## go vet and golangci-lint (pinned)
 	$(GO) vet $(GOTAGS) ./...
@@ -90,6 +115,7 @@ $(GOLANGCI):
 tidy-check: ## fail when go.mod/go.sum are not tidy
 	$(GO) mod tidy -diff
 	cd $(VAULT_SRC) && $(GO) mod tidy -diff
+	cd $(KUBE_SRC) && $(GO) mod tidy -diff
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the Vault cache)
