@@ -101,6 +101,21 @@ crds: ## regenerate the CRDs (examples/kubernetes/crds) and deepcopy code from t
 	$(GO) run $(CONTROLLER_GEN) object paths=./cmd/meshward/internal/kube/api/... \
 	  crd:crdVersions=v1 output:crd:artifacts:config=examples/kubernetes/crds
 
+.PHONY: chromium
+chromium: ## install Debian's chromium for the /ui browser test when it is missing (apt-get, about a minute)
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	echo "installing Debian's chromium for the /ui browser test"; \
+	{ $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium could not be installed here: TestUIBrowser will skip"
+
+.PHONY: test-ui
+test-ui: chromium ## the /ui browser test in headless Chromium (installed when missing); screenshot in .cache/test-ui
+	@mkdir -p $(CACHE)/test-ui
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then require=1; else require=0; fi; \
+	MESHWARD_REQUIRE_BROWSER=$$require $(GO) test $(GOTAGS) -count 1 -run '^TestUIBrowser$$' -v \
+	  -artifacts -outputdir $(CACHE)/test-ui ./cmd/meshward
+
 .PHONY: lint
 lint: $(GOLANGCI) ## go vet and golangci-lint (pinned)
 	$(GO) vet $(GOTAGS) ./...
