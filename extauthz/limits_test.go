@@ -160,7 +160,7 @@ func (h *h2Check) check(ctx context.Context, padBytes int) (h2Outcome, error) {
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, syscall.ECONNRESET) || errors.Is(rerr, syscall.EPIPE) {
 			return h2Outcome{closed: true, err: rerr}, nil
 		}
-		return h2Outcome{}, fmt.Errorf("read: %w (write: %v)", rerr, err)
+		return h2Outcome{}, fmt.Errorf("read: %w (write: %w)", rerr, err)
 	}
 }
 

@@ -354,7 +354,7 @@ func runAuditRead(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if err != nil {
 		for _, p := range s.Problems {
-			fmt.Fprintf(stderr, "%s\n", p)
+			_, _ = fmt.Fprintf(stderr, "%s\n", p)
 		}
 		return fmt.Errorf("audit read: %d problem(s); run audit verify for the summary", s.ProblemCount)
 	}
@@ -412,7 +412,7 @@ func runAuditQuery(ctx context.Context, args []string, stdout, stderr io.Writer)
 	bw := bufio.NewWriter(stdout)
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
 	if *format == "table" {
-		fmt.Fprintln(tw, "TIME\tKIND\tPRINCIPAL\tSUBJECT\tDECISION\tREASON\tSTATUS\tMETHOD\tPATH\tTOOL")
+		_, _ = fmt.Fprintln(tw, "TIME\tKIND\tPRINCIPAL\tSUBJECT\tDECISION\tREASON\tSTATUS\tMETHOD\tPATH\tTOOL")
 	}
 	matched := 0
 	opts.Record = func(line []byte) {
@@ -425,8 +425,8 @@ func runAuditQuery(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		matched++
 		if *format == "json" {
-			bw.Write(line)
-			bw.WriteByte('\n')
+			_, _ = bw.Write(line) // a write error is reported by bw.Flush
+			_ = bw.WriteByte('\n')
 			return
 		}
 		tool := r.MCPTool
@@ -437,7 +437,7 @@ func runAuditQuery(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if r.Status != 0 {
 			status = strconv.Itoa(r.Status)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), cell(r.Kind), cell(r.Principal),
+		_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), cell(r.Kind), cell(r.Principal),
 			cell(r.Subject), cell(r.Decision), cell(r.Reason), cell(status), cell(r.Method), cell(r.Path), cell(tool))
 	}
 	s, verr := audit.VerifyFilesWith(opts, paths...)
@@ -450,10 +450,10 @@ func runAuditQuery(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if s == nil {
 		return fmt.Errorf("audit query: %w", verr)
 	}
-	fmt.Fprintf(stderr, "%d of %d records matched\n", matched, s.Records)
+	_, _ = fmt.Fprintf(stderr, "%d of %d records matched\n", matched, s.Records)
 	if verr != nil {
 		for _, p := range s.Problems {
-			fmt.Fprintf(stderr, "%s\n", p)
+			_, _ = fmt.Fprintf(stderr, "%s\n", p)
 		}
 		return fmt.Errorf("audit query: %d problem(s); run audit verify for the summary", s.ProblemCount)
 	}

@@ -77,7 +77,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return fmt.Errorf("bootstrap: %w %q in %s: %s", envoy.ErrUnknownAgent, f.node, cfg.Source, known)
 	}
-	if err := checkAdminPort(cfg.Agents, agent, f.adminSocket, uint32(f.adminPort)); err != nil {
+	if err := checkAdminPort(cfg.Agents, agent, f.adminSocket, uint32(f.adminPort)); err != nil { //nolint:gosec // G115: at most 65535, checked with the flags
 		return err
 	}
 	if f.xdsSPIFFEID == "" {
@@ -90,7 +90,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Insecure:          cfg.XDS.Insecure,
 		CertDir:           f.certDir,
 		Cluster:           f.cluster,
-		AdminPort:         uint32(f.adminPort),
+		AdminPort:         uint32(f.adminPort), //nolint:gosec // G115: at most 65535, checked with the flags
 		AdminSocket:       f.adminSocket,
 	}
 	if f.xdsAddress != "" {
@@ -161,7 +161,7 @@ func watchXDSClient(ctx context.Context, issue func(context.Context) (map[string
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the context ended: a clean stop, not a failed renewal
 			}
 			_, _ = fmt.Fprintf(stderr, "meshward: bootstrap: renewing the xDS client certificate of %s failed (current one valid until %s), retrying in %v: %v\n",
 				node, notAfter.Format(time.RFC3339), retry, err)

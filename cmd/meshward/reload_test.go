@@ -81,9 +81,9 @@ func TestServeReloadLogsEachChangeOnce(t *testing.T) {
 	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ms := lw.waitCount(t, agents, 1)
+	lw.waitCount(t, agents, 1)
 	time.Sleep(500 * time.Millisecond) // a second watcher would log by now
-	ms = lw.msgs()
+	ms := lw.msgs()
 	if n := count(ms, trigger); n != 1 {
 		t.Errorf("%q logged %d times for one change, want 1:\n%s", trigger, n, strings.Join(ms, "\n"))
 	}

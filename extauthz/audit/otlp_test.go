@@ -131,7 +131,7 @@ func TestOTLPSink(t *testing.T) {
 	}
 	rcv.failing.Store(false)
 	l.waitReady(t, nil)
-	got = waitRecords(t, rcv, 6)
+	waitRecords(t, rcv, 6)
 	if err := l.stop(); err != nil {
 		t.Fatal(err)
 	}

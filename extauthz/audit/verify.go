@@ -112,7 +112,6 @@ type verifier struct {
 	sealEnd  string
 	signed   int // meta lines with a sig
 	unsigned int
-	lastSeq  uint64
 	keyErr   error
 }
 

@@ -142,7 +142,7 @@ func pluginParsedBody(headers map[string]string, body string, raw []byte) (any, 
 		mr := multipart.NewReader(strings.NewReader(payload), boundary)
 		for {
 			p, err := mr.NextPart()
-			if err == io.EOF {
+			if err == io.EOF { //nolint:errorlint // as opa-envoy-plugin: only a bare EOF ends the parts
 				break
 			}
 			if err != nil {

@@ -103,7 +103,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	noopCmd := exec.Command(self, "-noop", noopAddr)
+	noopCmd := exec.Command(self, "-noop", noopAddr) //nolint:gosec // G204: this program itself
 	if err := noopCmd.Start(); err != nil {
 		return err
 	}
@@ -187,10 +187,10 @@ func runVariant(dir, meshward, ghz, reqFile, noopAddr string, noopPid int, v var
 	}
 	text += "\n" + v.audit
 	cfgFile := filepath.Join(dir, folder, "bench.yaml")
-	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil { //nolint:gosec // G703: a file in this run's temporary folder
 		return err
 	}
-	cmd := exec.Command(meshward, "serve", "--config", cfgFile, "--log-format", "text")
+	cmd := exec.Command(meshward, "serve", "--config", cfgFile, "--log-format", "text") //nolint:gosec // G204: the binary the user names is what is measured
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		return err
@@ -244,7 +244,7 @@ type ghzResult struct {
 }
 
 func ghzRun(ghz, addr, reqFile string, n, c int) (ghzResult, error) {
-	out, err := exec.Command(ghz, "--insecure", "--call", "envoy.service.auth.v3.Authorization/Check",
+	out, err := exec.Command(ghz, "--insecure", "--call", "envoy.service.auth.v3.Authorization/Check", //nolint:gosec // G204: the load tool the user names
 		"-D", reqFile, "-n", strconv.Itoa(n), "-c", strconv.Itoa(c), "--connections", "1",
 		"--format", "json", addr).Output()
 	if err != nil {

@@ -117,13 +117,11 @@ func (o *owner) attribute(msg string) (ref, string, bool) {
 // agentField maps the field of an agents entry to the MeshAgent's: the
 // name is metadata.name, the SPIFFE ID comes from the ServiceAccount.
 func agentField(f string) string {
-	switch {
-	case f == ".name":
+	switch f {
+	case ".name":
 		return ".metadata.name"
-	case f == ".spiffeID":
+	case ".spiffeID":
 		return ".serviceAccountName"
-	case f == "":
-		return ""
 	}
 	return f
 }

@@ -118,10 +118,14 @@ func TestPageAndAssets(t *testing.T) {
 			}
 		})
 	}
-	if resp := get(t, mux, "/ui"); resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/" {
+	resp := get(t, mux, "/ui")
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/ui/" {
 		t.Errorf("/ui: %d to %q, want a redirect to /ui/", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	if resp := get(t, mux, "/ui/nope.js"); resp.StatusCode != http.StatusNotFound {
+	resp = get(t, mux, "/ui/nope.js")
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("/ui/nope.js: %d, want 404", resp.StatusCode)
 	}
 	rec := httptest.NewRecorder()
