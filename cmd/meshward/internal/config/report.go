@@ -83,10 +83,11 @@ func lineOf(msg string, lines map[string]int) int {
 	return 0
 }
 
-// flatten splits errors.Join trees into their leaves, so that each problem
-// gets its own line number. An error is taken apart only when its text is
-// exactly its parts joined by newlines, which is what errors.Join makes.
-func flatten(err error) []error {
+// Flatten splits errors.Join trees into their leaves, so that each problem
+// gets its own line number (or object). An error is taken apart only when
+// its text is exactly its parts joined by newlines, which is what
+// errors.Join makes, so a wrapped error keeps its prefix.
+func Flatten(err error) []error {
 	if err == nil {
 		return nil
 	}
@@ -99,7 +100,7 @@ func flatten(err error) []error {
 		if strings.Join(texts, "\n") == err.Error() {
 			var out []error
 			for _, p := range parts {
-				out = append(out, flatten(p)...)
+				out = append(out, Flatten(p)...)
 			}
 			return out
 		}
@@ -111,7 +112,7 @@ func flatten(err error) []error {
 // names.
 func withLines(err error, lines map[string]int) []error {
 	var out []error
-	for _, e := range flatten(err) {
+	for _, e := range Flatten(err) {
 		out = append(out, &lineError{msg: e.Error(), line: lineOf(e.Error(), lines)})
 	}
 	return out

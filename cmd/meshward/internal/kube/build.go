@@ -288,7 +288,7 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 		// it; the others blamed are built again without it.
 		blamed := map[ref][]string{}
 		var newest ref
-		for _, e := range flatten(err) {
+		for _, e := range config.Flatten(err) {
 			r, msg, ok := own.attribute(e.Error())
 			if !ok {
 				return nil, fmt.Errorf("kubernetes: %w", err)
@@ -463,30 +463,6 @@ func toValues(in map[string]v1alpha1.ValueRequirement) map[string]policy.ValueRe
 		out[k] = policy.ValueRequirement{Equals: v.Equals, OneOf: slices.Clone(v.OneOf), AtLeast: v.AtLeast, Contains: v.Contains}
 	}
 	return out
-}
-
-// flatten splits errors.Join trees into their leaves: an error is taken
-// apart only when its text is exactly its parts joined by newlines (as
-// config's own flatten does), so a wrapped error keeps its prefix.
-func flatten(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		parts := j.Unwrap()
-		texts := make([]string, 0, len(parts))
-		for _, p := range parts {
-			texts = append(texts, p.Error())
-		}
-		if strings.Join(texts, "\n") == err.Error() {
-			var out []error
-			for _, p := range parts {
-				out = append(out, flatten(p)...)
-			}
-			return out
-		}
-	}
-	return []error{err}
 }
 
 // oldestFirst orders objects by age (creation time, then namespace/name),
