@@ -125,6 +125,9 @@ type Server struct {
 	// request, and each is already counted in meshward_authz_errors_total.
 	failLog, failAuditLog rate.Sometimes
 
+	// quarantine is the set of quarantined identities, checked before policy.
+	quarantine quarantineHolder
+
 	mu       sync.Mutex
 	listener net.Listener
 	grpc     *grpc.Server
@@ -468,10 +471,13 @@ func (s *Server) newDecisionID() string {
 }
 
 // Input canonicalises req as Check does. ok is false when req is denied
-// before policy (ambiguous request, no valid identity); d is then that deny.
+// before policy (ambiguous request, no valid identity, quarantined); d is then that deny.
 func (s *Server) Input(req *authv3.CheckRequest) (in *policy.Input, d policy.Decision, ok bool) {
 	in = &policy.Input{}
 	if rej := s.canonicalize(req, in); rej != nil {
+		return in, rejectDecision(rej), false
+	}
+	if rej := s.quarantined(in); rej != nil {
 		return in, rejectDecision(rej), false
 	}
 	return in, policy.Decision{}, true
@@ -501,6 +507,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	var d policy.Decision
 	fromPolicy := false
 	if rej := s.canonicalize(req, in); rej != nil {
+		d = rejectDecision(rej)
+	} else if rej := s.quarantined(in); rej != nil {
 		d = rejectDecision(rej)
 	} else {
 		d = s.decider.Decide(ctx, in)
