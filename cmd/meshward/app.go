@@ -20,14 +20,16 @@ type command struct {
 // are registered here.
 func commands() map[string]command {
 	return map[string]command{
-		"check":     {"decide one CheckRequest offline, as the ext_authz server would", runCheck},
-		"audit":     {"audit log tools: `audit verify FILE...` checks a log", runAudit},
-		"bootstrap": {"print the Envoy bootstrap of an agent", runBootstrap},
-		"serve":     {"run the ext_authz and xDS services", runServe},
-		"policy":    {"policy tools: `policy test DIR` runs Rego unit tests", runPolicy},
-		"mcp":       {"MCP tools: `mcp import TOOLS_LIST.json` writes the tool schemas of a saved tools/list", runMCP},
-		"validate":  {"check a configuration file and exit", runValidate},
-		"version":   {"print the version", runVersion},
+		"check":      {"decide one CheckRequest offline, as the ext_authz server would", runCheck},
+		"audit":      {"audit log tools: `audit verify FILE...` checks a log", runAudit},
+		"bootstrap":  {"print the Envoy bootstrap of an agent", runBootstrap},
+		"serve":      {"run the ext_authz and xDS services", runServe},
+		"quarantine": {"deny every Check from or to an agent: `quarantine --config FILE AGENT|SPIFFE-ID [--reason R]`", runQuarantine},
+		"release":    {"undo a quarantine: `release --config FILE AGENT|SPIFFE-ID`", runRelease},
+		"policy":     {"policy tools: `policy test DIR` runs Rego unit tests", runPolicy},
+		"mcp":        {"MCP tools: `mcp import TOOLS_LIST.json` writes the tool schemas of a saved tools/list", runMCP},
+		"validate":   {"check a configuration file and exit", runValidate},
+		"version":    {"print the version", runVersion},
 	}
 }
 

@@ -260,6 +260,9 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.quarantine != nil {
+		d.quarantine.subscribe(func(q *quarantineSnapshot) { srv.SetQuarantine(q.set) })
+	}
 	if err := srv.Listen(); err != nil {
 		return nil, err
 	}

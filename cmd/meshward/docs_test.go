@@ -170,7 +170,7 @@ func TestCommandTableListsEveryFlag(t *testing.T) {
 	}
 	flagLine := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
 	total := 0
-	for _, cmd := range [][]string{{"serve"}, {"validate"}, {"check"}, {"bootstrap"}, {"policy", "test"}, {"audit", "verify"}, {"mcp", "import"}, {"version"}} {
+	for _, cmd := range [][]string{{"serve"}, {"validate"}, {"check"}, {"bootstrap"}, {"policy", "test"}, {"audit", "verify"}, {"mcp", "import"}, {"quarantine"}, {"release"}, {"version"}} {
 		code, out, errs := runCmd(t, append(cmd, "-h")...)
 		if code != 0 {
 			t.Fatalf("%s -h: exit %d: %s", cmd, code, errs)

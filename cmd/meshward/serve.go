@@ -49,6 +49,8 @@ type serveDeps struct {
 	status *statusPage
 	// reloads reports every component's configuration reloads alike.
 	reloads *reloadReporter
+	// quarantine serves the quarantine state file; nil without one.
+	quarantine *quarantineWatch
 }
 
 // warnAuthzOwnCA is logged when ext_authz takes its certificate from an
@@ -189,6 +191,14 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	}()
 
 	var tasks []task.Task
+	if path := cfg.QuarantineFile(); path != "" {
+		// Loaded before any component, so that none serves a moment
+		// without the quarantine; an unreadable file stops serve.
+		if deps.quarantine, err = newQuarantineWatch(path, log, auditLog); err != nil {
+			return err
+		}
+		tasks = append(tasks, task.Task{Name: "quarantine", Run: deps.quarantine.Run})
+	}
 	for _, name := range enabled {
 		c, err := builders[name](ctx, deps)
 		if err != nil {

@@ -14,6 +14,8 @@ const (
 	KindXDSRefused       = "xds_refused_subscription"
 	KindVaultAuthFailure = "vault_auth_failure" // login or renewal
 	KindCertIssueFailure = "cert_issue_failure"
+	KindAgentQuarantined = "agent_quarantined" // meshward quarantine took effect; detail names who
+	KindAgentReleased    = "agent_released"    // meshward release took effect; detail names who
 )
 
 // Record is one audit record: a decision or a security event. Fields that

@@ -38,6 +38,7 @@ type Config struct {
 	Envoy       envoy.Options  `yaml:"envoy"` // the agents' Envoys: timeouts, limits, ext_authz circuit breakers
 	Secrets     secrets.Config `yaml:"secrets"`
 	Audit       audit.Config   `yaml:"audit"`
+	Quarantine  Quarantine     `yaml:"quarantine"`
 
 	// Dir is where relative file names in the configuration are resolved:
 	// the configuration file's folder, or the embedded quickstart.
@@ -59,6 +60,29 @@ type Admin struct {
 type Authz struct {
 	Server extauthz.Config `yaml:",inline"`
 	Policy policy.Config   `yaml:",inline"`
+}
+
+// Quarantine is the `quarantine` section: where the quarantine state
+// file is (meshward quarantine / release write it, serve watches it).
+type Quarantine struct {
+	// File, default quarantine.json in secrets.local.dataDir when that is
+	// set; relative names are resolved from the configuration's folder.
+	File string `yaml:"file"`
+}
+
+// QuarantineFileName is the state file's name in secrets.local.dataDir.
+const QuarantineFileName = "quarantine.json"
+
+// QuarantineFile is the quarantine state file, "" when neither
+// quarantine.file nor secrets.local.dataDir is set (no quarantine).
+func (c *Config) QuarantineFile() string {
+	switch {
+	case c.Quarantine.File != "":
+		return c.Quarantine.File
+	case c.Secrets.Local.DataDir != "":
+		return filepath.Join(c.Secrets.Local.DataDir, QuarantineFileName)
+	}
+	return ""
 }
 
 // DefaultAdminAddress is where the admin server listens by default.
@@ -106,6 +130,9 @@ func parse(data []byte, dir fs.FS, dirName, absDir, source string) (*Config, err
 	}
 	if absDir != "" {
 		resolveSecretsFiles(&c.Secrets, absDir)
+		if f := c.Quarantine.File; f != "" && !filepath.IsAbs(f) {
+			c.Quarantine.File = filepath.Join(absDir, f)
+		}
 	}
 	c.SetDefaults()
 	errs = append(errs, withLines(c.Validate(), lines)...)

@@ -73,6 +73,7 @@ var sectionDocs = map[string][]string{
 	"envoy":       {"envoy.md"},
 	"secrets":     {"secrets.md"},
 	"audit":       {"audit.md"},
+	"quarantine":  {"configuration.md", "incident-response.md"},
 }
 
 // TestEveryConfigFieldDocumented: every key of the configuration file is
