@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
+	"github.com/meshward/meshward/envoy"
 )
 
 // errNoQuarantineFile: the configuration says where no state file is.
@@ -86,6 +87,9 @@ func resolveIdentity(cfg *config.Config, arg string) (string, error) {
 		}
 		if id.TrustDomain().Name() != cfg.TrustDomain || id.Path() == "" {
 			return "", fmt.Errorf("%q is not a workload SPIFFE ID of trust domain %q", arg, cfg.TrustDomain)
+		}
+		if envoy.IsReservedSPIFFEID(id.String()) {
+			return "", fmt.Errorf("%q is meshward's own identity, which cannot be quarantined", arg)
 		}
 		return id.String(), nil
 	}

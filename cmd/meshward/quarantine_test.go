@@ -76,6 +76,7 @@ func TestQuarantineCommand(t *testing.T) {
 		{"twice", []string{"quarantine", "--config", cfg, "planner"}, "already quarantined"},
 		{"unknown agent", []string{"quarantine", "--config", cfg, "nobody"}, `"nobody" is neither a SPIFFE ID nor the name of an agent`},
 		{"other trust domain", []string{"quarantine", "--config", cfg, "spiffe://other.org/x"}, "not a workload SPIFFE ID of trust domain"},
+		{"meshward's own", []string{"quarantine", "--config", cfg, "spiffe://mesh.local/meshward/xds"}, "meshward's own identity"},
 		{"no argument", []string{"quarantine", "--config", cfg}, "Usage: meshward quarantine"},
 		{"no state file", []string{"quarantine", "planner"}, "no quarantine state file"},
 		{"release no reason flag", []string{"release", "--config", cfg, "--reason", "x", "planner"}, "flag provided but not defined"},

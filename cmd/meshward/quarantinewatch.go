@@ -85,6 +85,13 @@ func (w *quarantineWatch) subscribe(fn func(*quarantineSnapshot)) {
 	fn(w.cur)
 }
 
+// subscribeOnce calls fn with the current state, once.
+func (w *quarantineWatch) subscribeOnce(fn func(*quarantineSnapshot)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fn(w.cur)
+}
+
 // apply swaps in st, audits and logs what changed, and hands it to every
 // subscriber. At start every entry is reported (it may have been written
 // while serve was down).

@@ -10,6 +10,7 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/envoy"
+	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/secrets"
 	"github.com/meshward/meshward/xds"
 )
@@ -93,6 +95,10 @@ type xdsMesh struct {
 	model atomic.Pointer[meshModel]
 	mgr   *secrets.Manager
 	self  string // the xDS listener's SPIFFE ID
+
+	// quarantine is the set the model was translated with: its nodes get
+	// no configuration and no SVID (see quarantinexds.go).
+	quarantine atomic.Pointer[extauthz.Quarantine]
 }
 
 // SPIFFEIDOf implements xds.Identities.
@@ -109,7 +115,7 @@ func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeReso
 		return nil, m.err
 	}
 	nr, ok := m.nodes[node]
-	if !ok || envoy.IsReservedSPIFFEID(m.ids[node]) { // meshward's own keys are never a node's
+	if !ok || envoy.IsReservedSPIFFEID(m.ids[node]) || x.quarantine.Load().Has(m.ids[node]) { // meshward's own keys are never a node's; a quarantined node is withdrawn
 		return nil, xds.ErrUnknownNode
 	}
 	svid, err := x.mgr.SVID(ctx, m.ids[node])
@@ -198,7 +204,8 @@ func (x *xdsMesh) affected(ch secrets.Change) (nodes []string, all bool) {
 // the push of secret changes to the nodes they concern, and config reload
 // (SIGHUP or file change) that re-translates the agents and pushes.
 func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
-	model, err := translateMesh(d.cfg)
+	q0 := d.quarantineSet()
+	model, err := translateMesh(withoutQuarantinedPeers(d.cfg, q0))
 	if err != nil {
 		return nil, err
 	}
@@ -212,12 +219,15 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	}
 	mesh := &xdsMesh{mgr: mgr, self: xdsServerID(d.cfg.TrustDomain)}
 	mesh.model.Store(model)
+	mesh.quarantine.Store(q0)
 	if model.err != nil {
 		d.log.Error("xds: serving no node configuration", "error", model.err)
 	}
 	ids := []string{mesh.self}
 	for _, id := range model.ids {
-		ids = append(ids, id)
+		if !q0.Has(id) { // a quarantined node's SVID is not kept
+			ids = append(ids, id)
+		}
 	}
 	if err := mgr.Register(ids...); err != nil {
 		return nil, err
@@ -256,9 +266,13 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 
 	path := configPath(d.cfg)
 	// reload takes a new configuration generation (or the error loading it).
-	// It runs on the one watcher's goroutine only, so cur needs no lock.
+	// It runs on the one watcher's goroutine; a quarantine change runs on
+	// the quarantine watch's, so both hold mu.
+	var mu sync.Mutex
 	cur := d.cfg
 	reload := func(ctx context.Context, cfg *config.Config, err error) {
+		mu.Lock()
+		defer mu.Unlock()
 		if path == "" {
 			return // the embedded quickstart does not change
 		}
@@ -271,13 +285,16 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 			err = errors.New("trustDomain changed: restart to apply")
 		}
 		var m *meshModel
+		q := mesh.quarantine.Load()
 		if err == nil {
-			m, err = translateMesh(cfg)
+			m, err = translateMesh(withoutQuarantinedPeers(cfg, q))
 		}
 		if err == nil {
 			var ids []string
 			for _, id := range m.ids {
-				ids = append(ids, id)
+				if !q.Has(id) {
+					ids = append(ids, id)
+				}
 			}
 			err = mgr.Register(ids...)
 		}
@@ -291,6 +308,13 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 		mgr.Retire(slices.Collect(maps.Values(old.ids)), slices.Collect(maps.Values(m.ids))) // removed agents' SVIDs
 		_ = srv.Update(ctx)
 		d.log.Info("xds: agents reloaded", "agents", len(m.nodes))
+	}
+	if d.quarantine != nil {
+		d.quarantine.subscribe(func(s *quarantineSnapshot) {
+			mu.Lock()
+			defer mu.Unlock()
+			applyQuarantineXDS(d, mesh, mgr, srv, cur, s)
+		})
 	}
 	tasks := []task.Task{
 		{Name: "xds", Run: srv.Run},

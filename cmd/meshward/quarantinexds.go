@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/envoy"
+	"github.com/meshward/meshward/extauthz"
+	"github.com/meshward/meshward/secrets"
+	"github.com/meshward/meshward/xds"
+)
+
+// quarantineUpdateTimeout bounds the push of one quarantine change.
+const quarantineUpdateTimeout = 30 * time.Second
+
+// quarantineSet is the set in effect now, nil without a state file.
+func (d *serveDeps) quarantineSet() *extauthz.Quarantine {
+	if d.quarantine == nil {
+		return nil
+	}
+	var q *extauthz.Quarantine
+	d.quarantine.subscribeOnce(func(s *quarantineSnapshot) { q = s.set })
+	return q
+}
+
+// withoutQuarantinedPeers is cfg with every peers entry that names a
+// quarantined agent removed, so that no Envoy keeps a cluster to it; cfg
+// itself is not changed.
+func withoutQuarantinedPeers(cfg *config.Config, q *extauthz.Quarantine) *config.Config {
+	if q.Len() == 0 {
+		return cfg
+	}
+	ids := make(map[string]string, len(cfg.Agents))
+	for _, a := range cfg.Agents {
+		ids[a.Name] = a.SPIFFEID
+	}
+	c := *cfg
+	c.Agents = make([]envoy.Agent, len(cfg.Agents))
+	for i, a := range cfg.Agents {
+		a.Peers = slices.DeleteFunc(slices.Clone(a.Peers), func(p envoy.Peer) bool { return q.Has(ids[p.Name]) })
+		c.Agents[i] = a
+	}
+	return &c
+}
+
+// applyQuarantineXDS re-translates cfg's agents without the quarantined
+// ones' peer entries, withdraws the quarantined nodes (no configuration:
+// their streams end and reconnects are refused) and stops keeping their
+// SVIDs, keeps the released ones' again, and pushes to every node. When
+// the translation fails the previous model stays (logged); ext_authz
+// denies all the same.
+func applyQuarantineXDS(d *serveDeps, mesh *xdsMesh, mgr *secrets.Manager, srv *xds.Server, cfg *config.Config, s *quarantineSnapshot) {
+	m, err := translateMesh(withoutQuarantinedPeers(cfg, s.set))
+	if err != nil {
+		d.log.Error("xds: quarantine not applied to the agents' configuration; ext_authz still denies", logError, err)
+		return
+	}
+	mesh.quarantine.Store(s.set)
+	mesh.model.Store(m)
+	var keep []string
+	for _, id := range m.ids {
+		if !s.set.Has(id) {
+			keep = append(keep, id)
+		}
+	}
+	mgr.Retire(slices.Collect(maps.Values(m.ids)), keep) // the quarantined SVIDs are no longer renewed
+	if err := mgr.Register(keep...); err != nil {
+		d.log.Error("xds: released agents' SVIDs not registered", logError, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), quarantineUpdateTimeout)
+	defer cancel()
+	// Update logs and counts per-node failures itself.
+	_ = srv.Update(ctx)
+}
