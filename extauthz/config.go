@@ -62,15 +62,16 @@ type TLSFiles struct {
 	KeyFile  string `yaml:"keyFile"`
 	CAFile   string `yaml:"caFile"`
 	// FromSecrets takes the listener's certificate and the client trust
-	// bundle from Options.TLSSource instead of files: in meshward serve,
-	// an SVID for spiffe://<trustDomain>/meshward/authz from the secrets
-	// source (local CA or Vault PKI) and the mesh's trust bundle, rotated
-	// with the agents' certificates. Exclusive with the files.
+	// bundle from Options.SVIDSource and BundleSource instead of files: in
+	// meshward serve, an SVID for spiffe://<trustDomain>/meshward/authz
+	// from the secrets source (local CA or Vault PKI) and the mesh's trust
+	// bundle, rotated with the agents' certificates. Clients must present
+	// X.509 SVIDs of the trust domain. Exclusive with the files.
 	FromSecrets bool `yaml:"fromSecrets"`
 }
 
 // TLSFromSecrets reports whether the listener's certificate comes from
-// Options.TLSSource (tls.fromSecrets).
+// Options.SVIDSource and BundleSource (tls.fromSecrets).
 func (c *Config) TLSFromSecrets() bool {
 	return !c.Plaintext && c.TLS != nil && c.TLS.FromSecrets
 }

@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,6 +22,10 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -264,7 +269,7 @@ func (ca testCA) clientCreds(t *testing.T, serverCA testCA) credentials.Transpor
 // clientTLS is the TLS configuration of a client with a certificate of ca.
 func (ca testCA) clientTLS(t *testing.T, serverCA testCA) *tls.Config {
 	t.Helper()
-	return &tls.Config{RootCAs: serverCA.pool(), Certificates: []tls.Certificate{ca.keyPair(t, "envoy", x509.ExtKeyUsageClientAuth)}}
+	return &tls.Config{RootCAs: serverCA.pool(), Certificates: []tls.Certificate{spiffePair(t, ca, spiffe("envoy"))}}
 }
 
 // keyPair issues a certificate of ca and returns it with its key.
@@ -440,20 +445,30 @@ func checkOver(t *testing.T, addr string, creds credentials.TransportCredentials
 	return err
 }
 
-// rotatingSource is a TLSSource whose certificate and bundle tests swap.
+// rotatingSource is an SVID and bundle source whose SVID and bundle tests
+// swap.
 type rotatingSource struct {
-	mu   sync.Mutex
-	cert *tls.Certificate
-	pool *x509.CertPool
-	err  error
+	mu     sync.Mutex
+	svid   *x509svid.SVID
+	bundle *x509bundle.Bundle
+	err    error
 }
 
 func (r *rotatingSource) set(t *testing.T, ca testCA) {
 	t.Helper()
-	pair := ca.keyPair(t, "authz", x509.ExtKeyUsageServerAuth)
+	pair := svidPair(t, ca, "spiffe://"+td+"/meshward/authz", x509.ExtKeyUsageServerAuth)
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid := &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: pair.PrivateKey.(crypto.Signer)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cert, r.pool, r.err = &pair, ca.pool(), nil
+	r.svid, r.bundle, r.err = svid, x509bundle.FromX509Authorities(id.TrustDomain(), []*x509.Certificate{ca.cert}), nil
 }
 
 func (r *rotatingSource) fail(err error) {
@@ -462,16 +477,18 @@ func (r *rotatingSource) fail(err error) {
 	r.err = err
 }
 
-func (r *rotatingSource) ServerCertificate() (*tls.Certificate, error) {
+func (r *rotatingSource) GetX509SVID() (*x509svid.SVID, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cert, r.err
+	return r.svid, r.err
 }
 
-func (r *rotatingSource) ClientCAs() (*x509.CertPool, error) {
+// GetX509BundleForTrustDomain serves the bundle for every trust domain, so
+// that the authorizer is what refuses other trust domains.
+func (r *rotatingSource) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.pool, r.err
+	return r.bundle, r.err
 }
 
 // TestTLSFromSecrets: with tls.fromSecrets the listener serves the
@@ -485,7 +502,7 @@ func TestTLSFromSecrets(t *testing.T) {
 	ca := newTestCA(t, "mesh root")
 	src := &rotatingSource{}
 	src.set(t, ca)
-	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{TLSSource: src})
+	s := newServer(t, cfg, newStore(t, testPolicy(), policy.Options{}), Options{SVIDSource: src, BundleSource: src})
 	addr := startServer(t, s)
 	check := func(creds credentials.TransportCredentials) error { return checkOver(t, addr, creds) }
 	if err := check(ca.clientCreds(t, ca)); err != nil {
@@ -493,6 +510,16 @@ func TestTLSFromSecrets(t *testing.T) {
 	}
 	if err := check(newTestCA(t, "other").clientCreds(t, ca)); err == nil {
 		t.Fatal("a client certificate from another CA was accepted")
+	}
+	// Of the mesh CA but no X.509 SVID of the trust domain: refused at the
+	// handshake (TestRefusedHandshakes pins the reason).
+	for name, pair := range map[string]tls.Certificate{
+		"without SPIFFE ID":       ca.keyPair(t, "envoy", x509.ExtKeyUsageClientAuth),
+		"of another trust domain": spiffePair(t, ca, "spiffe://other.local/ns/default/sa/planner"),
+	} {
+		if err := check(credentials.NewTLS(&tls.Config{RootCAs: ca.pool(), Certificates: []tls.Certificate{pair}})); err == nil {
+			t.Fatalf("a client certificate %s was accepted", name)
+		}
 	}
 	if err := check(insecure.NewCredentials()); err == nil {
 		t.Fatal("a plaintext client was served")
@@ -507,11 +534,16 @@ func TestTLSFromSecrets(t *testing.T) {
 	if err := check(ca.clientCreds(t, ca)); err == nil {
 		t.Fatal("after rotation, a client of the old CA still connects")
 	}
-	// No material: the handshake fails rather than serve without it.
+	// No material: the handshake fails rather than serve without it, and
+	// is counted as the listener's failure, not the client's.
 	src.fail(errors.New("vault down"))
+	unavailable := s.m.refused.WithLabelValues(RefusedServerTLS)
+	before := testutil.ToFloat64(unavailable)
 	if err := check(ca2.clientCreds(t, ca2)); err == nil {
 		t.Fatal("served while the source had no certificate")
 	}
+	waitFor(t, func() bool { return testutil.ToFloat64(unavailable) > before },
+		func() string { return "a handshake without material was not counted as " + RefusedServerTLS })
 }
 
 func TestConfigTLSValidation(t *testing.T) {

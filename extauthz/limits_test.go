@@ -334,7 +334,7 @@ func TestRefusedHandshakes(t *testing.T) {
 	src := &rotatingSource{}
 	src.set(t, ca)
 	cfg := Config{Address: "127.0.0.1:0", TLS: &TLSFiles{FromSecrets: true}}
-	s := newServer(t, cfg, &countingDecider{}, Options{TLSSource: src, Registry: reg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	s := newServer(t, cfg, &countingDecider{}, Options{SVIDSource: src, BundleSource: src, Registry: reg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	addr := startServer(t, s)
 
 	// A foreign CA's certificate with a SPIFFE ID that would be valid.
@@ -353,6 +353,12 @@ func TestRefusedHandshakes(t *testing.T) {
 		// none, as the server's acceptable CAs do not include the issuer.
 		{"foreign CA with a valid SPIFFE ID", tlsClient(&tls.Config{RootCAs: ca.pool(),
 			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreignPair, nil }}), RefusedBadClientCert},
+		// The bundle's CA, but no X.509 SVID, or not of the trust domain:
+		// go-spiffe's verification and authorizer refuse them.
+		{"mesh CA without SPIFFE ID", tlsClient(&tls.Config{RootCAs: ca.pool(),
+			Certificates: []tls.Certificate{ca.keyPair(t, "envoy", x509.ExtKeyUsageClientAuth)}}), RefusedBadClientCert},
+		{"mesh CA, another trust domain", tlsClient(&tls.Config{RootCAs: ca.pool(),
+			Certificates: []tls.Certificate{spiffePair(t, ca, "spiffe://other.local/ns/default/sa/planner")}}), RefusedBadClientCert},
 		{"TLS 1.1", tlsClient(&tls.Config{RootCAs: ca.pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
 			Certificates: []tls.Certificate{spiffePair(t, ca, spiffe("planner"))}}), RefusedTLSVersion},
 		{"plaintext gRPC", func() error { return checkOver(t, addr, insecure.NewCredentials()) }, RefusedNotTLS},
@@ -411,7 +417,13 @@ func tlsAttempt(addr string, c *tls.Config) error {
 // spiffePair issues a client certificate of ca for a SPIFFE ID.
 func spiffePair(t *testing.T, ca testCA, id string) tls.Certificate {
 	t.Helper()
-	pair := ca.keyPair(t, "envoy", x509.ExtKeyUsageClientAuth)
+	return svidPair(t, ca, id, x509.ExtKeyUsageClientAuth)
+}
+
+// svidPair issues a certificate of ca for a SPIFFE ID and eku.
+func svidPair(t *testing.T, ca testCA, id string, eku x509.ExtKeyUsage) tls.Certificate {
+	t.Helper()
+	pair := ca.keyPair(t, "envoy", eku)
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
@@ -477,7 +489,7 @@ func TestPlaintextWarns(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &logBuffer{}
-			s := newServer(t, tc.cfg, &countingDecider{}, Options{TLSSource: src, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			s := newServer(t, tc.cfg, &countingDecider{}, Options{SVIDSource: src, BundleSource: src, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			startServer(t, s)
 			if got := logs.count("authz.plaintext"); got != map[bool]int{true: 1, false: 0}[tc.warn] {
 				t.Fatalf("%d plaintext warnings, want warn=%v:\n%s", got, tc.warn, logs)

@@ -21,7 +21,10 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -32,6 +35,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshward/meshward/extauthz/audit"
+	"github.com/meshward/meshward/internal/mtls"
 	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/policy/schema"
 )
@@ -65,18 +69,14 @@ type Options struct {
 	AuditHeaders []string
 	// ReadFile reads the TLS files; default os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
-	// TLSSource provides the listener's certificate and client trust
-	// bundle when Config.TLS.FromSecrets is set (Listen fails without it;
-	// an in-process Server that never listens does not need it).
-	TLSSource TLSSource
-}
-
-// TLSSource provides the listener's own certificate and the bundle its
-// clients' certificates are verified against; both are asked for at every
-// handshake, so rotations apply to new connections without a restart.
-type TLSSource interface {
-	ServerCertificate() (*tls.Certificate, error)
-	ClientCAs() (*x509.CertPool, error)
+	// SVIDSource and BundleSource provide the listener's X.509 SVID and
+	// the trust bundle its clients' SVIDs must chain to when
+	// Config.TLS.FromSecrets is set (Listen fails without them; an
+	// in-process Server that never listens does not need them). Both are
+	// asked at every handshake, so rotations apply to new connections
+	// without a restart.
+	SVIDSource   x509svid.Source
+	BundleSource x509bundle.Source
 }
 
 // ServiceName is the gRPC service (and health service name) served.
@@ -105,8 +105,9 @@ type Server struct {
 	health       *health.Server
 	// readFile reads TLS files.
 	readFile func(string) ([]byte, error)
-	// tlsSrc serves the listener's TLS when cfg.TLS.FromSecrets.
-	tlsSrc TLSSource
+	// svids and bundles serve the listener's TLS when cfg.TLS.FromSecrets.
+	svids   x509svid.Source
+	bundles x509bundle.Source
 
 	// identityHeaders may not be repeated; removal lists by which of the
 	// roles and dry-run headers are set on the response.
@@ -193,7 +194,7 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 		}
 	}
 	s.refusals = newRefusalLog(log, func(reason string) { m.refused.WithLabelValues(reason).Inc() })
-	s.readFile, s.tlsSrc = opts.ReadFile, opts.TLSSource
+	s.readFile, s.svids, s.bundles = opts.ReadFile, opts.SVIDSource, opts.BundleSource
 	if s.readFile == nil {
 		s.readFile = os.ReadFile
 	}
@@ -210,10 +211,10 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 	switch {
 	case s.cfg.Plaintext:
 	case s.cfg.TLSFromSecrets():
-		if s.tlsSrc == nil {
-			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source")
+		if s.svids == nil || s.bundles == nil {
+			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source (SVIDSource and BundleSource)")
 		}
-		creds = refusingCreds{credentials.NewTLS(sourceTLS(s.tlsSrc, s.log)), s.refusals}
+		creds = refusingCreds{credentials.NewTLS(s.sourceTLS()), s.refusals}
 	default:
 		tc, err := serverTLS(s.cfg.TLS, s.readFile, s.log)
 		if err != nil {
@@ -287,45 +288,18 @@ func (t *tlsFiles) forClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	return conf, nil
 }
 
-// aeadSuites are the TLS 1.2 cipher suites served: ECDHE with AEAD
-// ciphers only (SECURITY.md, secure defaults). TLS 1.3 suites are all AEAD.
-var aeadSuites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-}
+// aeadSuites are the TLS 1.2 cipher suites served, the same as on the
+// listeners that serve from secrets.
+var aeadSuites = mtls.AEADSuites
 
-// sourceTLS serves the certificate and client bundle src holds at each
-// handshake; when it has none the handshake fails (never plaintext, never
-// an unverified client).
-func sourceTLS(src TLSSource, log *slog.Logger) *tls.Config {
-	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, ClientAuth: tls.RequireAndVerifyClientCert}
-	cfg := base.Clone()
-	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		cert, err := src.ServerCertificate()
-		if err == nil && cert == nil {
-			err = errors.New("no certificate")
-		}
-		if err != nil {
-			log.Error("ext_authz: server certificate unavailable; refusing the connection", logError, err)
-			return nil, fmt.Errorf("extauthz: server certificate: %w: %w", errServerTLS, err)
-		}
-		pool, err := src.ClientCAs()
-		if err == nil && pool == nil {
-			err = errors.New("no trust bundle")
-		}
-		if err != nil {
-			log.Error("ext_authz: client trust bundle unavailable; refusing the connection", logError, err)
-			return nil, fmt.Errorf("extauthz: client CAs: %w: %w", errServerTLS, err)
-		}
-		c := base.Clone()
-		c.Certificates, c.ClientCAs = []tls.Certificate{*cert}, pool
-		return c, nil
-	}
-	return cfg
+// sourceTLS serves the SVID and verifies clients' SVIDs against the bundle
+// the sources hold at each handshake, admitting members of the trust
+// domain only; without material the handshake fails (never plaintext,
+// never an unverified client).
+func (s *Server) sourceTLS() *tls.Config {
+	return mtls.ServerConfig(s.svids, s.bundles, tlsconfig.AuthorizeMemberOf(s.td), func(err error) {
+		s.log.Error("ext_authz: server TLS material unavailable; refusing the connection", logError, err)
+	})
 }
 
 func serverTLS(f *TLSFiles, readFile func(string) ([]byte, error), log *slog.Logger) (*tls.Config, error) {

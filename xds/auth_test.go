@@ -3,7 +3,6 @@ package xds_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"slices"
@@ -12,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
@@ -47,7 +49,10 @@ func TestStreamRefusedUnlessNodeMatchesCertificate(t *testing.T) {
 		node     string
 		delta    bool
 		wantCode codes.Code
-		reason   string // "" when the TLS handshake already fails
+		// reason is counted in meshward_xds_refused_total; with wantCode
+		// Unavailable the TLS handshake refused the client, so no stream
+		// (and no security event) exists.
+		reason string
 	}{
 		{"another node's id (delta)", func(t *testing.T) credentials.TransportCredentials {
 			return tlsWith(t, e.ca, xdstest.SPIFFEID(td, "a"), true)
@@ -61,15 +66,21 @@ func TestStreamRefusedUnlessNodeMatchesCertificate(t *testing.T) {
 		{"no node id", func(t *testing.T) credentials.TransportCredentials {
 			return tlsWith(t, e.ca, xdstest.SPIFFEID(td, "a"), true)
 		}, "", false, codes.PermissionDenied, xds.ReasonMissingNode},
+		// A certificate of the bundle's CA that is no X.509 SVID, or of
+		// another trust domain, is refused at the handshake (go-spiffe's
+		// verification), before any stream.
 		{"certificate without SPIFFE ID", func(t *testing.T) credentials.TransportCredentials {
 			return tlsWith(t, e.ca, "", true)
-		}, "a", true, codes.PermissionDenied, xds.ReasonNoClientCert},
+		}, "a", true, codes.Unavailable, xds.ReasonBadClientCert},
+		{"certificate of another trust domain", func(t *testing.T) credentials.TransportCredentials {
+			return tlsWith(t, e.ca, xdstest.SPIFFEID("other.test", "a"), true)
+		}, "a", true, codes.Unavailable, xds.ReasonBadClientCert},
 		{"no client certificate", func(t *testing.T) credentials.TransportCredentials {
 			return tlsWith(t, nil, "", false)
-		}, "a", true, codes.Unavailable, ""},
+		}, "a", true, codes.Unavailable, xds.ReasonNoClientCert},
 		{"certificate from another CA", func(t *testing.T) credentials.TransportCredentials {
 			return tlsWith(t, otherCA, xdstest.SPIFFEID(td, "a"), true)
-		}, "a", true, codes.Unavailable, ""},
+		}, "a", true, codes.Unavailable, xds.ReasonBadClientCert},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := metric(t, e.reg, "meshward_xds_refused_total", "reason", tc.reason)
@@ -94,7 +105,12 @@ func TestStreamRefusedUnlessNodeMatchesCertificate(t *testing.T) {
 			if got := status.Code(err); got != tc.wantCode {
 				t.Fatalf("stream error %v (code %v), want code %v", err, got, tc.wantCode)
 			}
-			if tc.reason != "" {
+			if tc.wantCode == codes.Unavailable {
+				// The server counts after the client saw the alert.
+				waitFor(ctx, t, "a handshake refusal counted as "+tc.reason, func() bool {
+					return metric(t, e.reg, "meshward_xds_refused_total", "reason", tc.reason)-before >= 1
+				})
+			} else {
 				if got := metric(t, e.reg, "meshward_xds_refused_total", "reason", tc.reason) - before; got != 1 {
 					t.Errorf("refused{%s} grew by %v, want 1", tc.reason, got)
 				}
@@ -209,13 +225,15 @@ type rotatingSource struct {
 	ca   *xdstest.CA
 }
 
-func (r *rotatingSource) ServerCertificate() (*tls.Certificate, error) {
+func (r *rotatingSource) GetX509SVID() (*x509svid.SVID, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cert, nil
+	return xdstest.SVID(r.cert)
 }
 
-func (r *rotatingSource) ClientCAs() (*x509.CertPool, error) { return r.ca.Pool(), nil }
+func (r *rotatingSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	return r.ca.Bundle(td), nil
+}
 
 // The listener's certificate is read at every handshake: a rotation applies
 // to the next connection without a restart.
@@ -233,7 +251,7 @@ func TestServerCertificateRotation(t *testing.T) {
 	}
 	src := &rotatingSource{cert: issue(), ca: ca}
 	mesh := xdstest.NewMesh(td, "a")
-	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0"}, mesh, mesh, src)
+	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0"}, mesh, mesh, src, src)
 	if err != nil {
 		t.Fatal(err)
 	}

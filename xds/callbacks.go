@@ -184,6 +184,10 @@ func (s *Server) openStream(ctx context.Context, key streamKey) error {
 }
 
 // peerSPIFFEID returns the SPIFFE ID of the peer's verified certificate.
+// The handshake verified it (mtls.ServerConfig: go-spiffe verifies in
+// VerifyPeerCertificate, so crypto/tls records no VerifiedChains, and
+// session resumption is off): a connection only exists with a verified
+// X.509 SVID as its leaf.
 func peerSPIFFEID(p *peer.Peer) (string, error) {
 	if p == nil {
 		return "", errors.New("no peer")
@@ -192,11 +196,11 @@ func peerSPIFFEID(p *peer.Peer) (string, error) {
 	if !ok {
 		return "", errors.New("not a TLS connection")
 	}
-	chains := info.State.VerifiedChains
-	if len(chains) == 0 || len(chains[0]) == 0 {
-		return "", errors.New("no verified client certificate")
+	certs := info.State.PeerCertificates
+	if len(certs) == 0 {
+		return "", errors.New("no client certificate")
 	}
-	id, err := x509svid.IDFromCert(chains[0][0])
+	id, err := x509svid.IDFromCert(certs[0])
 	if err != nil {
 		return "", err
 	}

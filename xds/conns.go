@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/meshward/meshward/internal/mtls"
 )
 
 // Connection refusals, further values of the reason label of
@@ -47,7 +49,7 @@ var connReasons = []string{ReasonConnectionLimit, ReasonNoClientCert, ReasonBadC
 
 // errServerTLS marks handshakes failed for want of the listener's own
 // material, not because of the client.
-var errServerTLS = errors.New("server TLS material unavailable")
+var errServerTLS = mtls.ErrUnavailable
 
 // refusalLog counts refused connections and logs them, at most one line
 // per interval and reason, so that a scanner or a misconfigured fleet cannot

@@ -101,7 +101,7 @@ func TestConnectionLimit(t *testing.T) {
 	mesh := xdstest.NewMesh(td, "a", "b")
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
-	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: true, MaxConnections: 1}, mesh, mesh, nil,
+	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: true, MaxConnections: 1}, mesh, mesh, nil, nil,
 		xds.WithRegisterer(reg), xds.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func TestLimitsConfig(t *testing.T) {
 // New refuses an invalid configuration rather than serve without limits.
 func TestNewValidatesConfig(t *testing.T) {
 	mesh := xdstest.NewMesh(td, "a")
-	if _, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: true, MaxConnections: -1}, mesh, mesh, nil); err == nil ||
+	if _, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: true, MaxConnections: -1}, mesh, mesh, nil, nil); err == nil ||
 		!strings.Contains(err.Error(), "xds.maxConnections") {
 		t.Fatalf("New with maxConnections -1 = %v, want an error naming it", err)
 	}

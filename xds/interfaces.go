@@ -2,8 +2,6 @@ package xds
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"time"
 
@@ -44,15 +42,6 @@ type Identities interface {
 	// SPIFFEIDOf returns the SPIFFE ID (spiffe://td/path) of node, false if
 	// the node is not part of the mesh.
 	SPIFFEIDOf(node string) (spiffeID string, ok bool)
-}
-
-// TLSSource provides the xDS listener's own certificate and the trust
-// bundle client certificates are verified against. Both are asked for on
-// every TLS handshake, so a rotation applies to the next connection
-// without a restart; implementations should return cached values.
-type TLSSource interface {
-	ServerCertificate() (*tls.Certificate, error)
-	ClientCAs() (*x509.CertPool, error)
 }
 
 // EventSink receives security events: refused streams and requests, and
@@ -96,8 +85,8 @@ type SecurityEvent struct {
 // Refusal reasons: label values of meshward_xds_refused_total and
 // SecurityEvent.Reason.
 const (
-	// ReasonNoClientCert: the stream has no verified client certificate
-	// with exactly one SPIFFE ID.
+	// ReasonNoClientCert: the client sent no certificate (the handshake
+	// fails), or the stream has no verified X.509 SVID.
 	ReasonNoClientCert = "no_client_cert"
 	// ReasonMissingNode: the first request carries no node id.
 	ReasonMissingNode = "missing_node"

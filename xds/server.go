@@ -19,11 +19,16 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshward/meshward/internal/mtls"
 )
 
 // Server is meshward's xDS server: aggregated discovery (ADS) over gRPC,
@@ -31,12 +36,13 @@ import (
 // two ADS streams are served: no per-type services, no unary Fetch, no
 // REST gateway.
 type Server struct {
-	cfg    Config
-	res    Resources
-	ids    Identities
-	tlsSrc TLSSource
-	log    *slog.Logger
-	events EventSink
+	cfg     Config
+	res     Resources
+	ids     Identities
+	svids   x509svid.Source
+	bundles x509bundle.Source
+	log     *slog.Logger
+	events  EventSink
 	// nodeCheck, when set, is asked about each node's first request; an
 	// error is logged as a warning, the node still served.
 	nodeCheck func(*core.Node) error
@@ -111,14 +117,15 @@ func WithUpdateConcurrency(n int) Option {
 // New returns an xDS server for cfg (defaults applied to a copy, then
 // validated).
 // res builds each node's resources and ids binds node ids to SPIFFE IDs.
-// tlsSrc provides the listener's certificate and client trust bundle; it
-// may be nil only when cfg.Insecure is set.
-func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Option) (*Server, error) {
+// svids provides the listener's X.509 SVID and bundles the trust bundle
+// client SVIDs must chain to (see tlsConfig); they may be nil only when
+// cfg.Insecure is set.
+func New(cfg Config, res Resources, ids Identities, svids x509svid.Source, bundles x509bundle.Source, opts ...Option) (*Server, error) {
 	if res == nil || ids == nil {
 		return nil, errors.New("xds: new: Resources and Identities are required")
 	}
-	if tlsSrc == nil && !cfg.Insecure {
-		return nil, errors.New("xds: new: a TLSSource is required unless insecure is set")
+	if (svids == nil || bundles == nil) && !cfg.Insecure {
+		return nil, errors.New("xds: new: SVID and bundle sources are required unless insecure is set")
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate("xds"); err != nil {
@@ -128,7 +135,8 @@ func New(cfg Config, res Resources, ids Identities, tlsSrc TLSSource, opts ...Op
 		cfg:     cfg,
 		res:     res,
 		ids:     ids,
-		tlsSrc:  tlsSrc,
+		svids:   svids,
+		bundles: bundles,
 		log:     slog.New(slog.DiscardHandler),
 		workers: runtime.GOMAXPROCS(0),
 		now:     time.Now,
@@ -287,45 +295,16 @@ func (s *deltaStream) Send(r *discovery.DeltaDiscoveryResponse) error {
 	return s.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Send(r)
 }
 
-// tlsConfig builds the listener's TLS: TLS 1.2+, ECDHE with AEAD ciphers
-// only, client certificates required and verified against the trust
-// bundle. Certificate and bundle are read from the TLSSource at every
-// handshake so rotations apply without a restart.
+// tlsConfig builds the listener's TLS (mtls.ServerConfig): TLS 1.2+, ECDHE
+// with AEAD ciphers only, client X.509 SVIDs required and verified against
+// the trust bundle. Any SPIFFE ID is admitted here (the xDS config names no
+// trust domain); stream admission binds the node to its exact SPIFFE ID.
+// SVID and bundle are read from the sources at every handshake so
+// rotations apply without a restart.
 func (s *Server) tlsConfig() *tls.Config {
-	base := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ClientAuth: tls.RequireAndVerifyClientCert,
-		CipherSuites: []uint16{
-			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-		},
-	}
-	cfg := base.Clone()
-	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		cert, err := s.tlsSrc.ServerCertificate()
-		if err != nil {
-			s.log.Error("xds: server certificate unavailable", logError, err)
-			return nil, fmt.Errorf("xds: server certificate: %w: %w", errServerTLS, err)
-		}
-		pool, err := s.tlsSrc.ClientCAs()
-		if err != nil {
-			s.log.Error("xds: client trust bundle unavailable", logError, err)
-			return nil, fmt.Errorf("xds: client CAs: %w: %w", errServerTLS, err)
-		}
-		if cert == nil || pool == nil {
-			s.log.Error("xds: TLS source returned no certificate or bundle")
-			return nil, fmt.Errorf("xds: %w: TLS source returned no certificate or bundle", errServerTLS)
-		}
-		c := base.Clone()
-		c.Certificates = []tls.Certificate{*cert}
-		c.ClientCAs = pool
-		return c, nil
-	}
-	return cfg
+	return mtls.ServerConfig(s.svids, s.bundles, tlsconfig.AuthorizeAny(), func(err error) {
+		s.log.Error("xds: server TLS material unavailable; refusing the connection", logError, err)
+	})
 }
 
 // Update rebuilds and pushes the snapshots of the named nodes (all

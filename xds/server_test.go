@@ -16,6 +16,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -109,20 +111,24 @@ func startEnv(t testing.TB, o envOpts) *env {
 		}
 	}
 	e := &env{mesh: mesh, ca: ca, reg: prometheus.NewRegistry(), events: &events{}, logs: &syncBuffer{}, mtls: !o.insecure}
-	var src xds.TLSSource
+	var (
+		svids   x509svid.Source
+		bundles x509bundle.Source
+	)
 	if !o.insecure {
 		cert, err := ca.Issue("spiffe://" + td + "/meshward")
 		if err != nil {
 			t.Fatal(err)
 		}
-		src = xdstest.TLSSource{Cert: cert, CA: ca}
+		src := xdstest.TLSSource{Cert: cert, CA: ca}
+		svids, bundles = src, src
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	opts := []xds.Option{xds.WithLogger(log), xds.WithRegisterer(e.reg), xds.WithEventSink(e.events)}
 	if o.nodeCheck != nil {
 		opts = append(opts, xds.WithNodeCheck(o.nodeCheck))
 	}
-	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: o.insecure}, mesh, mesh, src, opts...)
+	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: o.insecure}, mesh, mesh, svids, bundles, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

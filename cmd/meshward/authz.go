@@ -254,7 +254,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 		if err := mgr.Register(id); err != nil {
 			return nil, err
 		}
-		opts.TLSSource = svidSource{mgr, id}
+		opts.SVIDSource, opts.BundleSource = svidSource{mgr, id}, svidSource{mgr, id}
 	}
 	srv, err := extauthz.New(d.cfg.Authz.Server, d.cfg.TrustDomain, store, opts)
 	if err != nil {

@@ -92,7 +92,7 @@ func registeredMetrics(t *testing.T) map[string][]string {
 	}
 	mesh := &xdsMesh{self: xdsServerID(cfg.TrustDomain)}
 	mesh.model.Store(model)
-	if _, err := xds.New(cfg.XDS, mesh, mesh, nil, xds.WithRegisterer(rec)); err != nil {
+	if _, err := xds.New(cfg.XDS, mesh, mesh, nil, nil, xds.WithRegisterer(rec)); err != nil {
 		t.Fatal(err)
 	}
 	return rec.labels

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,6 +13,9 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
@@ -154,35 +155,47 @@ func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeReso
 }
 
 // svidSource serves one SPIFFE ID's SVID from the secrets manager as a
-// listener's certificate, and the trust bundle as the CAs its clients'
-// certificates must chain to: the xDS listener's (xds.TLSSource) and,
-// with authz.tls.fromSecrets, the ext_authz listener's
-// (extauthz.TLSSource). Both are asked at every handshake.
+// listener's X.509 SVID (x509svid.Source), and the trust bundle as the one
+// its clients' SVIDs must chain to (x509bundle.Source): for the xDS
+// listener and, with authz.tls.fromSecrets, the ext_authz listener. Both
+// are asked at every handshake; the manager caches them.
 type svidSource struct {
 	mgr *secrets.Manager
 	id  string
 }
 
-// ServerCertificate is the SVID, issued and rotated by the manager.
-func (s svidSource) ServerCertificate() (*tls.Certificate, error) {
+// GetX509SVID is the SVID, issued and rotated by the manager.
+func (s svidSource) GetX509SVID() (*x509svid.SVID, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	v, err := s.mgr.SVID(ctx, s.id)
 	if err != nil {
 		return nil, err
 	}
-	return v.TLSCertificate(), nil
+	id, err := spiffeid.FromString(v.ID)
+	if err != nil {
+		return nil, fmt.Errorf("svid %s: %w", v.ID, err)
+	}
+	return &x509svid.SVID{ID: id, Certificates: v.Chain, PrivateKey: v.Key}, nil
 }
 
-// ClientCAs is the trust bundle.
-func (s svidSource) ClientCAs() (*x509.CertPool, error) {
+// GetX509BundleForTrustDomain is the trust bundle, for the SVID's own
+// trust domain only.
+func (s svidSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	own, err := spiffeid.FromString(s.id)
+	if err != nil {
+		return nil, fmt.Errorf("svid %s: %w", s.id, err)
+	}
+	if td != own.TrustDomain() {
+		return nil, fmt.Errorf("no trust bundle for trust domain %q", td)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	b, err := s.mgr.Bundle(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return b.Pool(), nil
+	return x509bundle.FromX509Authorities(td, b.Roots), nil
 }
 
 // affected lists the nodes a secrets change concerns; all reports that
@@ -232,11 +245,13 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	if err := mgr.Register(ids...); err != nil {
 		return nil, err
 	}
-	var src xds.TLSSource = svidSource{mgr, mesh.self}
-	if d.cfg.XDS.Insecure {
-		src = nil
+	var svids x509svid.Source
+	var bundles x509bundle.Source
+	if !d.cfg.XDS.Insecure {
+		src := svidSource{mgr, mesh.self}
+		svids, bundles = src, src
 	}
-	srv, err := xds.New(d.cfg.XDS, mesh, mesh, src, xopts...)
+	srv, err := xds.New(d.cfg.XDS, mesh, mesh, svids, bundles, xopts...)
 	if err != nil {
 		return nil, err
 	}

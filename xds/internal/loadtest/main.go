@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -113,7 +115,7 @@ func runServer(ctx context.Context, f flags) error {
 	}
 	mesh := xdstest.NewMesh(trustDomain, names...)
 	var (
-		src xds.TLSSource
+		src *xdstest.TLSSource
 		ca  *xdstest.CA
 	)
 	if f.mtls {
@@ -125,9 +127,16 @@ func runServer(ctx context.Context, f flags) error {
 		if err != nil {
 			return err
 		}
-		src = xdstest.TLSSource{Cert: cert, CA: ca}
+		src = &xdstest.TLSSource{Cert: cert, CA: ca}
 	}
-	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: !f.mtls}, mesh, mesh, src)
+	var (
+		svids   x509svid.Source
+		bundles x509bundle.Source
+	)
+	if src != nil {
+		svids, bundles = src, src
+	}
+	srv, err := xds.New(xds.Config{Address: "127.0.0.1:0", Insecure: !f.mtls}, mesh, mesh, svids, bundles)
 	if err != nil {
 		return err
 	}

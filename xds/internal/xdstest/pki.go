@@ -1,6 +1,7 @@
 package xdstest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,10 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // CA is a throwaway certificate authority for tests.
@@ -92,18 +97,60 @@ func (ca *CA) Issue(spiffeID string) (*tls.Certificate, error) {
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-// TLSSource serves a fixed server certificate and the CA's bundle; it
-// implements xds.TLSSource.
+// TLSSource serves a fixed server certificate as the listener's X.509
+// SVID and the CA as the trust bundle of the certificate's trust domain;
+// it implements x509svid.Source and x509bundle.Source (xds.New's sources).
 type TLSSource struct {
 	Cert *tls.Certificate
 	CA   *CA
 }
 
-// ServerCertificate implements xds.TLSSource.
-func (s TLSSource) ServerCertificate() (*tls.Certificate, error) { return s.Cert, nil }
+// GetX509SVID implements x509svid.Source.
+func (s TLSSource) GetX509SVID() (*x509svid.SVID, error) { return SVID(s.Cert) }
 
-// ClientCAs implements xds.TLSSource.
-func (s TLSSource) ClientCAs() (*x509.CertPool, error) { return s.CA.Pool(), nil }
+// GetX509BundleForTrustDomain implements x509bundle.Source.
+func (s TLSSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	own, err := SVID(s.Cert)
+	if err != nil {
+		return nil, err
+	}
+	if own.ID.TrustDomain() != td {
+		return nil, fmt.Errorf("xdstest: no bundle for trust domain %q", td)
+	}
+	return s.CA.Bundle(td), nil
+}
+
+// Bundle is the CA's certificate as td's X.509 bundle.
+func (ca *CA) Bundle(td spiffeid.TrustDomain) *x509bundle.Bundle {
+	return x509bundle.FromX509Authorities(td, []*x509.Certificate{ca.cert})
+}
+
+// SVID is c (issued with a SPIFFE ID) as an X.509 SVID.
+func SVID(c *tls.Certificate) (*x509svid.SVID, error) {
+	if c == nil {
+		return nil, errors.New("xdstest: no certificate")
+	}
+	var chain []*x509.Certificate
+	for _, der := range c.Certificate {
+		x, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("xdstest: %w", err)
+		}
+		chain = append(chain, x)
+	}
+	if len(chain) == 0 {
+		return nil, errors.New("xdstest: empty certificate")
+	}
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("xdstest: %w", err)
+	}
+	key, ok := c.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("xdstest: private key is not a crypto.Signer")
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}, nil
+}
 
 // ClientTLS is the TLS configuration of a node presenting cert.
 func ClientTLS(ca *CA, cert *tls.Certificate) *tls.Config {
