@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"net/http"
+	"sync"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -80,6 +81,55 @@ func TestQuarantineNoAllocs(t *testing.T) {
 		s.SetQuarantine(q)
 		if n := testing.AllocsPerRun(100, func() { _ = s.quarantined(in) }); n != 0 {
 			t.Errorf("quarantine check of %d ids: %v allocations, want 0", q.Len(), n)
+		}
+	}
+}
+
+// TestQuarantineInFlight: while Checks run concurrently, every Check that
+// starts after SetQuarantine returns is denied, and every one after the
+// release is allowed (run with -race).
+func TestQuarantineInFlight(t *testing.T) {
+	s := newServer(t, plainConfig(), newStore(t, testPolicy(), policy.Options{}), Options{})
+	req := checkReq(spiffe("planner"), "GET", "/v1/tasks", nil)
+	ctx := testCtx(t)
+	q := NewQuarantine([]string{spiffe("planner")})
+	for round := range 20 {
+		stop := make(chan struct{})
+		errs := make(chan string, 4)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := s.Check(ctx, req); err != nil {
+						errs <- err.Error()
+						return
+					}
+				}
+			})
+		}
+		quarantine := round%2 == 0
+		if quarantine {
+			s.SetQuarantine(q)
+		} else {
+			s.SetQuarantine(nil)
+		}
+		resp, err := s.Check(ctx, req)
+		close(stop)
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Fatalf("round %d: concurrent Check: %s", round, e)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if denied := resp.GetDeniedResponse() != nil; denied != quarantine {
+			t.Fatalf("round %d: quarantined %v but denied %v", round, quarantine, denied)
 		}
 	}
 }
