@@ -14,7 +14,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshward/meshward/internal/mtls"
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // Connection refusals: the values of the reason label of

@@ -35,9 +35,9 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshward/meshward/extauthz/audit"
-	"github.com/meshward/meshward/internal/mtls"
 	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // Decider decides canonical requests; policy.Store is one. Decide must

@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshward/meshward/internal/mtls"
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // Server is meshward's xDS server: aggregated discovery (ADS) over gRPC,
