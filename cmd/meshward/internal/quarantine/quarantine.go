@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -138,9 +139,15 @@ func Release(path string, e Entry) (*State, error) {
 }
 
 // edit loads, changes and atomically replaces the file: a temporary file
-// in the same folder, synced, renamed over path. Two edits at the same
-// moment can lose one of them (there is no lock).
+// in the same folder, synced, renamed over path. Edits hold an exclusive
+// flock on a lock file beside it (.NAME.lock), so two commands at the same
+// moment both apply.
 func edit(path string, change func(*State) error) (*State, error) {
+	unlock, err := lock(path)
+	if err != nil {
+		return nil, fmt.Errorf("quarantine: lock: %w", err)
+	}
+	defer unlock()
 	s, err := Load(path)
 	if err != nil {
 		return nil, err
@@ -159,6 +166,26 @@ func edit(path string, change func(*State) error) (*State, error) {
 		return nil, fmt.Errorf("quarantine: %w", err)
 	}
 	return s, nil
+}
+
+// lock takes the exclusive lock of path's edits, waiting for it.
+func lock(path string) (unlock func(), err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "."+filepath.Base(path)+".lock"), os.O_RDWR|os.O_CREATE, 0o600) //nolint:gosec // G304: beside the configured state file
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil { //nolint:gosec // G115: a file descriptor
+		f.Close() //nolint:errcheck,gosec // the flock error is reported
+		return nil, err
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:gosec // G115: a file descriptor
+		_ = f.Close()
+	}, nil
 }
 
 func writeAtomic(path string, data []byte) error {

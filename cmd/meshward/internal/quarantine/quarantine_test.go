@@ -1,7 +1,9 @@
 package quarantine
 
 import (
+	"fmt"
 	"go.uber.org/goleak"
+	"sync"
 
 	"errors"
 	"os"
@@ -67,13 +69,18 @@ func TestQuarantineRelease(t *testing.T) {
 	if r, ok := s.LastRelease(viewer); !ok || r.By != "dave" {
 		t.Errorf("LastRelease(viewer) = %+v %v", r, ok)
 	}
-	// Only the state file is left: the temporary ones were renamed.
+	// Only the state file and its lock are left: the temporary ones were
+	// renamed.
 	ents, err := os.ReadDir(filepath.Dir(path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ents) != 1 {
-		t.Errorf("folder holds %v, want only the state file", ents)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != ".quarantine.json.lock quarantine.json" {
+		t.Errorf("folder holds %s, want only the state file and its lock", got)
 	}
 }
 
@@ -121,5 +128,28 @@ func TestParseRefuses(t *testing.T) {
 	}
 	if raw, _ := os.ReadFile(path); string(raw) != "{" {
 		t.Errorf("broken file rewritten: %q", raw)
+	}
+}
+
+// TestConcurrentEdits: edits at the same moment all apply (the lock).
+func TestConcurrentEdits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.json")
+	const n = 20
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("spiffe://mesh.local/a%d", i)
+			if _, err := Quarantine(path, Entry{SPIFFEID: id, By: "a"}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	s, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Quarantined) != n {
+		t.Errorf("%d of %d concurrent quarantines kept", len(s.Quarantined), n)
 	}
 }
