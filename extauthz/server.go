@@ -214,13 +214,13 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 		if s.svids == nil || s.bundles == nil {
 			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source (SVIDSource and BundleSource)")
 		}
-		creds = refusingCreds{credentials.NewTLS(s.sourceTLS()), s.refusals}
+		creds = mtls.RefusingCreds(credentials.NewTLS(s.sourceTLS()), s.refusals.refuse)
 	default:
 		tc, err := serverTLS(s.cfg.TLS, s.readFile, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("extauthz: tls: %w", err)
 		}
-		creds = refusingCreds{credentials.NewTLS(tc), s.refusals}
+		creds = mtls.RefusingCreds(credentials.NewTLS(tc), s.refusals.refuse)
 	}
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, serverOptions(s.cfg)...)...)
 	authv3.RegisterAuthorizationServer(g, s)
@@ -345,7 +345,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("extauthz: listen: %w", err)
 	}
-	s.listener = newLimitListener(l, s.cfg.MaxConnections, s.refusals)
+	s.listener = mtls.LimitListener(l, s.cfg.MaxConnections, s.refusals.refuse)
 	if s.cfg.Plaintext {
 		s.log.Warn(WarnPlaintext, logAddress, l.Addr().String())
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // What the xDS server needs from the rest of meshward. The concrete types
@@ -87,7 +89,7 @@ type SecurityEvent struct {
 const (
 	// ReasonNoClientCert: the client sent no certificate (the handshake
 	// fails), or the stream has no verified X.509 SVID.
-	ReasonNoClientCert = "no_client_cert"
+	ReasonNoClientCert = mtls.RefusedNoClientCert
 	// ReasonMissingNode: the first request carries no node id.
 	ReasonMissingNode = "missing_node"
 	// ReasonUnknownNode: the node id is not part of the mesh.

@@ -172,7 +172,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("xds: listen: %w", err)
 	}
-	s.lis = newLimitListener(l, s.cfg.MaxConnections, s.refusals)
+	s.lis = mtls.LimitListener(l, s.cfg.MaxConnections, s.refusals.refuse)
 	return nil
 }
 
@@ -208,7 +208,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Insecure {
 		s.log.Warn(WarnInsecure, logAddress, lis.Addr().String())
 	} else {
-		opts = append(opts, grpc.Creds(refusingCreds{credentials.NewTLS(s.tlsConfig()), s.refusals}))
+		opts = append(opts, grpc.Creds(mtls.RefusingCreds(credentials.NewTLS(s.tlsConfig()), s.refusals.refuse)))
 	}
 	gs := grpc.NewServer(opts...)
 	xs := serverv3.NewServer(ctx, s.cache.mux, callbacks{s})
