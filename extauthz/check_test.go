@@ -24,6 +24,7 @@ import (
 	"github.com/meshward/meshward/policy"
 	"github.com/meshward/meshward/policy/body"
 	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // httpStatus is the HTTP status a CheckResponse gives Envoy (200 on OK).
@@ -780,7 +781,7 @@ func TestMetricsPresentFromStart(t *testing.T) {
 	for name, want := range map[string]int{
 		"meshward_authz_authn_failures_total":      len(authnReasons),
 		"meshward_authz_errors_total":              len(errorReasons),
-		"meshward_authz_refused_connections_total": len(refusedReasons),
+		"meshward_authz_refused_connections_total": len(mtls.RefusedReasons),
 	} {
 		if n := testutil.CollectAndCount(reg, name); n != want {
 			t.Errorf("%s: %d series at start, want %d", name, n, want)

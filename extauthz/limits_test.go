@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // countingDecider allows everything and counts the requests it saw.
@@ -382,7 +383,7 @@ func TestRefusedHandshakes(t *testing.T) {
 	// A valid client is served and counts nothing.
 	total := func() float64 {
 		var sum float64
-		for _, r := range refusedReasons {
+		for _, r := range mtls.RefusedReasons {
 			sum += testutil.ToFloat64(s.m.refused.WithLabelValues(r))
 		}
 		return sum
@@ -395,8 +396,8 @@ func TestRefusedHandshakes(t *testing.T) {
 		t.Fatalf("a valid client changed the refusal counts from %v to %v", before, after)
 	}
 	// The metric is on the registry given.
-	if n, err := testutil.GatherAndCount(reg, "meshward_authz_refused_connections_total"); err != nil || n != len(refusedReasons) {
-		t.Fatalf("registry has %d series of meshward_authz_refused_connections_total (%v), want %d", n, err, len(refusedReasons))
+	if n, err := testutil.GatherAndCount(reg, "meshward_authz_refused_connections_total"); err != nil || n != len(mtls.RefusedReasons) {
+		t.Fatalf("registry has %d series of meshward_authz_refused_connections_total (%v), want %d", n, err, len(mtls.RefusedReasons))
 	}
 }
 

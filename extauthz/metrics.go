@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshward/meshward/policy"
+	"github.com/meshward/meshward/secrets/mtls"
 )
 
 // Decision results, the values of the result label.
@@ -70,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// Known label values start at 0, so that rate() and absent-series
 	// alerts work before the first occurrence (Prometheus practice).
-	for _, r := range refusedReasons {
+	for _, r := range mtls.RefusedReasons {
 		m.refused.WithLabelValues(r)
 	}
 	for _, r := range authnReasons {

@@ -120,7 +120,7 @@ type Server struct {
 	parts    responseParts
 
 	// refusals counts and logs connections refused before any Check.
-	refusals *refusalLog
+	refusals *mtls.RefusalLog
 	// failLog and failAuditLog rate-limit the warnings of failed Checks:
 	// a failing audit sink or a storm of cancelled Checks fails every
 	// request, and each is already counted in meshward_authz_errors_total.
@@ -193,7 +193,11 @@ func New(cfg Config, trustDomain string, d Decider, opts Options) (*Server, erro
 			s.remove[roles][dry] = l
 		}
 	}
-	s.refusals = newRefusalLog(log, func(reason string) { m.refused.WithLabelValues(reason).Inc() })
+	s.refusals = mtls.NewRefusalLog(log, func(reason string) { m.refused.WithLabelValues(reason).Inc() }, mtls.RefusalMessages{
+		Limit:   "ext_authz connection refused: maxConnections reached (further refusals are counted in meshward_authz_refused_connections_total, logged at most every 10s)",
+		Aborted: "ext_authz TLS handshake aborted by the client",
+		Failed:  "ext_authz TLS handshake failed; connection refused (further failures are counted in meshward_authz_refused_connections_total, logged at most every 10s)",
+	})
 	s.readFile, s.svids, s.bundles = opts.ReadFile, opts.SVIDSource, opts.BundleSource
 	if s.readFile == nil {
 		s.readFile = os.ReadFile
@@ -214,13 +218,13 @@ func (s *Server) newGRPC() (*grpc.Server, error) {
 		if s.svids == nil || s.bundles == nil {
 			return nil, errors.New("extauthz: tls: authz.tls.fromSecrets needs a TLS source (SVIDSource and BundleSource)")
 		}
-		creds = mtls.RefusingCreds(credentials.NewTLS(s.sourceTLS()), s.refusals.refuse)
+		creds = mtls.RefusingCreds(credentials.NewTLS(s.sourceTLS()), s.refusals.Refuse)
 	default:
 		tc, err := serverTLS(s.cfg.TLS, s.readFile, s.log)
 		if err != nil {
 			return nil, fmt.Errorf("extauthz: tls: %w", err)
 		}
-		creds = mtls.RefusingCreds(credentials.NewTLS(tc), s.refusals.refuse)
+		creds = mtls.RefusingCreds(credentials.NewTLS(tc), s.refusals.Refuse)
 	}
 	g := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(creds)}, serverOptions(s.cfg)...)...)
 	authv3.RegisterAuthorizationServer(g, s)
@@ -345,7 +349,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("extauthz: listen: %w", err)
 	}
-	s.listener = mtls.LimitListener(l, s.cfg.MaxConnections, s.refusals.refuse)
+	s.listener = mtls.LimitListener(l, s.cfg.MaxConnections, s.refusals.Refuse)
 	if s.cfg.Plaintext {
 		s.log.Warn(WarnPlaintext, logAddress, l.Addr().String())
 	}

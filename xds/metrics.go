@@ -1,6 +1,10 @@
 package xds
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshward/meshward/secrets/mtls"
+)
 
 // metrics are the xDS server's Prometheus metrics.
 type metrics struct {
@@ -48,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{ReasonNoClientCert, ReasonMissingNode, ReasonUnknownNode, ReasonNodeMismatch, ReasonNodeChanged, ReasonUnknownSecret, ReasonNodeRemoved} {
 		m.refused.WithLabelValues(r)
 	}
-	for _, r := range connReasons {
+	for _, r := range mtls.RefusedReasons {
 		m.refused.WithLabelValues(r)
 	}
 	for _, s := range typeSlots {

@@ -61,7 +61,7 @@ type Server struct {
 	streams map[streamKey]*streamState
 
 	// refusals counts and logs connections refused before any stream.
-	refusals *refusalLog
+	refusals *mtls.RefusalLog
 
 	lisMu   sync.Mutex
 	lis     net.Listener
@@ -155,7 +155,11 @@ func New(cfg Config, res Resources, ids Identities, svids x509svid.Source, bundl
 		return nil, fmt.Errorf("xds: new: %w", err)
 	}
 	s.m = m
-	s.refusals = newRefusalLog(s.log, func(reason string) { m.refused.WithLabelValues(reason).Inc() })
+	s.refusals = mtls.NewRefusalLog(s.log, func(reason string) { m.refused.WithLabelValues(reason).Inc() }, mtls.RefusalMessages{
+		Limit:   "xds: connection refused: xds.maxConnections reached (further refusals are counted in meshward_xds_refused_total, logged at most every 10s)",
+		Aborted: "xds: TLS handshake aborted by the client",
+		Failed:  "xds: security event: TLS handshake failed; connection refused (further failures are counted in meshward_xds_refused_total, logged at most every 10s)",
+	}, logEvent, "security")
 	s.cache = newSnapshots(cacheLogger{s.log})
 	return s, nil
 }
@@ -172,7 +176,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("xds: listen: %w", err)
 	}
-	s.lis = mtls.LimitListener(l, s.cfg.MaxConnections, s.refusals.refuse)
+	s.lis = mtls.LimitListener(l, s.cfg.MaxConnections, s.refusals.Refuse)
 	return nil
 }
 
@@ -208,7 +212,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Insecure {
 		s.log.Warn(WarnInsecure, logAddress, lis.Addr().String())
 	} else {
-		opts = append(opts, grpc.Creds(mtls.RefusingCreds(credentials.NewTLS(s.tlsConfig()), s.refusals.refuse)))
+		opts = append(opts, grpc.Creds(mtls.RefusingCreds(credentials.NewTLS(s.tlsConfig()), s.refusals.Refuse)))
 	}
 	gs := grpc.NewServer(opts...)
 	xs := serverv3.NewServer(ctx, s.cache.mux, callbacks{s})

@@ -4,11 +4,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -136,4 +140,73 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// RefusalMessages are a listener's log lines for refused connections.
+type RefusalMessages struct {
+	// Limit is logged (at most every RefusalLogInterval) when
+	// maxConnections turned a connection away.
+	Limit string
+	// Aborted is logged at debug for a handshake the client gave up.
+	Aborted string
+	// Failed is logged (at most every RefusalLogInterval per reason) for
+	// any other failed handshake.
+	Failed string
+}
+
+// RefusalLogInterval is the least time between two log lines of one
+// reason.
+const RefusalLogInterval = 10 * time.Second
+
+// RefusalLog counts refused connections and logs them, at most one line
+// per interval and reason, so that a scanner or a misconfigured fleet
+// cannot flood the log; the counts are in the listener's metric. Its
+// Refuse method is a RefuseFunc.
+type RefusalLog struct {
+	log   *slog.Logger
+	count func(reason string)
+	msgs  RefusalMessages
+	attrs []any // leading attributes of every warning
+	// every limits the log lines of each reason.
+	every map[string]*rate.Sometimes
+}
+
+// NewRefusalLog returns a RefusalLog counting with count and logging msgs
+// to log, each warning led by attrs.
+func NewRefusalLog(log *slog.Logger, count func(reason string), msgs RefusalMessages, attrs ...any) *RefusalLog {
+	r := &RefusalLog{log: log, count: count, msgs: msgs, attrs: attrs, every: make(map[string]*rate.Sometimes, len(RefusedReasons))}
+	for _, reason := range RefusedReasons {
+		r.every[reason] = &rate.Sometimes{Interval: RefusalLogInterval}
+	}
+	return r
+}
+
+// Log attribute keys of the refusal lines.
+const (
+	logReason = "reason"
+	logRemote = "remote"
+	logError  = "error"
+)
+
+// Refuse counts and logs one refused connection.
+func (r *RefusalLog) Refuse(reason string, remote net.Addr, err error) {
+	r.count(reason)
+	addr := ""
+	if remote != nil {
+		addr = remote.String()
+	}
+	switch reason {
+	case RefusedConnectionLimit:
+		r.every[reason].Do(func() {
+			r.log.Warn(r.msgs.Limit, append(slices.Clip(r.attrs), logReason, reason, logRemote, addr)...)
+		})
+	case RefusedHandshakeAborted:
+		r.log.Debug(r.msgs.Aborted, logReason, reason, logRemote, addr, logError, err)
+	case RefusedServerTLS:
+		// Logged at error by the TLS configuration.
+	default:
+		r.every[reason].Do(func() {
+			r.log.Warn(r.msgs.Failed, append(slices.Clip(r.attrs), logReason, reason, logRemote, addr, logError, err)...)
+		})
+	}
 }
