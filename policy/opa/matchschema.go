@@ -57,15 +57,7 @@ func matchSchemaFast(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, e
 	return callOPAMatchSchema(bctx, doc, sch)
 }
 
-// matchSchema is matchSchemaFast as a topdown builtin (for tests that
-// call both implementations the same way).
-func matchSchema(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*ast.Term) error) error {
-	if len(operands) >= 2 && quickMatch(operands[0].Value, operands[1].Value) {
-		return iter(resultWithoutErrors(true))
-	}
-	return opaMatchSchema(bctx, operands, iter)
-}
-
+// callOPAMatchSchema is OPA's own json.match_schema on doc and sch.
 func callOPAMatchSchema(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, error) {
 	var out *ast.Term
 	err := opaMatchSchema(bctx, []*ast.Term{doc, sch}, func(t *ast.Term) error {

@@ -16,6 +16,16 @@ import (
 	schemapkg "github.com/meshward/meshward/policy/schema"
 )
 
+// matchSchema is the served matchSchemaFast as a topdown builtin, so that
+// tests call it and OPA's implementation the same way.
+func matchSchema(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*ast.Term) error) error {
+	out, err := matchSchemaFast(bctx, operands[0], operands[1])
+	if err != nil {
+		return err
+	}
+	return iter(out)
+}
+
 // callMatch runs a json.match_schema implementation on doc and schema and
 // returns its result, or the error as a string.
 func callMatch(t testing.TB, f topdown.BuiltinFunc, doc, schema ast.Value) (*ast.Term, string) {

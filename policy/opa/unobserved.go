@@ -35,12 +35,7 @@ func matchSchemaOK(bctx rego.BuiltinContext, doc, sch *ast.Term) (*ast.Term, err
 	case schema.Invalid:
 		return resultWithoutErrors(false), nil
 	}
-	var out *ast.Term
-	err := opaMatchSchema(bctx, []*ast.Term{doc, sch}, func(t *ast.Term) error {
-		out = t
-		return nil
-	})
-	return out, err
+	return callOPAMatchSchema(bctx, doc, sch)
 }
 
 // useMatchSchemaOK rewrites, in rule r, each json.match_schema call whose
