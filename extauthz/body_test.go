@@ -7,7 +7,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/policy"
 )
 
 // TestBodyRowsOverGRPC runs every body row of SECURITY.md through the
@@ -71,7 +71,7 @@ func TestBodyRowsOverGRPC(t *testing.T) {
 		{name: "nesting over the default limit of 64", edit: []func(*authv3.CheckRequest){withBody(deep, nil)},
 			status: 400, code: "invalid_json", msg: "limit of 64"},
 		{name: "schema violation", edit: []func(*authv3.CheckRequest){withBody(strings.Replace(valid, `"priority":3`, `"priority":12`, 1), nil)},
-			status: 400, code: schema.CodeViolation, msg: "/task/priority maximum: 12 > 9"},
+			status: 400, code: policy.ReasonSchemaViolation, msg: "/task/priority maximum: 12 > 9"},
 		{name: "valid body in raw_body", edit: []func(*authv3.CheckRequest){rawBody(valid)}, status: 200},
 		{name: "invalid body in raw_body", edit: []func(*authv3.CheckRequest){rawBody(`{"role":"user","role":"admin"}`)},
 			status: 400, code: "invalid_json", msg: "duplicate key"},

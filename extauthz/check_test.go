@@ -22,8 +22,6 @@ import (
 	"github.com/meshward/meshward/examples/quickstart"
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/body"
-	"github.com/meshward/meshward/policy/schema"
 	"github.com/meshward/meshward/secrets/mtls"
 )
 
@@ -543,12 +541,12 @@ func TestQuickstartRefload(t *testing.T) {
 		file       string
 		status     int
 		code       string
-		violations []schema.Violation
+		violations []policy.Violation
 	}{
 		{file: "allow.json", status: 200},
 		{file: "deny_abac.json", status: 403, code: policy.ReasonMissingRole},
-		{file: "deny_schema.json", status: 400, code: schema.CodeViolation,
-			violations: []schema.Violation{{Path: "/task/priority", Keyword: "maximum", Message: "12 > 9"}}},
+		{file: "deny_schema.json", status: 400, code: policy.ReasonSchemaViolation,
+			violations: []policy.Violation{{Path: "/task/priority", Keyword: "maximum", Message: "12 > 9"}}},
 		{file: "allow_get.json", status: 200},
 	}
 	for _, tt := range tests {
@@ -641,7 +639,7 @@ func (*bodylessAuditor) IncludesBody() bool { return false }
 func TestAuditRecordBody(t *testing.T) {
 	srvCfg, pol := quickstartPolicy(t)
 	req := loadRefRequest(t, "allow.json")
-	want, err := body.DecodeString(req.GetAttributes().GetRequest().GetHttp().GetBody(), body.Limits{})
+	want, err := policy.DecodeBody(req.GetAttributes().GetRequest().GetHttp().GetBody())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/schema"
 )
 
 // rpcMethods are the JSON-RPC methods counted by name in
@@ -103,7 +102,7 @@ func rpcBody(id string, code string, d *policy.Decision) string {
 	return b.String()
 }
 
-func writeViolations(b *strings.Builder, vs []schema.Violation) {
+func writeViolations(b *strings.Builder, vs []policy.Violation) {
 	if len(vs) == 0 {
 		return
 	}

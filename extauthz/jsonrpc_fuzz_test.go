@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/body"
 )
 
 // FuzzCheckJSONRPC sends any body to an MCP route through the whole Check.
@@ -37,7 +36,7 @@ func FuzzCheckJSONRPC(f *testing.F) {
 			t.Fatalf("Check error: %v", err)
 		}
 		if resp.GetStatus().GetCode() == int32(codes.OK) {
-			v, err := body.DecodeString(b, body.Limits{})
+			v, err := policy.DecodeBody(b)
 			if err != nil {
 				t.Fatalf("allowed a body the strict decoder refuses: %v", err)
 			}

@@ -18,7 +18,7 @@ import (
 // refloadRego is the reference workload's Rego policy (written for
 // opa-envoy-plugin) and its data.
 func refloadRego() (*policy.RegoConfig, fs.FS) {
-	return &policy.RegoConfig{Files: []string{"policy.rego", "data.json"}}, os.DirFS("../policy/opa/testdata/refload")
+	return &policy.RegoConfig{Files: []string{"policy.rego", "data.json"}}, os.DirFS("../policy/internal/opa/testdata/refload")
 }
 
 // TestRegoRefloadOverGRPC runs the reference workload through the real OPA

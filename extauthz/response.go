@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/schema"
 )
 
 // Keys of the dynamic metadata meshward sets on every CheckResponse.
@@ -205,7 +204,7 @@ func writeJSONString(b *strings.Builder, s string) {
 type denyBody struct {
 	Error      string             `json:"error"`
 	Message    string             `json:"message"`
-	Violations []schema.Violation `json:"violations,omitempty"`
+	Violations []policy.Violation `json:"violations,omitempty"`
 	DecisionID string             `json:"decision_id"`
 }
 
@@ -275,7 +274,7 @@ func (s *Server) errorResponse(id, reason string) *authv3.CheckResponse {
 
 // denied builds a deny: {"error","message","violations" (schema
 // violations only),"decision_id"}.
-func (s *Server) denied(dm *denyMsgs, id string, httpStatus int, code, msg string, vs []schema.Violation, meta map[string]*structpb.Value) *authv3.CheckResponse {
+func (s *Server) denied(dm *denyMsgs, id string, httpStatus int, code, msg string, vs []policy.Violation, meta map[string]*structpb.Value) *authv3.CheckResponse {
 	n := 64 + len(code) + len(msg) + len(id)
 	for _, v := range vs {
 		n += 40 + len(v.Path) + len(v.Keyword) + len(v.Message)

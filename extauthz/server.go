@@ -36,7 +36,6 @@ import (
 
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/schema"
 	"github.com/meshward/meshward/secrets/mtls"
 )
 
@@ -661,7 +660,7 @@ func (s *Server) selectHeaders(h map[string]string) map[string]string {
 
 // violationPaths keeps only where the body failed: audit records never
 // carry the messages, which may quote values.
-func violationPaths(vs []schema.Violation) []string {
+func violationPaths(vs []policy.Violation) []string {
 	if len(vs) == 0 {
 		return nil
 	}

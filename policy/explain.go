@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshward/meshward/policy/body"
+	"github.com/meshward/meshward/policy/internal/body"
 )
 
 // Step is one rule considered by Explain.

@@ -3,8 +3,8 @@ package policy
 import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/meshward/meshward/policy/body"
-	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/policy/internal/body"
+	"github.com/meshward/meshward/policy/internal/schema"
 )
 
 // Input is the canonical request every policy step decides on. extauthz

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshward/meshward/policy/body"
-	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/policy/internal/body"
+	"github.com/meshward/meshward/policy/internal/schema"
 )
 
 // JSON-RPC 2.0 error codes of deny bodies on JSON-RPC routes: the

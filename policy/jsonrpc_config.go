@@ -10,7 +10,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/meshward/meshward/policy/body"
+	"github.com/meshward/meshward/policy/internal/body"
+	"github.com/meshward/meshward/policy/internal/schema"
 )
 
 // JSONRPCConfig makes routes JSON-RPC aware (MCP, A2A): their bodies are
@@ -255,4 +256,17 @@ func (c *JSONRPCConfig) loadTools(dir fs.FS) ([]ToolConfig, []byte, error) {
 		tools = append(tools, t)
 	}
 	return tools, data, nil
+}
+
+// CompileTools checks that every tool's inputSchema compiles as a JSON
+// Schema, as a revision would compile it; origin (a file name) prefixes
+// each tool in errors. `meshward mcp import` checks a tools/list with it
+// before writing a tools file.
+func CompileTools(tools []ToolConfig, origin string) error {
+	srcs := make([]schema.Source, 0, len(tools))
+	for _, t := range tools {
+		srcs = append(srcs, schema.Source{Name: t.Name, Origin: origin + " tool " + t.Name, Doc: t.InputSchema})
+	}
+	_, err := schema.Compile(srcs, schema.Options{})
+	return err
 }

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/policy/internal/schema"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

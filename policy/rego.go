@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/meshward/meshward/policy/opa"
+	"github.com/meshward/meshward/policy/internal/opa"
 )
 
 // RegoCompileTimeout bounds loading and preparing the Rego policy of one
@@ -25,7 +25,7 @@ const RegoCompileTimeout = 30 * time.Second
 const ReasonInvalidRequest = "invalid_request"
 
 // NewOPARego is the Options.NewRego that runs cfg.Rego on OPA (package
-// policy/opa), with opa-envoy-plugin's input document and decision shape:
+// policy/internal/opa), with opa-envoy-plugin's input document and decision shape:
 //
 //	policy.Options{Dir: dir, NewRego: policy.NewOPARego}
 //
@@ -37,9 +37,9 @@ func NewOPARego(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
 		return nil, errors.New("no rego section")
 	}
 	if cfg.Rego.BundleURL != "" {
-		return nil, errors.New("rego: a bundleURL is served from a bundle poller's engine (NewOPARegoEngine), not loaded per revision")
+		return nil, errors.New("rego: a bundleURL is served from a bundle poller's engine (RegoBundle), not loaded per revision")
 	}
-	oc, err := cfg.Rego.OPAConfig(dir)
+	oc, err := cfg.Rego.opaConfig(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -56,13 +56,13 @@ func NewOPARego(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
 	return &opaRego{e: e, digest: digest}, nil
 }
 
-// NewOPARegoEngine is the Options.NewRego that serves e, an engine built
-// elsewhere (the current engine of an [opa.Poller] fetching
+// newOPARegoEngine is the Options.NewRego that serves e, an engine built
+// elsewhere (the current engine of a RegoBundle fetching
 // cfg.Rego.BundleURL), instead of loading cfg.Rego per revision. digest
 // identifies e's content (the fetched bundle's digest) in the revision ID,
 // next to the content of the other files cfg.Rego names. A nil e (no
 // bundle fetched yet) is an error: there is no revision to serve.
-func NewOPARegoEngine(e *opa.Engine, digest string) func(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
+func newOPARegoEngine(e *opa.Engine, digest string) func(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
 	return func(cfg *Config, dir fs.FS) (RegoEvaluator, error) {
 		if e == nil {
 			return nil, errors.New("rego: no bundle fetched yet")

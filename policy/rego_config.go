@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshward/meshward/policy/opa"
+	"github.com/meshward/meshward/policy/internal/opa"
 )
 
 // RegoConfig configures OPA policies, run with the same input document and
@@ -161,10 +161,10 @@ func (r *RegoConfig) Validate(path string) error {
 	return errors.Join(errs...)
 }
 
-// OPAConfig returns the opa package's configuration for r, resolving
+// opaConfig returns the opa package's configuration for r, resolving
 // relative file names in dir (nil: the working directory) and reading the
 // verification key.
-func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
+func (r *RegoConfig) opaConfig(dir fs.FS) (opa.Config, error) {
 	cfg := opa.Config{
 		FS:             dir,
 		Files:          r.Files,
@@ -185,10 +185,10 @@ func (r *RegoConfig) OPAConfig(dir fs.FS) (opa.Config, error) {
 	return cfg, nil
 }
 
-// BundleTransport returns the HTTP transport that fetches BundleURL: a
+// bundleTransport returns the HTTP transport that fetches BundleURL: a
 // copy of http.DefaultTransport (proxy settings from the environment),
 // with BundleTLS's authorities and client certificate, TLS 1.2 at least.
-func (r *RegoConfig) BundleTransport(dir fs.FS) (*http.Transport, error) {
+func (r *RegoConfig) bundleTransport(dir fs.FS) (*http.Transport, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	t := r.BundleTLS

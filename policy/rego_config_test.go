@@ -90,7 +90,7 @@ func TestRegoConfigOPAConfig(t *testing.T) {
 	dir := fstest.MapFS{"keys/pub.pem": {Data: []byte("PEM")}}
 	c := RegoConfig{Files: []string{"p.rego"}, Bundle: "b.tar.gz", Query: "envoy/authz/allow",
 		Verification: &RegoVerification{KeyID: "k1", KeyFile: "keys/pub.pem", Algorithm: "ES256"}}
-	got, err := c.OPAConfig(dir)
+	got, err := c.opaConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestRegoConfigOPAConfig(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 	c.Verification.KeyFile = "missing.pem"
-	if _, err := c.OPAConfig(dir); err == nil {
+	if _, err := c.opaConfig(dir); err == nil {
 		t.Fatal("missing key file accepted")
 	}
 }

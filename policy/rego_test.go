@@ -10,7 +10,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/opa"
+	"github.com/meshward/meshward/policy/internal/opa"
 )
 
 // TestRegoContentInRevisionID: an edited policy file is a new revision

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/policy/internal/schema"
 )
 
 // BodyChecker is the integration point of the JSON Schema step: every

@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshward/meshward/policy/body"
-	"github.com/meshward/meshward/policy/schema"
+	"github.com/meshward/meshward/policy/internal/body"
+	"github.com/meshward/meshward/policy/internal/schema"
 )
 
 // SchemaConfig names one JSON Schema, from a file or inline.

@@ -2,28 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"io/fs"
-	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/opa"
 )
 
 // policyOptions are the policy steps wired into every revision: the JSON
@@ -37,144 +26,26 @@ func policyOptions(cfg *config.Config) policy.Options {
 }
 
 // compilePolicy builds the policy revision cfg describes. A Rego bundle
-// URL is fetched once (serve polls it instead: see regoBundle).
+// URL is fetched once (serve polls it instead: see buildAuthz).
 func compilePolicy(cfg *config.Config) (*policy.Revision, error) {
 	opts := policyOptions(cfg)
 	if r := cfg.Authz.Policy.Rego; r != nil && r.BundleURL != "" {
-		b, err := newRegoBundle(cfg, nil, nil, nil)
+		b, err := policy.NewRegoBundle(r, cfg.Dir, policy.RegoBundleOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("authz: %w", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), policy.RegoCompileTimeout)
 		defer cancel()
-		if _, err := b.poller.Poll(ctx); err != nil {
+		if _, err := b.Poll(ctx); err != nil {
 			return nil, fmt.Errorf("authz: %w", err)
 		}
-		opts.NewRego = b.newRego
+		opts.NewRego = b.NewRego
 	}
 	rev, err := policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
 	if err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
 	}
 	return rev, nil
-}
-
-// regoBundle polls authz.rego.bundleURL. Each revision's Rego step serves
-// the engine of the last bundle that fetched, verified and compiled; the
-// revision ID covers that bundle's content digest.
-type regoBundle struct {
-	poller *opa.Poller
-	rego   policy.RegoConfig // the section the poller was started with
-	body   *digestTransport
-	cur    atomic.Pointer[bundleSnapshot]
-}
-
-// bundleSnapshot is a fetched bundle's engine and content digest, swapped
-// together so that a revision never pairs one bundle's engine with
-// another's digest.
-type bundleSnapshot struct {
-	engine *opa.Engine
-	digest string
-}
-
-// newRegoBundle returns the poller of cfg's bundle URL; onUpdate, if not
-// nil, runs after every new bundle (synchronously, within the poll).
-func newRegoBundle(cfg *config.Config, log *slog.Logger, m *opa.Metrics, onUpdate func()) (*regoBundle, error) {
-	r := cfg.Authz.Policy.Rego
-	oc, err := r.OPAConfig(cfg.Dir)
-	if err != nil {
-		return nil, err
-	}
-	base, err := r.BundleTransport(cfg.Dir)
-	if err != nil {
-		return nil, err
-	}
-	b := &regoBundle{rego: *r, body: &digestTransport{base: base}}
-	opts := []opa.PollerOption{
-		opa.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: b.body}),
-		opa.WithOnUpdate(func(e *opa.Engine) {
-			b.cur.Store(&bundleSnapshot{engine: e, digest: b.body.last()})
-			if onUpdate != nil {
-				onUpdate()
-			}
-		}),
-	}
-	if log != nil {
-		opts = append(opts, opa.WithLogger(log))
-	}
-	if m != nil {
-		opts = append(opts, opa.WithMetrics(m))
-	}
-	b.poller = opa.NewPoller(r.BundleURL, r.PollInterval, oc, opts...)
-	return b, nil
-}
-
-// newRego is the policy.Options.NewRego serving the current bundle.
-func (b *regoBundle) newRego(cfg *policy.Config, dir fs.FS) (policy.RegoEvaluator, error) {
-	s := b.cur.Load()
-	if s == nil {
-		return nil, errors.New("rego: no bundle fetched yet")
-	}
-	return policy.NewOPARegoEngine(s.engine, s.digest)(cfg, dir)
-}
-
-// compile builds the revision cfg describes, its Rego step serving the
-// current bundle. The Rego section cannot change under a running poller.
-func (b *regoBundle) compile(cfg *config.Config) (*policy.Revision, error) {
-	if r := cfg.Authz.Policy.Rego; r == nil || !reflect.DeepEqual(*r, b.rego) {
-		return nil, errors.New("authz: authz.rego changed while serving a bundleURL: restart to apply")
-	}
-	opts := policyOptions(cfg)
-	opts.NewRego = b.newRego
-	rev, err := policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
-	if err != nil {
-		return nil, fmt.Errorf("authz: %w", err)
-	}
-	return rev, nil
-}
-
-// digestTransport hashes every successful response body, so that the
-// revision ID follows the bundle's content (with or without an ETag).
-type digestTransport struct {
-	base http.RoundTripper
-	mu   sync.Mutex
-	sum  string
-}
-
-func (t *digestTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.mu.Lock()
-	t.sum = ""
-	t.mu.Unlock()
-	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return resp, err
-	}
-	resp.Body = &hashingBody{ReadCloser: resp.Body, h: sha256.New(), t: t}
-	return resp, nil
-}
-
-// last is the digest of the last body read to its end, "" if none.
-func (t *digestTransport) last() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.sum
-}
-
-type hashingBody struct {
-	io.ReadCloser
-	h hash.Hash
-	t *digestTransport
-}
-
-func (b *hashingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	_, _ = b.h.Write(p[:n])
-	if errors.Is(err, io.EOF) {
-		b.t.mu.Lock()
-		b.t.sum = hex.EncodeToString(b.h.Sum(nil))
-		b.t.mu.Unlock()
-	}
-	return n, err
 }
 
 // configPath is the file cfg was loaded from, "" for the embedded quickstart.
@@ -207,20 +78,14 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	// With a Rego bundle URL, one poller serves every revision; the
 	// first revision is built by the first successful fetch: until then
 	// the store has none, the component is not ready and Checks deny.
-	var bundle *regoBundle
+	var bundle *policy.RegoBundle
 	var reload func(context.Context)
 	if r := d.cfg.Authz.Policy.Rego; r != nil && r.BundleURL != "" {
-		var m *opa.Metrics
-		if d.reg != nil {
-			if m, err = opa.NewMetrics(d.reg); err != nil {
-				return nil, err
-			}
-		}
-		bundle, err = newRegoBundle(d.cfg, d.log, m, func() {
+		bundle, err = policy.NewRegoBundle(r, d.cfg.Dir, policy.RegoBundleOptions{Logger: d.log, Registry: d.reg, OnUpdate: func() {
 			ctx, cancel := context.WithTimeout(context.Background(), policy.RegoCompileTimeout)
 			defer cancel()
 			reload(ctx)
-		})
+		}})
 		if err != nil {
 			return nil, err
 		}
@@ -232,7 +97,16 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 		return compilePolicy(cfg)
 	}
 	if bundle != nil {
-		compile = bundle.compile
+		// Every revision serves the bundle poller's current engine.
+		compile = func(cfg *config.Config) (*policy.Revision, error) {
+			opts := policyOptions(cfg)
+			opts.NewRego = bundle.NewRego
+			rev, err := policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
+			if err != nil {
+				return nil, fmt.Errorf("authz: %w", err)
+			}
+			return rev, nil
+		}
 	}
 	if bundle == nil {
 		if err := store.Reload(ctx, func() (*policy.Revision, error) { return compile(d.cfg) }); err != nil {
@@ -296,7 +170,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 		tasks = append(tasks, configReloadTask(d))
 	}
 	if bundle != nil {
-		tasks = append(tasks, task.Task{Name: "authz-bundle", Run: bundle.poller.Run})
+		tasks = append(tasks, task.Task{Name: "authz-bundle", Run: bundle.Run})
 	}
 	return &component{tasks: tasks, ready: srv}, nil
 }

@@ -133,13 +133,18 @@ func TestRegoBundleRevisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	var updates atomic.Int32
-	var b *regoBundle
-	b, err = newRegoBundle(cfg, nil, nil, func() {
+	var b *policy.RegoBundle
+	compile := func(cfg *config.Config) (*policy.Revision, error) {
+		opts := policyOptions(cfg)
+		opts.NewRego = b.NewRego
+		return policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
+	}
+	b, err = policy.NewRegoBundle(cfg.Authz.Policy.Rego, cfg.Dir, policy.RegoBundleOptions{OnUpdate: func() {
 		updates.Add(1)
-		if err := store.Reload(ctx, func() (*policy.Revision, error) { return b.compile(cfg) }); err != nil {
+		if err := store.Reload(ctx, func() (*policy.Revision, error) { return compile(cfg) }); err != nil {
 			t.Errorf("reload after a new bundle: %v", err)
 		}
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +155,7 @@ func TestRegoBundleRevisions(t *testing.T) {
 	if d := store.Decide(ctx, viewerInput()); d.Allow || !errors.Is(d.Err, policy.ErrNoRevision) {
 		t.Fatalf("before the first fetch: allow %v err %v; want a deny with ErrNoRevision", d.Allow, d.Err)
 	}
-	if _, err := b.compile(cfg); err == nil {
+	if _, err := compile(cfg); err == nil {
 		t.Error("compiled a revision with no bundle fetched")
 	}
 
@@ -175,7 +180,7 @@ func TestRegoBundleRevisions(t *testing.T) {
 		if s.body != nil {
 			srv.set(s.body)
 		}
-		updated, err := b.poller.Poll(ctx)
+		updated, err := b.Poll(ctx)
 		if updated != s.updated || (err != nil) != s.pollErr {
 			t.Fatalf("%s: Poll = %v, %v; want updated %v, error %v", s.name, updated, err, s.updated, s.pollErr)
 		}
@@ -200,7 +205,7 @@ func TestRegoBundleRevisions(t *testing.T) {
 	rego := *cfg.Authz.Policy.Rego
 	rego.Query = "data.envoy.authz.other"
 	changed.Authz.Policy.Rego = &rego
-	if _, err := b.compile(&changed); err == nil || !strings.Contains(err.Error(), "restart") {
+	if _, err := compile(&changed); err == nil || !strings.Contains(err.Error(), "restart") {
 		t.Errorf("compile with a changed rego section: %v; want restart to apply", err)
 	}
 }

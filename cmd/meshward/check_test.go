@@ -95,7 +95,7 @@ func TestCheckExplainRego(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	regoDir, err := filepath.Abs(filepath.Join("..", "..", "policy", "opa", "testdata", "refload"))
+	regoDir, err := filepath.Abs(filepath.Join("..", "..", "policy", "internal", "opa", "testdata", "refload"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/schema"
 )
 
 const mcpUsage = `Usage: meshward mcp import [--out FILE] TOOLS_LIST.json
@@ -57,11 +56,7 @@ func runMCPImport(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("mcp import: %s: %w", files[0], err)
 	}
-	srcs := make([]schema.Source, 0, len(tools))
-	for _, t := range tools {
-		srcs = append(srcs, schema.Source{Name: t.Name, Origin: files[0] + " tool " + t.Name, Doc: t.InputSchema})
-	}
-	if _, err := schema.Compile(srcs, schema.Options{}); err != nil {
+	if err := policy.CompileTools(tools, files[0]); err != nil {
 		return fmt.Errorf("mcp import: %w", err)
 	}
 	type tool struct {

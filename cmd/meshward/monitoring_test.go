@@ -20,7 +20,6 @@ import (
 	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/policy"
-	"github.com/meshward/meshward/policy/opa"
 	"github.com/meshward/meshward/secrets"
 	"github.com/meshward/meshward/xds"
 )
@@ -74,7 +73,7 @@ func registeredMetrics(t *testing.T) map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := opa.NewMetrics(rec); err != nil {
+	if _, err := policy.NewRegoBundle(&policy.RegoConfig{BundleURL: "https://bundles.example/b.tar.gz"}, nil, policy.RegoBundleOptions{Registry: rec}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := secrets.NewMetrics(rec); err != nil {

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshward/meshward/policy/opa"
+	"github.com/meshward/meshward/policy"
 )
 
 const policyUsage = "Usage: meshward policy test [flags] DIR...\n\nRuns the Rego unit tests (rules named test_*) in DIR with its policies and data, like `opa test`.\nFlags may come before or after the DIRs.\n\nFlags:\n"
@@ -48,7 +48,7 @@ func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return errors.New("policy test: a DIR is required")
 	}
 	var report strings.Builder
-	_, err = opa.RunTests(ctx, &report, dirs, opa.TestOptions{Run: *runRE, Timeout: *timeout, V0Compatible: *v0})
+	err = policy.RunRegoTests(ctx, &report, dirs, policy.RegoTestOptions{Run: *runRE, Timeout: *timeout, V0Compatible: *v0})
 	if _, werr := io.WriteString(stdout, inFileOrder(report.String())); werr != nil && err == nil {
 		err = werr
 	}
