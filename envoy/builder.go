@@ -201,9 +201,13 @@ func (b *builder) routerFilter() *hcmv3.HttpFilter {
 }
 
 // inboundListener accepts mTLS from peers of the trust domain, verifies an
-// optional JWT, asks meshward (ext_authz) and routes to the local app.
+// optional JWT, asks meshward (ext_authz) and routes to the local app;
+// with quotas Envoy can enforce, a local rate limit comes first.
 func (b *builder) inboundListener(a *Agent) *listenerv3.Listener {
 	var filters []*hcmv3.HttpFilter
+	if rl := b.localRateLimit(); rl != nil { // first: sheds a caller over its quota before JWT and ext_authz
+		filters = append(filters, rl)
+	}
 	if len(a.JWTProviders) > 0 {
 		filters = append(filters, &hcmv3.HttpFilter{
 			Name:       JWTFilterName,

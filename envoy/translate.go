@@ -92,6 +92,8 @@ type Mesh struct {
 	Agents      []Agent `yaml:"agents"`
 	Authz       Authz   `yaml:"authz"`
 	Options     Options `yaml:"options"`
+	// Quotas every inbound listener enforces per caller (ratelimit.go).
+	Quotas []Quota `yaml:"quotas"`
 }
 
 // Authz is how every agent's Envoy reaches meshward's ext_authz service.
@@ -138,6 +140,10 @@ type Options struct {
 	// JWKSCAFile is the CA bundle, on the Envoy host, that remote JWKS
 	// servers are verified against.
 	JWKSCAFile string `yaml:"jwksCAFile"`
+	// RateLimitHeadroom is how many times the authorizer's quota Envoy's
+	// local rate limit buckets hold and refill (1-100). Default
+	// DefaultRateLimitHeadroom.
+	RateLimitHeadroom uint32 `yaml:"rateLimitHeadroom"`
 }
 
 // CircuitBreakers are a cluster's default-priority thresholds; zero takes
@@ -205,7 +211,7 @@ func (m *Mesh) Validate() error {
 			errs = append(errs, fmt.Errorf("authz.spiffeID: %q is not in trust domain %q", m.Authz.SPIFFEID, m.TrustDomain))
 		}
 	}
-	errs = append(errs, m.Options.Validate("options"))
+	errs = append(errs, m.Options.Validate("options"), validateQuotas("quotas", m.TrustDomain, m.Quotas))
 	return errors.Join(errs...)
 }
 
@@ -235,6 +241,9 @@ func (o *Options) Validate(path string) error {
 	}
 	if w := o.InitialConnectionWindowSize; w != 0 && (w < 65535 || w > 2147483647) {
 		errs = append(errs, fmt.Errorf("%s.initialConnectionWindowSize: must be 65535-2147483647", path))
+	}
+	if o.RateLimitHeadroom > 100 {
+		errs = append(errs, fmt.Errorf("%s.rateLimitHeadroom: must be 1-100", path))
 	}
 	if o.MaxConcurrentStreams > 2147483647 {
 		errs = append(errs, fmt.Errorf("%s.maxConcurrentStreams: must be 1-2147483647", path))
@@ -274,6 +283,7 @@ func (m Mesh) withDefaults() Mesh {
 	setDefault(&o.JWKSCAFile, DefaultJWKSCAFile)
 	setDefault(&o.AuthzTimeout, DefaultAuthzTimeout)
 	setDefault(&o.MaxRequestBytes, DefaultMaxRequestBytes)
+	setDefault(&o.RateLimitHeadroom, DefaultRateLimitHeadroom)
 	cb := &o.AuthzCircuitBreakers
 	setDefault(&cb.MaxConnections, DefaultAuthzMaxConnections)
 	setDefault(&cb.MaxPendingRequests, DefaultAuthzMaxPendingRequests)
