@@ -66,6 +66,7 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 		Agents:      cfg.Agents,
 		Authz:       envoy.Authz{Address: authzAddr, Plaintext: cfg.Authz.Server.Plaintext},
 		Options:     cfg.Envoy,
+		Quotas:      envoyQuotas(cfg.Authz.Policy.Quotas),
 	}
 	if cfg.Authz.Server.TLSFromSecrets() {
 		// The Envoys accept only the ext_authz listener's own SVID.
@@ -86,8 +87,9 @@ func meshInputs(cfg *config.Config) any {
 		Plaintext, AuthzFromSecrets                bool
 		Agents                                     []envoy.Agent
 		Envoy                                      envoy.Options
+		Quotas                                     []envoy.Quota
 	}{cfg.TrustDomain, cfg.XDS.AuthzAddress, cfg.Authz.Server.Address, cfg.Authz.Server.Plaintext,
-		cfg.Authz.Server.TLSFromSecrets(), cfg.Agents, cfg.Envoy}
+		cfg.Authz.Server.TLSFromSecrets(), cfg.Agents, cfg.Envoy, envoyQuotas(cfg.Authz.Policy.Quotas)}
 }
 
 // xdsMesh adapts the envoy translator and the secrets manager to the
