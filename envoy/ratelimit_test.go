@@ -187,10 +187,10 @@ func TestLocalRateLimitMatchesXFCC(t *testing.T) {
 	suf := sm.GetStringMatch().GetSuffix()
 	const by = "By=spiffe://mesh.local/ns/agents/sa/tools;Hash=4f2a"
 	for xfcc, want := range map[string]bool{
-		by + ";URI=" + planner:                                   true,
-		by + ";URI=spiffe://mesh.local/ns/agents/sa/xplanner":    false,
-		by + ";URI=spiffe://mesh.local/ns/agents/sa/planner/sub": false,
-		by + ";URI=spiffe://other.td/ns/agents/sa/planner":       false,
+		by + ";URI=" + planner:                                                    true,
+		by + ";URI=spiffe://mesh.local/ns/agents/sa/xplanner":                     false,
+		by + ";URI=spiffe://mesh.local/ns/agents/sa/planner/sub":                  false,
+		by + ";URI=spiffe://other.td/ns/agents/sa/planner":                        false,
 		"By=" + planner + ";Hash=4f2a;URI=spiffe://mesh.local/ns/agents/sa/tools": false,
 	} {
 		if got := strings.HasSuffix(xfcc, suf); got != want {
