@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/detect"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/extauthz/audit"
@@ -165,10 +166,21 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 		aopts = append(aopts, audit.WithEncryptionKeySource(secretKeySource(cfg, name, log)))
 	}
 	page := newStatusPage()
-	aopts = append(aopts, audit.WithTap(page.src.Denies.Tap)) // records after redaction
+	// The tap sees records after redaction; det is set before the audit
+	// logger runs.
+	var det *detect.Detector
+	aopts = append(aopts, audit.WithTap(func(r *audit.Record) {
+		page.src.Denies.Tap(r)
+		if det != nil {
+			det.Tap(r)
+		}
+	}))
 	auditLog, err := audit.New(cfg.Audit, aopts...)
 	if err != nil {
 		return fmt.Errorf("start audit logger: %w", err) // audit's errors say "audit: " themselves
+	}
+	if det, err = newDetector(cfg, log, reg, auditLog); err != nil {
+		return err
 	}
 	checks["audit"] = auditLog
 	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog, status: page}
@@ -198,6 +210,9 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 			return err
 		}
 		tasks = append(tasks, task.Task{Name: "quarantine", Run: deps.quarantine.Run})
+	}
+	if det != nil {
+		tasks = append(tasks, task.Task{Name: "detection", Run: det.Run})
 	}
 	for _, name := range enabled {
 		c, err := builders[name](ctx, deps)

@@ -16,6 +16,7 @@ const (
 	KindCertIssueFailure = "cert_issue_failure"
 	KindAgentQuarantined = "agent_quarantined" // meshward quarantine took effect; detail names who
 	KindAgentReleased    = "agent_released"    // meshward release took effect; detail names who
+	KindDetection        = "detection"         // a detection rule's threshold was reached; detail names the rule and action
 )
 
 // Record is one audit record: a decision or a security event. Fields that

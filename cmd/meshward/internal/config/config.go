@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshward/meshward/cmd/meshward/internal/detect"
 	"github.com/meshward/meshward/envoy"
 	"github.com/meshward/meshward/examples/quickstart"
 	"github.com/meshward/meshward/extauthz"
@@ -39,6 +40,7 @@ type Config struct {
 	Secrets     secrets.Config `yaml:"secrets"`
 	Audit       audit.Config   `yaml:"audit"`
 	Quarantine  Quarantine     `yaml:"quarantine"`
+	Detection   detect.Config  `yaml:"detection"`
 
 	// Dir is where relative file names in the configuration are resolved:
 	// the configuration file's folder, or the embedded quickstart.
@@ -212,6 +214,7 @@ func (c *Config) SetDefaults() {
 	c.XDS.SetDefaults()
 	c.Secrets.SetDefaults()
 	c.Audit.SetDefaults()
+	c.Detection.SetDefaults()
 }
 
 // Validate reports every problem at once, each named by its field path.
@@ -233,7 +236,11 @@ func (c *Config) Validate() error {
 		c.Envoy.Validate("envoy"),
 		c.Secrets.Validate("secrets"),
 		c.Audit.Validate("audit"),
+		c.Detection.Validate("detection"),
 	)
+	if c.Detection.Enforces() && c.QuarantineFile() == "" {
+		errs = append(errs, errors.New("detection.rules: a rule has quarantine: enforce but there is no quarantine state file: set quarantine.file or secrets.local.dataDir"))
+	}
 	if name := c.Audit.Redaction.KeySecret; name != "" && !c.hasSecret(name) {
 		errs = append(errs, fmt.Errorf("audit.redaction.keySecret: %q is not a secret of the %s secrets source (secrets.vault.kv or secrets.local.secrets)", name, c.Secrets.Source))
 	}

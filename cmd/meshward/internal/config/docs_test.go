@@ -74,6 +74,7 @@ var sectionDocs = map[string][]string{
 	"secrets":     {"secrets.md"},
 	"audit":       {"audit.md"},
 	"quarantine":  {"configuration.md", "incident-response.md"},
+	"detection":   {"configuration.md", "incident-response.md"},
 }
 
 // TestEveryConfigFieldDocumented: every key of the configuration file is
