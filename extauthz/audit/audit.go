@@ -148,6 +148,7 @@ type Logger struct {
 type sinkState struct {
 	s        sink
 	file     *fileSink // s, when it is a file sink: chained and sealed
+	ocsf     bool      // lines are OCSF events (ocsf.go), not chained
 	seq      uint64
 	buf      []byte // lines of the batch being written
 	bufN     int
@@ -230,6 +231,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 	for _, sc := range cfg.Sinks {
 		var s sink
 		var fs *fileSink
+		ocsf := sc.Format == FormatOCSF
 		switch sc.Type {
 		case "file":
 			fs = newFileSink(sc, l.now)
@@ -238,6 +240,10 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 			}
 			fs.process, fs.every = l.process, time.Duration(cfg.Seal.Interval)
 			s = fs
+			if ocsf { // an export file: rotated, not chained, sealed or encrypted
+				fs.export = true
+				fs = nil
+			}
 		case "otlp":
 			s = newOTLPSink(sc, l.process)
 		default:
@@ -246,6 +252,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 		l.sinks = append(l.sinks, &sinkState{
 			s:       s,
 			file:    fs,
+			ocsf:    ocsf,
 			written: m.written.WithLabelValues(s.name()),
 			errors:  m.sinkErrors.WithLabelValues(s.name()),
 			errLog:  rate.Sometimes{Interval: 10 * time.Second},
@@ -508,6 +515,17 @@ func (l *Logger) writeBatch(batch []*Record) {
 		}
 		at := bytes.Index(line, []byte(seqPlaceholder))
 		for _, st := range l.sinks {
+			if st.ocsf {
+				b, err := appendOCSF(st.buf, rec, st.seq+1)
+				if err != nil {
+					l.m.lose(LostEncode, 1)
+					l.log.Error("audit: record not encodable as OCSF", logSink, st.s.name(), logError, err)
+					continue
+				}
+				st.seq++
+				st.buf, st.bufN = b, st.bufN+1
+				continue
+			}
 			st.seq++
 			if st.file != nil {
 				if st.bufN == 0 {

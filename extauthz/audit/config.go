@@ -135,6 +135,10 @@ type SinkConfig struct {
 	Insecure bool `yaml:"insecure"`
 	// Timeout of one export by the otlp sink. Default 5s.
 	Timeout Duration `yaml:"timeout"`
+	// Format of a file or stdout sink: json (default, meshward's records;
+	// a file is chained, sealed and encrypted as configured) or ocsf (an
+	// OCSF event per record; not chained, sealed or encrypted).
+	Format string `yaml:"format"`
 }
 
 // Defaults.
@@ -263,6 +267,15 @@ func (c *Config) Validate(path string) error {
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s.type: must be stdout, file or otlp, not %q", p, s.Type))
+		}
+		switch s.Format {
+		case "", FormatJSON:
+		case FormatOCSF:
+			if s.Type == "otlp" {
+				errs = append(errs, fmt.Errorf("%s.format: an otlp sink exports records as they are; format applies to file and stdout sinks", p))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s.format: must be %s or %s, not %q", p, FormatJSON, FormatOCSF, s.Format))
 		}
 	}
 	r := c.Redaction

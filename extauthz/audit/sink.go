@@ -74,6 +74,10 @@ type fileSink struct {
 	lastSync time.Time
 	warn     error
 
+	// export: the lines are OCSF events (format: ocsf), written with no
+	// segment header, seal, chain or encryption.
+	export bool
+
 	// The hash chain, seals and encryption (see chain.go).
 	process  string
 	sealer   *sealer // nil: seals are not signed
@@ -162,6 +166,9 @@ func (s *fileSink) open() (int64, error) {
 // continues from (looked up in the files at the first open) and how its
 // records are encrypted.
 func (s *fileSink) startSegment() error {
+	if s.export {
+		return nil
+	}
 	if !s.found {
 		s.found = true
 		if s.regular {
@@ -234,7 +241,7 @@ func (s *fileSink) writeRaw(p []byte, recs int) error {
 
 // seal writes a seal over what is written; end is "", rotate or close.
 func (s *fileSink) seal(end string) error {
-	if s.f == nil {
+	if s.f == nil || s.export {
 		return nil
 	}
 	m := &metaLine{Meta: metaSeal, Time: s.now().UTC(), Process: s.process, Seq: s.wSeq, End: end}
