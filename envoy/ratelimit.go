@@ -239,8 +239,13 @@ func quotaBucket(q Quota, headroom uint64) *typev3.TokenBucket {
 	// Envoy reads the interval in whole milliseconds; truncating makes it
 	// refill a little sooner, never later.
 	fill := (per * time.Duration(k)).Truncate(time.Millisecond)
-	perFill := uint64(q.Rate) * uint64(k) * headroom
-	size := uint64(burst) * headroom
+	if q.Rate < 1 || q.Rate > math.MaxUint32 || burst < 1 || burst > math.MaxUint32 {
+		return nil
+	}
+	// With 1 <= Rate, Burst <= MaxUint32 (just checked), k <= 50 (per is
+	// at least 1ms) and headroom <= 100, the products fit in 64 bits.
+	perFill := uint64(q.Rate) * uint64(k) * headroom //nolint:gosec // G115: bounds checked above
+	size := uint64(burst) * headroom                 //nolint:gosec // G115: bounds checked above
 	if perFill > math.MaxUint32 || size > math.MaxUint32 || fill < minFillInterval {
 		return nil
 	}

@@ -53,15 +53,10 @@ func (m *translatedMesh) NodeResources(_ context.Context, node string) (*xds.Nod
 		envoy.TLSCertificateSecret(envoy.SecretDefault, []byte("chain"), []byte("key")),
 		envoy.ValidationSecret(envoy.SecretRootCA, []byte("bundle")),
 	}}
-	for _, r := range nr.Resources()[resource.ListenerType] {
-		out.Listeners = append(out.Listeners, r)
-	}
-	for _, r := range nr.Resources()[resource.ClusterType] {
-		out.Clusters = append(out.Clusters, r)
-	}
-	for _, r := range nr.Resources()[resource.RouteType] {
-		out.Routes = append(out.Routes, r)
-	}
+	res := nr.Resources()
+	out.Listeners = res[resource.ListenerType]
+	out.Clusters = res[resource.ClusterType]
+	out.Routes = res[resource.RouteType]
 	return out, nil
 }
 
