@@ -35,6 +35,16 @@ type LocalConfig struct {
 	DataDir string `yaml:"dataDir"`
 	// Secrets maps a generic secret's name to the file holding its value.
 	Secrets map[string]string `yaml:"secrets"`
+	// CAKeyEncryption encrypts the persisted CA key (ca.key) at rest.
+	CAKeyEncryption CAKeyEncryption `yaml:"caKeyEncryption"`
+}
+
+// CAKeyEncryption is `secrets.local.caKeyEncryption`: ca.key is written
+// AES-256-GCM encrypted with the key in KeyFile (the same kind of key, and
+// the same mechanism, as audit.encryption: 32 bytes raw, hex or base64).
+type CAKeyEncryption struct {
+	// KeyFile holds the 32-byte key. Empty: ca.key is plaintext PKCS #8.
+	KeyFile string `yaml:"keyFile"`
 }
 
 // VaultConfig is `secrets.vault`.
@@ -202,6 +212,9 @@ func (c *Config) Validate(path string) error {
 		if file == "" {
 			errs = append(errs, fmt.Errorf("%s.local.secrets.%s: file required", path, name))
 		}
+	}
+	if c.Local.CAKeyEncryption.KeyFile != "" && c.Local.DataDir == "" {
+		errs = append(errs, fmt.Errorf("%s.local.caKeyEncryption.keyFile: needs local.dataDir (an in-memory CA has no key file to encrypt)", path))
 	}
 	if c.Source == SourceVault {
 		errs = append(errs, c.Vault.Validate(path+".vault"))

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +16,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/meshward/meshward/internal/atrest"
 )
 
 // Files of a persisted local CA, inside LocalConfig.DataDir.
@@ -52,7 +53,17 @@ func NewLocalCA(cfg LocalConfig, ttl time.Duration, opts ...Option) (*LocalCA, e
 	if cfg.DataDir == "" {
 		ca.root, ca.key, err = newRoot(o.now())
 	} else {
-		ca.root, ca.key, err = loadOrCreateRoot(cfg.DataDir, o.now())
+		var encKey []byte
+		if f := cfg.CAKeyEncryption.KeyFile; f != "" {
+			raw, rerr := readPrivate(f)
+			if rerr != nil {
+				return nil, fmtErr("local ca: caKeyEncryption.keyFile", rerr)
+			}
+			if encKey, err = atrest.DecodeKey(raw); err != nil {
+				return nil, fmtErr("local ca: caKeyEncryption.keyFile "+f, err)
+			}
+		}
+		ca.root, ca.key, err = loadOrCreateRoot(cfg.DataDir, o.now(), encKey)
 	}
 	if err != nil {
 		return nil, fmtErr("local ca", err)
@@ -98,7 +109,7 @@ func checkPrivate(path string, info fs.FileInfo) error {
 	return nil
 }
 
-func loadOrCreateRoot(dir string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+func loadOrCreateRoot(dir string, now time.Time, encKey []byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	info, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -122,7 +133,7 @@ func loadOrCreateRoot(dir string, now time.Time) (*x509.Certificate, *ecdsa.Priv
 	keyPEM, keyErr := readPrivate(keyPath)
 	switch {
 	case errors.Is(certErr, fs.ErrNotExist) && errors.Is(keyErr, fs.ErrNotExist):
-		return createRoot(certPath, keyPath, now)
+		return createRoot(certPath, keyPath, now, encKey)
 	case certErr != nil:
 		return nil, nil, certErr
 	case keyErr != nil:
@@ -135,7 +146,11 @@ func loadOrCreateRoot(dir string, now time.Time) (*x509.Certificate, *ecdsa.Priv
 	if len(certs) != 1 {
 		return nil, nil, fmt.Errorf("%s: want exactly one certificate, found %d", certPath, len(certs))
 	}
-	signer, err := parseKeyPEM(keyPEM)
+	plainPEM, encrypted, err := openCAKey(keyPEM, encKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyPath, err)
+	}
+	signer, err := parseKeyPEM(plainPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", keyPath, err)
 	}
@@ -153,6 +168,12 @@ func loadOrCreateRoot(dir string, now time.Time) (*x509.Certificate, *ecdsa.Priv
 	if !now.Before(root.NotAfter) {
 		return nil, nil, fmt.Errorf("%s: expired at %v", certPath, root.NotAfter)
 	}
+	if encKey != nil && !encrypted {
+		// A key configured for a plaintext ca.key: encrypt it in place.
+		if err := writeCAKey(keyPath, key, encKey); err != nil {
+			return nil, nil, err
+		}
+	}
 	return root, key, nil
 }
 
@@ -168,16 +189,12 @@ func readPrivate(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-func createRoot(certPath, keyPath string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+func createRoot(certPath, keyPath string, now time.Time, encKey []byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	root, key, err := newRoot(now)
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmtErr("marshal root key", err)
-	}
-	if err := writePrivate(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+	if err := writeCAKey(keyPath, key, encKey); err != nil {
 		return nil, nil, err
 	}
 	if err := writePrivate(certPath, certsPEM([]*x509.Certificate{root})); err != nil {

@@ -3,10 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -16,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/meshward/meshward/internal/atrest"
 )
 
 // A file sink chains its records: each record line carries "prev", the
@@ -206,24 +206,7 @@ func lineHash(line []byte) [sha256.Size]byte { return sha256.Sum256(line) }
 
 // decodeKey32 reads a 32-byte key given raw, as 64 hex digits or in
 // base64 (surrounding whitespace ignored).
-func decodeKey32(k []byte) ([]byte, error) {
-	if len(k) == 32 {
-		return bytes.Clone(k), nil
-	}
-	t := bytes.TrimSpace(k)
-	if len(t) == 32 {
-		return bytes.Clone(t), nil
-	}
-	if b, err := hex.DecodeString(string(t)); err == nil && len(b) == 32 {
-		return b, nil
-	}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(string(t)); err == nil && len(b) == 32 {
-			return b, nil
-		}
-	}
-	return nil, fmt.Errorf("want 32 bytes (raw, 64 hex digits or base64), got %d bytes", len(t))
-}
+func decodeKey32(k []byte) ([]byte, error) { return atrest.DecodeKey(k) }
 
 // keyID names a public key or an encryption key without revealing it.
 func keyID(pub []byte) string {
@@ -231,11 +214,7 @@ func keyID(pub []byte) string {
 	return hex.EncodeToString(h[:8])
 }
 
-func macKeyID(k []byte) string {
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte("meshward audit key id"))
-	return hex.EncodeToString(m.Sum(nil)[:8])
-}
+func macKeyID(k []byte) string { return atrest.KeyID(k) }
 
 // EncryptionKeyID is the key id written in segment headers for an
 // encryption key.
@@ -251,15 +230,7 @@ func EncryptionKeyID(key []byte) (string, error) {
 // and the segment's random salt, so that nonces (a counter per segment)
 // never repeat under one key.
 func segmentKey(master, salt []byte) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, master, salt, "meshward audit segment v1", 32)
-	if err != nil {
-		return nil, err
-	}
-	b, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(b)
+	return atrest.AEAD(master, salt, "meshward audit segment v1")
 }
 
 // encrypter encrypts record lines of one segment: each line is

@@ -177,6 +177,7 @@ func resolveSecretsFiles(s *secrets.Config, dir string) {
 		}
 	}
 	abs(&s.Local.DataDir)
+	abs(&s.Local.CAKeyEncryption.KeyFile)
 	for n, f := range s.Local.Secrets {
 		abs(&f)
 		s.Local.Secrets[n] = f
