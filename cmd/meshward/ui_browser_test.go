@@ -140,9 +140,10 @@ func tbody(dom, id string) string {
 
 // TestUIBrowser: headless Chromium loads /ui from a running serve of the
 // quickstart, driven by two real delta xDS streams (planner ACKs, executor
-// NACKs a listener) and a few Checks; the rendered page shows the
-// connected node, a certificate row per SPIFFE ID and the deny, and a
-// screenshot is saved to the test's artifact folder (go test -artifacts).
+// NACKs a listener), a few Checks and a quarantine of viewer with the CLI
+// before the page loads; the rendered page shows the connected node,
+// certificate rows, the deny and the quarantined agent, and a screenshot
+// is saved to the test's artifact folder (go test -artifacts).
 func TestUIBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts serve and a browser")
@@ -150,8 +151,17 @@ func TestUIBrowser(t *testing.T) {
 	bin := findChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// ext_authz listens on port 0 here: tell the Envoys some address.
+	// ext_authz listens on port 0 here: tell the Envoys some address. A
+	// quarantine state file beside the configuration.
 	path := testConfigReplacing(t, "\nxds:\n", "\nxds:\n  authzAddress: 127.0.0.1:9191\n")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = []byte(strings.Replace(string(raw), "\naudit:\n", "\nquarantine:\n  file: state/quarantine.json\n\naudit:\n", 1))
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path)
 	defer func() {
 		cancel()
@@ -214,6 +224,29 @@ func TestUIBrowser(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// viewer is quarantined with the CLI, after its deny (from then on its
+	// Checks are denied as quarantined); the page shows it once serve has
+	// applied the state file.
+	if out, err := runCLI(ctx, "quarantine", "--config", path, "--reason", "browser test: leaked key", "viewer"); err != nil {
+		t.Fatalf("quarantine viewer: %v\n%s", err, out)
+	}
+	for {
+		var q struct {
+			Quarantined []struct {
+				SPIFFEID string   `json:"spiffeID"`
+				Agents   []string `json:"agents"`
+			} `json:"quarantined"`
+		}
+		err := getUIJSON(ctx, admin, "quarantine", &q)
+		if err == nil && len(q.Quarantined) == 1 && q.Quarantined[0].SPIFFEID == viewerID {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("api never showed viewer quarantined: %v %+v", err, q)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	url := "http://" + admin + "/ui/"
 	dom, console := chromium(t, ctx, bin, url, "--dump-dom")
 	// The CSP (default-src 'self') holds: the browser blocked nothing, and
@@ -234,11 +267,14 @@ func TestUIBrowser(t *testing.T) {
 		{"executor's NACK", "nodes", "test NACK: unknown filter"},
 		{"the NACK in the listener cell", "nodes", `">NACK `},
 		{"planner's certificate row", "certs", "spiffe://mesh.local/ns/default/sa/planner"},
-		{"viewer's certificate row", "certs", "spiffe://mesh.local/ns/default/sa/viewer"},
+		{"executor's certificate row", "certs", "spiffe://mesh.local/ns/default/sa/executor"},
 		{"the deny's reason", "denies", "missing_role"},
 		{"the deny's principal", "denies", "spiffe://mesh.local/ns/default/sa/viewer"},
 		{"the deny's request", "denies", "POST executor.mesh.local/v1/tasks"},
 		{"a reload result", "reloads", "success"},
+		{"the quarantined agent", "quarantined", "<td>viewer</td>"},
+		{"its SPIFFE ID", "quarantined", viewerID},
+		{"why", "quarantined", "browser test: leaked key"},
 	}
 	for _, c := range checks {
 		if !strings.Contains(tbody(dom, c.tbody), c.want) {

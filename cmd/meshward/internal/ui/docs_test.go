@@ -20,14 +20,14 @@ func TestEndpointsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(raw)
-	for _, ep := range []string{"nodes", "certificates", "policy", "decisions", "denies"} {
+	for _, ep := range []string{"nodes", "certificates", "policy", "decisions", "denies", "quarantine"} {
 		if !strings.Contains(doc, "`/ui/api/"+ep+"`") {
 			t.Errorf("docs/ui.md does not list /ui/api/%s", ep)
 		}
 	}
 	for _, v := range []any{NodesResponse{}, xds.NodeStatus{}, xds.AckStatus{}, xds.NACKStatus{},
 		CertificatesResponse{}, secrets.CertStatus{}, PolicyResponse{}, policy.ReloadResult{},
-		DecisionsResponse{}, RatePoint{}, ReasonCount{}, DeniesResponse{}, Deny{}} {
+		DecisionsResponse{}, RatePoint{}, ReasonCount{}, DeniesResponse{}, Deny{}, QuarantineResponse{}, Quarantined{}} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
 			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")

@@ -1,6 +1,6 @@
 // Package ui is the read-only status page the admin server serves at
 // /ui/: connected Envoys, certificates, the policy revision, decision
-// rates and the last denies, from small interfaces the page reads and
+// rates, the last denies and the quarantined agents, from small interfaces the page reads and
 // cmd/meshward wires. Its assets are embedded; the page runs no inline
 // script and loads nothing from elsewhere (CSP default-src 'self').
 package ui
@@ -35,6 +35,24 @@ type Policy interface {
 	Reloads() []policy.ReloadResult
 }
 
+// Quarantine is what the page reads from the quarantine state file's
+// watch: the identities quarantined in the state serve applies (a file
+// that does not parse leaves the last good state in force, and here).
+type Quarantine interface {
+	Quarantined() []Quarantined
+}
+
+// Quarantined is one quarantined identity.
+type Quarantined struct {
+	SPIFFEID string `json:"spiffeID"`
+	// Agents are the agents entries with this SPIFFE ID (several when
+	// they share it), empty for an identity no agent has.
+	Agents []string  `json:"agents"`
+	Reason string    `json:"reason"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+}
+
 // Sources are where the panels' data comes from. A nil source is a
 // component this process does not run: its endpoint answers
 // {"enabled": false} and the page says so.
@@ -47,6 +65,10 @@ type Sources struct {
 	Decisions *Rates
 	// Denies keeps the last denies, from the audit logger's tap.
 	Denies *DenyRing
+	// Quarantine is nil when serve has no quarantine state file.
+	Quarantine Quarantine
+	// QuarantineFile names the state file, for the page.
+	QuarantineFile string
 	// Now is the clock, default time.Now.
 	Now func() time.Time
 }
@@ -81,6 +103,7 @@ func Register(mux interface {
 	api("policy", func() any { return policyBody(src) })
 	api("decisions", func() any { return decisionsBody(src) })
 	api("denies", func() any { return deniesBody(src) })
+	api("quarantine", func() any { return quarantineBody(src) })
 }
 
 // secure sets the headers every /ui response carries.
@@ -163,4 +186,26 @@ func deniesBody(src Sources) DeniesResponse {
 		return DeniesResponse{Denies: []Deny{}}
 	}
 	return DeniesResponse{Enabled: true, Capacity: src.Denies.Cap(), Denies: src.Denies.Last()}
+}
+
+// QuarantineResponse is GET /ui/api/quarantine.
+type QuarantineResponse struct {
+	Enabled bool `json:"enabled"`
+	// File is the state file serve watches, "" without one.
+	File        string        `json:"file"`
+	Quarantined []Quarantined `json:"quarantined"` // sorted by SPIFFE ID
+}
+
+func quarantineBody(src Sources) QuarantineResponse {
+	r := QuarantineResponse{Quarantined: []Quarantined{}}
+	if src.Quarantine != nil {
+		r.Enabled, r.File = true, src.QuarantineFile
+		for _, q := range src.Quarantine.Quarantined() {
+			if q.Agents == nil {
+				q.Agents = []string{}
+			}
+			r.Quarantined = append(r.Quarantined, q)
+		}
+	}
+	return r
 }

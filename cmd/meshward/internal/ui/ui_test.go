@@ -47,6 +47,10 @@ type fakePolicy struct {
 func (f fakePolicy) RevisionID() string             { return f.rev }
 func (f fakePolicy) Reloads() []policy.ReloadResult { return f.reloads }
 
+type fakeQuarantine []Quarantined
+
+func (f fakeQuarantine) Quarantined() []Quarantined { return f }
+
 func newMux(src Sources) *http.ServeMux {
 	mux := http.NewServeMux()
 	Register(mux, src)
@@ -139,7 +143,7 @@ func TestPageAndAssets(t *testing.T) {
 // endpoint answers enabled=false with empty lists, never null.
 func TestEndpointsDisabled(t *testing.T) {
 	mux := newMux(Sources{})
-	for _, path := range []string{"nodes", "certificates", "policy", "decisions", "denies"} {
+	for _, path := range []string{"nodes", "certificates", "policy", "decisions", "denies", "quarantine"} {
 		t.Run(path, func(t *testing.T) {
 			var m map[string]any
 			getJSON(t, mux, "/ui/api/"+path, &m)
@@ -169,6 +173,11 @@ func TestEndpoints(t *testing.T) {
 		Policy:       fakePolicy{rev: "abc", reloads: []policy.ReloadResult{{At: t0, Result: "failure", Revision: "abc", Error: "bad rule"}}},
 		Denies:       ring,
 		Decisions:    NewRates(prometheus.NewRegistry()),
+		Quarantine: fakeQuarantine{
+			{SPIFFEID: "spiffe://mesh.local/ns/default/sa/viewer", Agents: []string{"viewer"}, Reason: "leaked key", By: "alice", At: t0},
+			{SPIFFEID: "spiffe://mesh.local/ns/default/sa/gone", By: "bob", At: t0}, // no agent has it
+		},
+		QuarantineFile: "/var/lib/meshward/quarantine.json",
 	}
 	mux := newMux(src)
 
@@ -197,6 +206,18 @@ func TestEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if strings.Contains(string(body), "authorization") {
 		t.Errorf("denies carry headers: %s", body)
+	}
+	var q QuarantineResponse
+	getJSON(t, mux, "/ui/api/quarantine", &q)
+	if !q.Enabled || q.File != "/var/lib/meshward/quarantine.json" || len(q.Quarantined) != 2 ||
+		q.Quarantined[0].Agents[0] != "viewer" || q.Quarantined[0].Reason != "leaked key" || q.Quarantined[0].By != "alice" || !q.Quarantined[0].At.Equal(t0) {
+		t.Errorf("quarantine: %+v", q)
+	}
+	resp = get(t, mux, "/ui/api/quarantine")
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"agents":[]`) {
+		t.Errorf("an identity no agent has: agents should be [], never null: %s", body)
 	}
 	var dec DecisionsResponse
 	getJSON(t, mux, "/ui/api/decisions", &dec)

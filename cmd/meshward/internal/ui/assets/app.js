@@ -198,8 +198,20 @@ function renderDenies(d) {
     el("td", { class: "mono", title: x.decisionID || "" }, idTail(x.decisionID)))), 7, d.enabled ? "no deny yet" : "—");
 }
 
+function renderQuarantine(d) {
+  panel("quarantine-panel", d.enabled);
+  document.getElementById("quarantine-file").textContent = d.enabled ? "(every Check from or to them is denied; state file " + d.file + ")" : "";
+  const now = new Date();
+  fill(document.getElementById("quarantined"), d.quarantined.map(q => el("tr", { class: "quarantined" },
+    el("td", {}, q.agents.length ? q.agents.join(", ") : "(no agent)"),
+    el("td", { class: "mono" }, q.spiffeID),
+    el("td", {}, q.reason || "—"),
+    el("td", {}, q.by),
+    el("td", { title: q.at }, ago(q.at, now)))), 5, d.enabled ? "no agent quarantined" : "—");
+}
+
 async function refresh() {
-  const parts = [["nodes", renderNodes], ["certificates", renderCerts], ["policy", renderPolicy], ["decisions", renderRates], ["denies", renderDenies]];
+  const parts = [["nodes", renderNodes], ["certificates", renderCerts], ["policy", renderPolicy], ["decisions", renderRates], ["denies", renderDenies], ["quarantine", renderQuarantine]];
   const errors = [];
   await Promise.all(parts.map(async ([path, render]) => {
     try { render(await get(path)); } catch (e) { errors.push(e.message); }
