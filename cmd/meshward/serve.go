@@ -17,6 +17,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/detect"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
+	"github.com/meshward/meshward/cmd/meshward/internal/ui"
 	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/extauthz/audit"
 	"github.com/meshward/meshward/secrets"
@@ -53,6 +54,10 @@ type serveDeps struct {
 	// quarantine serves the quarantine state file; nil without one.
 	quarantine *quarantineWatch
 }
+
+// warnAdminOff is logged when admin.address is off.
+const warnAdminOff = "admin server off (admin.address: off): no /healthz, /readyz, /metrics, /debug/xds or /ui; " +
+	"no readiness probe but ext_authz's gRPC health service (with the authz component)"
 
 // warnAuthzOwnCA is logged when ext_authz takes its certificate from an
 // in-memory local CA that no xDS component in the process shares.
@@ -167,10 +172,16 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	}
 	page := newStatusPage()
 	// The tap sees records after redaction; det is set before the audit
-	// logger runs.
+	// logger runs. With the admin server off no page reads the ring.
 	var det *detect.Detector
+	var ring *ui.DenyRing
+	if !cfg.Admin.Off() {
+		ring = page.src.Denies
+	}
 	aopts = append(aopts, audit.WithTap(func(r *audit.Record) {
-		page.src.Denies.Tap(r)
+		if ring != nil {
+			ring.Tap(r)
+		}
 		if det != nil {
 			det.Tap(r)
 		}
@@ -229,11 +240,18 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	if cfg.Authz.Server.TLSFromSecrets() && !slices.Contains(enabled, "xds") && cfg.Secrets.InMemoryCA() {
 		log.Warn(warnAuthzOwnCA)
 	}
-	tasks = append(tasks, page.register(adm, deps, reg)...)
-	if err := adm.Listen(); err != nil {
-		return fmt.Errorf("admin: %w", err)
+	if cfg.Admin.Off() {
+		// The routes the components added stay unserved; the status page
+		// and its sampler are not even built.
+		log.Warn(warnAdminOff)
+	} else {
+		tasks = append(tasks, page.register(adm, deps, reg)...)
+		if err := adm.Listen(); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
+		tasks = append(tasks, task.Task{Name: "admin", Run: adm.Run})
 	}
-	tasks = append(tasks, task.Task{Name: "admin", Run: adm.Run}, task.Task{Name: "audit", Run: func(ctx context.Context) error {
+	tasks = append(tasks, task.Task{Name: "audit", Run: func(ctx context.Context) error {
 		select {
 		case <-auditDone:
 			if auditErr != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -52,11 +53,19 @@ type Config struct {
 	Origin *Origin `yaml:"-"`
 }
 
-// Admin is the admin HTTP server: /healthz, /readyz, /metrics.
+// Admin is the admin HTTP server: /healthz, /readyz, /metrics, /debug/xds
+// and /ui.
 type Admin struct {
-	// Address, default 127.0.0.1:9090.
+	// Address, default 127.0.0.1:9090; AdminOff turns the server off.
 	Address string `yaml:"address"`
 }
+
+// AdminOff as admin.address turns the admin server off: nothing listens
+// for /healthz, /readyz, /metrics, /debug/xds or /ui.
+const AdminOff = "off"
+
+// Off reports whether the admin server is turned off.
+func (a Admin) Off() bool { return a.Address == AdminOff }
 
 // Authz is the `authz` section: the ext_authz server and its policy.
 type Authz struct {
@@ -226,8 +235,14 @@ func (c *Config) Validate() error {
 	} else if strings.ContainsAny(c.TrustDomain, "/:@ ") || c.TrustDomain != strings.ToLower(c.TrustDomain) {
 		errs = append(errs, fmt.Errorf("trustDomain: %q must be a lowercase DNS-like name", c.TrustDomain))
 	}
-	if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
-		errs = append(errs, fmt.Errorf("admin.address: %w", err))
+	if !c.Admin.Off() {
+		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
+			hint := ""
+			if strings.EqualFold(c.Admin.Address, AdminOff) || slices.Contains([]string{"false", "no", "none", "disabled", "0"}, strings.ToLower(c.Admin.Address)) {
+				hint = fmt.Sprintf(` (to turn the admin server off: %q)`, AdminOff)
+			}
+			errs = append(errs, fmt.Errorf("admin.address: %w%s", err, hint))
+		}
 	}
 	errs = append(errs,
 		c.Authz.Server.Validate("authz"),

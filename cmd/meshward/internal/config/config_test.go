@@ -303,3 +303,44 @@ func TestLoadResolvesSecretsFilesFromConfigFolder(t *testing.T) {
 		t.Errorf("secrets.local.dataDir = %q, want %q", got, want)
 	}
 }
+
+// TestAdminAddressOff: admin.address "off" (bare or quoted in YAML) turns
+// the admin server off; anything else that is not host:port is an error,
+// with a hint where it looks like an attempt to turn it off.
+func TestAdminAddressOff(t *testing.T) {
+	tests := []struct {
+		name, address string
+		off           bool
+		wantErr       string
+	}{
+		{name: "bare off", address: "off", off: true},
+		{name: "quoted off", address: `"off"`, off: true},
+		{name: "default", address: `""`},
+		{name: "loopback", address: "127.0.0.1:9999"},
+		{name: "capitalised", address: "Off", wantErr: `admin.address: address Off: missing port in address (to turn the admin server off: "off")`},
+		{name: "false", address: "false", wantErr: `(to turn the admin server off: "off")`},
+		{name: "none", address: "none", wantErr: `(to turn the admin server off: "off")`},
+		{name: "no port", address: "127.0.0.1", wantErr: "admin.address: address 127.0.0.1: missing port in address (line"},
+		{name: "off with space", address: `"off "`, wantErr: "admin.address: address off : missing port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(minimal+"admin:\n  address: "+tt.address+"\n"), fstest.MapFS{}, "test.yaml")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse() = %v, want an error with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Admin.Off() != tt.off {
+				t.Errorf("Off() = %v, want %v (address %q)", c.Admin.Off(), tt.off, c.Admin.Address)
+			}
+			if !tt.off && !strings.HasPrefix(c.Admin.Address, "127.0.0.1:") {
+				t.Errorf("address %q, want loopback", c.Admin.Address)
+			}
+		})
+	}
+}
