@@ -69,7 +69,7 @@ func TestLocalCAKeyEncrypted(t *testing.T) {
 	}
 
 	// One byte of the ciphertext changed: refused, not a different key.
-	block := []byte(raw)
+	block := raw
 	body := bytes.Index(block, []byte("\n\n")) + 2
 	block[body+5] ^= 'A' ^ 'B'
 	if block[body+5] == '\n' || block[body+5] == '-' {
