@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/runtime"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/extauthz"
 	"github.com/meshward/meshward/policy"
@@ -153,20 +154,20 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 			}
 			return compile(cfg)
 		})
-		d.reloads.report(reloadAuthz, rerr, store.RevisionID(), true)
+		d.reloads.Report(runtime.ComponentAuthz, rerr, store.RevisionID(), true)
 	}
-	// A new bundle from the URL recompiles with the current file.
+	// A new bundle from the URL recompiles with the current generation.
 	reload = func(ctx context.Context) {
 		cfg, err := d.cfg, error(nil)
-		if path != "" {
-			cfg, err = config.Load(path)
+		if d.origin != nil {
+			cfg, err = d.origin.Load()
 		}
 		apply(ctx, cfg, err)
 	}
 	tasks := []task.Task{{Name: "authz", Run: srv.Run}}
 	// File changes and SIGHUP come from the configuration's one watcher,
 	// shared with the xds component, which reloads after this one.
-	if d.cfg.Origin.Subscribe("authz", watchedFiles(d.cfg, path), apply) {
+	if d.origin.Subscribe("authz", watchedFiles(d.cfg, path), apply) {
 		tasks = append(tasks, configReloadTask(d))
 	}
 	if bundle != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/detect"
+	"github.com/meshward/meshward/cmd/meshward/internal/runtime"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/cmd/meshward/internal/ui"
 	"github.com/meshward/meshward/extauthz"
@@ -46,11 +48,15 @@ type serveDeps struct {
 	// secrets is the secrets manager the components share (one CA, one
 	// Vault login), made by the first component that needs it; serve runs
 	// it.
-	secrets *secrets.Manager
+	secretsMu sync.Mutex
+	secrets   *secrets.Manager
 	// status collects what the admin server's /ui page reads.
 	status *statusPage
 	// reloads reports every component's configuration reloads alike.
-	reloads *reloadReporter
+	reloads *runtime.Reporter
+	// origin makes the configuration's next generations; every
+	// component's runner subscribes to it.
+	origin *runtime.Origin
 	// quarantine serves the quarantine state file; nil without one.
 	quarantine *quarantineWatch
 }
@@ -66,8 +72,11 @@ const warnAuthzOwnCA = "authz.tls.fromSecrets with an in-memory local CA and no 
 	"persist the CA (secrets.local.dataDir) or use Vault"
 
 // secretsManager returns the components' shared secrets manager, making
-// it on first use.
+// it on first use (the audit logger's key sources ask for it from the
+// audit goroutine, the components from serve's).
 func (d *serveDeps) secretsManager() (*secrets.Manager, error) {
+	d.secretsMu.Lock()
+	defer d.secretsMu.Unlock()
 	if d.secrets != nil {
 		return d.secrets, nil
 	}
@@ -117,13 +126,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if cfg, err = source.apply(ctx, cfg, f.configPath, log); err != nil {
+	cfg, origin, err := source.apply(ctx, cfg, f.configPath, log)
+	if err != nil {
 		return err
 	}
 	if f.configPath == "" {
 		log.Warn("no --config given: serving the embedded quickstart (local CA, plaintext demo listeners)")
 	}
-	return serve(ctx, cfg, enabled, log, stdout)
+	return serve(ctx, cfg, origin, enabled, log, stdout)
 }
 
 // insecureSettings are warnings for settings of cfg that leave a listener
@@ -151,8 +161,8 @@ func loadConfig(path string) (*config.Config, error) {
 }
 
 // serve runs the enabled components and the admin server until ctx ends
-// or one of them fails.
-func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.Logger, stdout io.Writer) error {
+// or one of them fails; origin makes cfg's next generations.
+func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enabled []string, log *slog.Logger, stdout io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	checks := map[string]admin.Checker{}
@@ -161,14 +171,17 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 	adm := admin.New(cfg.Admin.Address, reg, checks, log)
 	aopts := []audit.Option{audit.WithLogger(log), audit.WithRegisterer(reg),
 		audit.WithStdout(stdout), audit.WithReadFile(configFileReader(cfg))}
+	// The audit keys come from the components' one secrets manager, asked
+	// when the audit logger starts (deps exists by then).
+	var deps *serveDeps
 	if name := cfg.Audit.Redaction.KeySecret; name != "" {
-		aopts = append(aopts, audit.WithKeySource(secretKeySource(cfg, name, log)))
+		aopts = append(aopts, audit.WithKeySource(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, name) }))
 	}
 	if name := cfg.Audit.Seal.KeySecret; name != "" {
-		aopts = append(aopts, audit.WithSealKeySource(secretKeySource(cfg, name, log)))
+		aopts = append(aopts, audit.WithSealKeySource(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, name) }))
 	}
 	if name := cfg.Audit.Encryption.KeySecret; name != "" {
-		aopts = append(aopts, audit.WithEncryptionKeySource(secretKeySource(cfg, name, log)))
+		aopts = append(aopts, audit.WithEncryptionKeySource(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, name) }))
 	}
 	page := newStatusPage()
 	// The tap sees records after redaction; det is set before the audit
@@ -194,8 +207,8 @@ func serve(ctx context.Context, cfg *config.Config, enabled []string, log *slog.
 		return err
 	}
 	checks["audit"] = auditLog
-	deps := &serveDeps{cfg: cfg, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog, status: page}
-	if deps.reloads, err = newReloadReporter(log, reg, auditLog); err != nil {
+	deps = &serveDeps{cfg: cfg, origin: origin, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog, status: page}
+	if deps.reloads, err = runtime.NewReporter(log, reg, auditLog); err != nil {
 		return err
 	}
 
@@ -306,9 +319,24 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 }
 
-// secretKeySource reads an audit key (redaction, seal or encryption) from
-// the secrets source's generic secret name (a Vault KV entry or a local
-// file), once, when the audit logger starts.
+// auditKey reads an audit key (redaction, seal or encryption) from the
+// shared secrets manager: the secrets source's generic secret name.
+func (d *serveDeps) auditKey(ctx context.Context, name string) ([]byte, error) {
+	mgr, err := d.secretsManager()
+	if err != nil {
+		return nil, fmt.Errorf("audit keySecret %q: %w", name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	key, err := mgr.Secret(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("audit keySecret %q: %w", name, err)
+	}
+	return key, nil
+}
+
+// secretKeySource reads an audit key from a secrets source of its own,
+// for the audit commands, which run without serve's secrets manager.
 func secretKeySource(cfg *config.Config, name string, log *slog.Logger) audit.KeySource {
 	return func(ctx context.Context) ([]byte, error) {
 		src, err := secrets.New(cfg.Secrets, secrets.WithLogger(log))

@@ -47,7 +47,7 @@ func (p *statusPage) register(adm *admin.Server, d *serveDeps, reg prometheus.Ga
 		d.quarantine.subscribe(func(s *quarantineSnapshot) { q.state.Store(s.state) })
 		// Agent names follow the configuration; a generation that does
 		// not load keeps the names of the last one that did.
-		if d.cfg.Origin.Subscribe("ui", nil, func(_ context.Context, c *config.Config, err error) {
+		if d.origin.Subscribe("ui", nil, func(_ context.Context, c *config.Config, err error) {
 			if err == nil {
 				q.setAgents(c)
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/runtime"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/envoy"
 	"github.com/meshward/meshward/extauthz"
@@ -295,7 +296,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 		}
 		if err == nil && reflect.DeepEqual(meshInputs(cfg), meshInputs(cur)) {
 			d.log.Debug("xds: agents unchanged")
-			d.reloads.report(reloadXDS, nil, "", false)
+			d.reloads.Report(runtime.ComponentXDS, nil, "", false)
 			return
 		}
 		if err == nil && cfg.TrustDomain != d.cfg.TrustDomain {
@@ -316,10 +317,10 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 			err = mgr.Register(ids...)
 		}
 		if err != nil {
-			d.reloads.report(reloadXDS, err, fmt.Sprintf("%d agents", len(mesh.model.Load().nodes)), false)
+			d.reloads.Report(runtime.ComponentXDS, err, fmt.Sprintf("%d agents", len(mesh.model.Load().nodes)), false)
 			return
 		}
-		d.reloads.report(reloadXDS, nil, "", false)
+		d.reloads.Report(runtime.ComponentXDS, nil, "", false)
 		cur = cfg
 		old := mesh.model.Swap(m)
 		mgr.Retire(slices.Collect(maps.Values(old.ids)), slices.Collect(maps.Values(m.ids))) // removed agents' SVIDs
@@ -339,7 +340,7 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	}
 	// File changes and SIGHUP come from the configuration's one watcher;
 	// with the authz component, after its reload.
-	if d.cfg.Origin.Subscribe("xds", nil, reload) {
+	if d.origin.Subscribe("xds", nil, reload) {
 		tasks = append(tasks, configReloadTask(d))
 	}
 	return &component{

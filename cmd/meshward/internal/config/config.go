@@ -48,9 +48,6 @@ type Config struct {
 	Dir fs.FS `yaml:"-"`
 	// Source names where the configuration came from, for messages.
 	Source string `yaml:"-"`
-	// Origin is where the configuration came from and its next
-	// generations come from (Load and Quickstart set it; Parse does not).
-	Origin *Origin `yaml:"-"`
 }
 
 // Admin is the admin HTTP server: /healthz, /readyz, /metrics, /debug/xds
@@ -171,7 +168,6 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Origin = &Origin{path: path}
 	return c, nil
 }
 
@@ -206,12 +202,7 @@ func resolveSecretsFiles(s *secrets.Config, dir string) {
 
 // Quickstart is the embedded default configuration (examples/quickstart).
 func Quickstart() (*Config, error) {
-	c, err := Parse(quickstart.Config, quickstart.Files, "embedded quickstart")
-	if err != nil {
-		return nil, err
-	}
-	c.Origin = &Origin{}
-	return c, nil
+	return Parse(quickstart.Config, quickstart.Files, "embedded quickstart")
 }
 
 // SetDefaults fills in every section's defaults.

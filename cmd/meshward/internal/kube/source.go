@@ -4,7 +4,7 @@
 // that give agents their SPIFFE IDs, and builds from them, beside the
 // settings of the configuration file, the same config.Config the file
 // path builds, validated by the same code. ext_authz and xDS take its
-// generations from config.Origin as they take the file's.
+// generations from runtime.Origin as they take the file's.
 //
 // An object that is invalid, alone or beside the others, is left out of
 // the generation and reported in its status.conditions (Accepted=False,
@@ -215,7 +215,7 @@ func (s *Source) Start(ctx context.Context) error {
 }
 
 // Load returns the last generation built without error, or the error of
-// the last build: config.Origin hands either to the components, which keep
+// the last build: runtime.Origin hands either to the components, which keep
 // what they serve on an error.
 func (s *Source) Load() (*config.Config, error) {
 	s.mu.Lock()

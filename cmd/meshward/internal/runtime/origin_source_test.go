@@ -1,20 +1,22 @@
-package config
+package runtime
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
 )
 
 // fakeSource hands out the generations (or errors) of its queue, one per
 // change.
 type fakeSource struct {
-	gens []func() (*Config, error)
-	cur  func() (*Config, error)
+	gens []func() (*config.Config, error)
+	cur  func() (*config.Config, error)
 }
 
-func (f *fakeSource) Load() (*Config, error) { return f.cur() }
+func (f *fakeSource) Load() (*config.Config, error) { return f.cur() }
 
 func (f *fakeSource) Run(ctx context.Context, changed func(context.Context)) error {
 	for _, g := range f.gens {
@@ -27,26 +29,26 @@ func (f *fakeSource) Run(ctx context.Context, changed func(context.Context)) err
 
 // TestOriginFromSource: an Origin made with NewOrigin loads from its
 // source, not a file, and hands each change, error included, to every
-// subscriber in order, each generation carrying the Origin.
+// subscriber in order.
 func TestOriginFromSource(t *testing.T) {
-	a := &Config{TrustDomain: "a"}
-	b := &Config{TrustDomain: "b"}
+	a := &config.Config{TrustDomain: "a"}
+	b := &config.Config{TrustDomain: "b"}
 	bad := errors.New("bad object")
 	src := &fakeSource{
-		cur:  func() (*Config, error) { return a, nil },
-		gens: []func() (*Config, error){func() (*Config, error) { return nil, bad }, func() (*Config, error) { return b, nil }},
+		cur:  func() (*config.Config, error) { return a, nil },
+		gens: []func() (*config.Config, error){func() (*config.Config, error) { return nil, bad }, func() (*config.Config, error) { return b, nil }},
 	}
 	o := NewOrigin(src)
 	c, err := o.Load()
-	if err != nil || c != a || c.Origin != o {
-		t.Fatalf("Load = %v %v, want the source's generation carrying the Origin", c, err)
+	if err != nil || c != a {
+		t.Fatalf("Load = %v %v, want the source's generation", c, err)
 	}
 	if o.Path() != "" {
 		t.Errorf("Path = %q, want none", o.Path())
 	}
 	got := make(chan generation, 8)
 	for _, name := range []string{"first", "second"} {
-		o.Subscribe(name, []string{"/not/watched"}, func(_ context.Context, c *Config, err error) { got <- generation{name, c, err} })
+		o.Subscribe(name, []string{"/not/watched"}, func(_ context.Context, c *config.Config, err error) { got <- generation{name, c, err} })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

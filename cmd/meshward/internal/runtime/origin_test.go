@@ -1,4 +1,4 @@
-package config
+package runtime
 
 import (
 	"context"
@@ -8,11 +8,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
 )
 
 type generation struct {
 	sub string
-	cfg *Config
+	cfg *config.Config
 	err error
 }
 
@@ -29,16 +31,13 @@ func TestOriginOneLoadPerChangeInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Origin.Path() != path {
-		t.Fatalf("Origin.Path() = %q, want %q", c.Origin.Path(), path)
+	o := FileOrigin(path)
+	if o.Path() != path {
+		t.Fatalf("Origin.Path() = %q, want %q", o.Path(), path)
 	}
 	got := make(chan generation, 16)
 	subscribe := func(name string, files []string) bool {
-		return c.Origin.Subscribe(name, files, func(_ context.Context, c *Config, err error) { got <- generation{name, c, err} })
+		return o.Subscribe(name, files, func(_ context.Context, c *config.Config, err error) { got <- generation{name, c, err} })
 	}
 	if !subscribe("authz", []string{extra}) {
 		t.Error("first Subscribe did not report first")
@@ -50,7 +49,7 @@ func TestOriginOneLoadPerChangeInOrder(t *testing.T) {
 	defer cancel()
 	sig := make(chan os.Signal, 1)
 	done := make(chan error, 1)
-	go func() { done <- c.Origin.Run(ctx, sig, nil) }()
+	go func() { done <- o.Run(ctx, sig, nil) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -89,9 +88,6 @@ func TestOriginOneLoadPerChangeInOrder(t *testing.T) {
 	if a.err != nil || !a.cfg.Authz.Server.Reflection {
 		t.Errorf("generation after the change: err %v, reflection %v; want the new file", a.err, a.cfg != nil && a.cfg.Authz.Server.Reflection)
 	}
-	if a.err == nil && a.cfg.Origin != c.Origin {
-		t.Error("a new generation does not share its Origin")
-	}
 	if err := os.WriteFile(extra, []byte(`{"x":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +106,14 @@ func TestOriginOneLoadPerChangeInOrder(t *testing.T) {
 func TestOriginNilAndQuickstart(t *testing.T) {
 	var o *Origin
 	if o.Subscribe("x", nil, nil) || o.Path() != "" {
-		t.Error("a nil Origin (from Parse) must accept no subscribers")
+		t.Error("a nil Origin (a configuration that never changes) must accept no subscribers")
 	}
-	c, err := Quickstart()
-	if err != nil {
-		t.Fatal(err)
+	q := FileOrigin("")
+	if q.Path() != "" {
+		t.Fatalf("the quickstart's Origin has path %q", q.Path())
 	}
-	if c.Origin == nil || c.Origin.Path() != "" {
-		t.Fatal("the quickstart has no Origin, or one with a path")
-	}
-	n, err := c.Origin.Load()
-	if err != nil || n.TrustDomain != "mesh.local" || n.Origin != c.Origin {
-		t.Errorf("quickstart Origin.Load() = %v, %v", n, err)
+	n, err := q.Load()
+	if err != nil || n.TrustDomain != "mesh.local" || len(n.Agents) == 0 {
+		t.Errorf("quickstart Origin.Load() = %v, %v; want the embedded quickstart", n, err)
 	}
 }

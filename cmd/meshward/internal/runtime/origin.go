@@ -1,4 +1,11 @@
-package config
+// Package runtime is serve's configuration pipeline. One Origin per
+// process produces validated configuration generations: from the file
+// (or the embedded quickstart), watched with its files and SIGHUP, or
+// from a Source such as the Kubernetes API. It hands each generation (or
+// the error building it) to every service's runner that subscribed, one
+// at a time, in order; a Reporter reports every runner's reload the same
+// way: counted, logged and audited.
+package runtime
 
 import (
 	"context"
@@ -7,12 +14,12 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/policy"
 )
 
-// Origin is where a configuration came from, and where its next
-// generations come from: the file it was loaded from, or the embedded
-// quickstart. Every generation loaded from an Origin shares it.
+// Origin is where a configuration comes from, and where its next
+// generations come from: a file, the embedded quickstart, or a Source.
 //
 // The components of one process subscribe to it; Run watches the file
 // (and the files subscribers name) and a signal, loads each new
@@ -30,7 +37,7 @@ type Origin struct {
 type subscriber struct {
 	name  string
 	files []string
-	fn    func(ctx context.Context, c *Config, err error)
+	fn    func(ctx context.Context, c *config.Config, err error)
 }
 
 // Source is where generations come from when it is not a file: the
@@ -38,9 +45,13 @@ type subscriber struct {
 // generation, validated, or the error building it; Run calls changed after
 // each new generation (or failure), one call at a time, until ctx ends.
 type Source interface {
-	Load() (*Config, error)
+	Load() (*config.Config, error)
 	Run(ctx context.Context, changed func(ctx context.Context)) error
 }
+
+// FileOrigin returns the Origin of the configuration file at path, or of
+// the embedded quickstart when path is "".
+func FileOrigin(path string) *Origin { return &Origin{path: path} }
 
 // NewOrigin returns an Origin whose generations come from src. Its
 // subscribers' files are not watched, and a signal loads nothing new:
@@ -59,8 +70,8 @@ func (o *Origin) Path() string {
 // it); files are further files whose change makes a new generation
 // (schemas, Rego files). It reports whether this is the first
 // subscription: that subscriber runs Run in its tasks. On a nil Origin
-// (a configuration from Parse) it does nothing and reports false.
-func (o *Origin) Subscribe(name string, files []string, fn func(ctx context.Context, c *Config, err error)) (first bool) {
+// (a configuration that never changes) it does nothing and reports false.
+func (o *Origin) Subscribe(name string, files []string, fn func(ctx context.Context, c *config.Config, err error)) (first bool) {
 	if o == nil {
 		return false
 	}
@@ -88,22 +99,15 @@ func (o *Origin) files() []string {
 
 // Load loads the next generation: the file again, or the embedded
 // quickstart.
-func (o *Origin) Load() (*Config, error) {
-	var c *Config
-	var err error
+func (o *Origin) Load() (*config.Config, error) {
 	switch {
 	case o.src != nil:
-		c, err = o.src.Load()
+		return o.src.Load()
 	case o.path == "":
-		c, err = Quickstart()
+		return config.Quickstart()
 	default:
-		c, err = Load(o.path)
+		return config.Load(o.path)
 	}
-	if err != nil {
-		return nil, err
-	}
-	c.Origin = o
-	return c, nil
 }
 
 // Run watches the files (debounced) and signals until ctx ends; for each
