@@ -211,6 +211,13 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 	if deps.reloads, err = runtime.NewReporter(log, reg, auditLog); err != nil {
 		return err
 	}
+	if cfg.Audit.Redaction.KeySecret != "" || cfg.Audit.Seal.KeySecret != "" || cfg.Audit.Encryption.KeySecret != "" {
+		// Made before the audit logger starts and asks it for its keys,
+		// so that the components find it and serve runs it.
+		if _, err := deps.secretsManager(); err != nil {
+			return err
+		}
+	}
 
 	// The audit logger runs beside the group, not in it: it is stopped only
 	// after every component has drained, so no decision goes unrecorded.
@@ -246,7 +253,7 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 		checks[name] = c.ready
 		tasks = append(tasks, c.tasks...)
 	}
-	if mgr := deps.secrets; mgr != nil {
+	if mgr := deps.sharedSecrets(); mgr != nil {
 		checks["secrets"] = admin.CheckerFunc(mgr.Ready)
 		tasks = append(tasks, task.Task{Name: "secrets", Run: mgr.Run})
 	}
@@ -317,6 +324,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format: %q is not json or text", format)
 	}
+}
+
+// sharedSecrets is the secrets manager if one was made, else nil.
+func (d *serveDeps) sharedSecrets() *secrets.Manager {
+	d.secretsMu.Lock()
+	defer d.secretsMu.Unlock()
+	return d.secrets
 }
 
 // auditKey reads an audit key (redaction, seal or encryption) from the

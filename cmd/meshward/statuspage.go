@@ -30,8 +30,8 @@ func newStatusPage() *statusPage {
 // components that do not run say so.
 func (p *statusPage) register(adm *admin.Server, d *serveDeps, reg prometheus.Gatherer) []task.Task {
 	var tasks []task.Task
-	if d.secrets != nil {
-		p.src.Certificates = d.secrets
+	if mgr := d.sharedSecrets(); mgr != nil {
+		p.src.Certificates = mgr
 	}
 	if p.src.Policy != nil { // the authz component runs
 		p.src.Decisions = ui.NewRates(reg)
