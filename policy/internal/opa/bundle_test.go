@@ -216,21 +216,39 @@ func TestBundleSignature(t *testing.T) {
 		{"wrong key rejected", makeBundle(t, "r", allowGET, "GET", &other), verify, "verif"},
 		{"bad key config", makeBundle(t, "r", allowGET, "GET", &good), &Verification{Key: "not a key", Algorithm: "ES256"}, "key"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e, err := NewFromBundle(testContext(t), bytes.NewReader(tc.bundle), Config{Tuning: testTuning, Verification: tc.verify})
-			if tc.err == "" {
-				if err != nil {
-					t.Fatal(err)
+		// Read from a file, and fetched from a URL by the Poller (OPA's
+		// downloader verifies those), alike.
+		load := map[string]func(t *testing.T) (*Engine, error){
+			"reader": func(t *testing.T) (*Engine, error) {
+				return NewFromBundle(testContext(t), bytes.NewReader(tc.bundle), Config{Tuning: testTuning, Verification: tc.verify})
+			},
+			"poller": func(t *testing.T) (*Engine, error) {
+				srv := &bundleServer{}
+				srv.set(tc.bundle, http.StatusOK)
+				hs := httptest.NewServer(srv)
+				t.Cleanup(hs.Close)
+				p := NewPoller(hs.URL+"/b.tar.gz", 0, Config{Tuning: testTuning, Verification: tc.verify}, WithHTTPClient(hs.Client()))
+				_, err := p.Poll(testContext(t))
+				return p.Engine(), err
+			},
+		}
+		for how, load := range load {
+			t.Run(tc.name+" "+how, func(t *testing.T) {
+				e, err := load(t)
+				if tc.err == "" {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !allows(t, e, "GET") {
+						t.Fatal("bundle policy does not allow GET")
+					}
+					return
 				}
-				if !allows(t, e, "GET") {
-					t.Fatal("bundle policy does not allow GET")
+				if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.err) || e != nil {
+					t.Fatalf("err = %v (engine %v), want one mentioning %q and no engine", err, e != nil, tc.err)
 				}
-				return
-			}
-			if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.err) {
-				t.Fatalf("err = %v, want one mentioning %q", err, tc.err)
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -272,4 +290,26 @@ func TestBundleWithFiles(t *testing.T) {
 		t.Fatal("bundle + files decide wrongly")
 	}
 
+}
+
+// TestPollerSizeLimit: a bundle URL answering more than MaxBundleBytes is
+// refused and the served engine stays.
+func TestPollerSizeLimit(t *testing.T) {
+	small := makeBundle(t, "r1", allowGET, "GET", nil)
+	srv := &bundleServer{}
+	srv.set(small, http.StatusOK)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	p := NewPoller(hs.URL+"/b.tar.gz", 0, Config{Tuning: testTuning, MaxBundleBytes: int64(len(small)) + 64}, WithHTTPClient(hs.Client()))
+	if _, err := p.Poll(testContext(t)); err != nil {
+		t.Fatalf("bundle within the limit: %v", err)
+	}
+	big := makeBundle(t, "r2", allowGET+"\n# "+strings.Repeat("x", 8<<10)+"\n", "GET", nil)
+	srv.set(big, http.StatusOK)
+	if _, err := p.Poll(testContext(t)); err == nil || !strings.Contains(err.Error(), "size") {
+		t.Fatalf("a %d-byte bundle over a %d-byte limit: %v, want a size error", len(big), len(small)+64, err)
+	}
+	if r := p.Engine().Revision(); r != "r1" {
+		t.Errorf("serving %q after the refused bundle, want r1", r)
+	}
 }

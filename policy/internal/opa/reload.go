@@ -1,16 +1,25 @@
 package opa
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	ast "github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/download"
+	"github.com/open-policy-agent/opa/v1/logging"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/plugins/rest"
 )
 
 // Poller fetches an OPA bundle from an HTTP(S) URL at an interval, with
@@ -27,7 +36,8 @@ type Poller struct {
 	onUpdate func(*Engine)
 
 	mu   sync.Mutex // serialises polls
-	etag string
+	dl   *download.Downloader
+	etag string // of the bundle being served
 	cur  atomic.Pointer[Engine]
 }
 
@@ -84,50 +94,150 @@ func (p *Poller) Poll(ctx context.Context) (updated bool, err error) {
 	return updated, err
 }
 
+// poll fetches the bundle once with OPA's bundle downloader
+// (download.Downloader, in manual trigger mode): it sends If-None-Match
+// with the ETag of the bundle being served, reads the tarball with the
+// size limit and verifies its signature with cfg.Verification, like an
+// OPA agent; this package then prepares the engine. The schedule is the
+// Poller's own (Run), so that Poll and Run share one ETag.
 func (p *Poller) poll(ctx context.Context) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-	if err != nil {
-		return false, fmt.Errorf("opa: bundle request: %w", err)
+	if p.dl == nil {
+		dl, err := p.downloader()
+		if err != nil {
+			return false, err
+		}
+		p.dl = dl
 	}
-	if p.etag != "" && p.cur.Load() != nil {
-		req.Header.Set("If-None-Match", p.etag)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
+	var e *Engine
+	var etag string
+	p.dl.WithCallback(func(ctx context.Context, u download.Update) error {
+		if u.Error != nil || u.Bundle == nil {
+			return nil // an error is returned by Trigger; nil Bundle: 304
+		}
+		if u.Bundle.Type() == bundle.DeltaBundleType {
+			return errors.New("opa: bundle fetch: a delta bundle; serve snapshot bundles")
+		}
+		var err error
+		e, err = build(ctx, p.cfg, u.Bundle)
+		etag = u.ETag
+		return err
+	})
+	if err := p.dl.Trigger(ctx); err != nil {
+		// A bundle that fetched but did not compile must not become the
+		// cached ETag: the next poll fetches it again.
+		p.dl.SetCache(p.etag)
+		var he download.HTTPError
+		if errors.As(err, &he) {
+			return false, fmt.Errorf("opa: bundle fetch: %d %s", he.StatusCode, http.StatusText(he.StatusCode))
+		}
 		return false, fmt.Errorf("opa: bundle fetch: %w", err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return false, nil
-	case http.StatusOK:
-	default:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return false, fmt.Errorf("opa: bundle fetch: %s", resp.Status)
-	}
-	limit := p.cfg.MaxBundleBytes
-	if limit <= 0 {
-		limit = DefaultMaxBundleBytes
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return false, fmt.Errorf("opa: bundle fetch: %w", err)
-	}
-	if int64(len(body)) > limit {
-		return false, fmt.Errorf("opa: bundle fetch: larger than %d bytes", limit)
-	}
-	e, err := NewFromBundle(ctx, bytes.NewReader(body), p.cfg)
-	if err != nil {
-		return false, err
+	if e == nil {
+		return false, nil // not modified
 	}
 	p.cur.Store(e)
-	p.etag = resp.Header.Get("ETag")
+	p.etag = etag
 	if p.onUpdate != nil {
 		p.onUpdate(e)
 	}
 	return true, nil
 }
+
+// downloader builds the OPA downloader of p.url, fetching with p.client
+// (its TLS settings and transport) through a REST client credentials
+// plugin.
+func (p *Poller) downloader() (*download.Downloader, error) {
+	u, err := url.Parse(p.url)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("opa: bundle URL %q: not an absolute URL", p.url)
+	}
+	path := strings.TrimPrefix(u.EscapedPath(), "/")
+	if u.RawQuery != "" {
+		path += "?" + u.RawQuery
+	}
+	svc, err := json.Marshal(map[string]any{
+		"name": "bundle", "url": u.Scheme + "://" + u.Host,
+		"credentials": map[string]any{"plugin": clientPlugin},
+	})
+	if err != nil {
+		return nil, err
+	}
+	limit := p.cfg.MaxBundleBytes
+	if limit <= 0 {
+		limit = DefaultMaxBundleBytes
+	}
+	hc := *p.client
+	hc.Transport = limitTransport{base: cmpTransport(hc.Transport), limit: limit}
+	rc, err := rest.New(svc, nil, rest.Logger(logging.NewNoOpLogger()),
+		rest.AuthPluginLookup(func(name string) rest.HTTPAuthPlugin {
+			if name != clientPlugin {
+				return nil
+			}
+			return httpClientPlugin{&hc}
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("opa: bundle client: %w", err)
+	}
+	trigger := plugins.TriggerManual
+	dc := download.Config{Trigger: &trigger}
+	if err := dc.ValidateAndInjectDefaults(); err != nil {
+		return nil, fmt.Errorf("opa: bundle downloader: %w", err)
+	}
+	dl := download.New(dc, rc, path).
+		WithSizeLimitBytes(limit).
+		WithBundleParserOpts(ast.ParserOptions{RegoVersion: regoVersion(p.cfg), ProcessAnnotation: true})
+	if v := p.cfg.Verification; v != nil {
+		vc, err := verificationConfig(v)
+		if err != nil {
+			return nil, err
+		}
+		dl = dl.WithBundleVerificationConfig(vc)
+	}
+	dl.SetCache("")
+	return dl, nil
+}
+
+// clientPlugin names the REST credentials plugin that hands the
+// downloader the Poller's HTTP client.
+const clientPlugin = "meshward-http-client"
+
+// httpClientPlugin is a rest.HTTPAuthPlugin that returns a given client
+// and adds nothing to requests (TLS client certificates, if any, are in
+// the client's transport).
+type httpClientPlugin struct{ c *http.Client }
+
+func (h httpClientPlugin) NewClient(rest.Config) (*http.Client, error) { return h.c, nil }
+func (httpClientPlugin) Prepare(*http.Request) error                 { return nil }
+
+func cmpTransport(t http.RoundTripper) http.RoundTripper {
+	if t == nil {
+		return http.DefaultTransport
+	}
+	return t
+}
+
+// limitTransport bounds what is read of a response body to limit+1
+// bytes (the downloader drains a body it stopped reading).
+type limitTransport struct {
+	base  http.RoundTripper
+	limit int64
+}
+
+func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.Body == nil {
+		return resp, err
+	}
+	resp.Body = limitedBody{Reader: io.LimitReader(resp.Body, t.limit+1), c: resp.Body}
+	return resp, nil
+}
+
+type limitedBody struct {
+	io.Reader
+	c io.Closer
+}
+
+func (b limitedBody) Close() error { return b.c.Close() }
 
 // Run polls at once and then every interval until ctx ends; it returns
 // nil then. Failed polls are logged and counted, never fatal.
