@@ -207,7 +207,7 @@ const clientPlugin = "meshward-http-client"
 type httpClientPlugin struct{ c *http.Client }
 
 func (h httpClientPlugin) NewClient(rest.Config) (*http.Client, error) { return h.c, nil }
-func (httpClientPlugin) Prepare(*http.Request) error                 { return nil }
+func (httpClientPlugin) Prepare(*http.Request) error                   { return nil }
 
 func cmpTransport(t http.RoundTripper) http.RoundTripper {
 	if t == nil {
