@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"sync"
 
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -21,10 +25,14 @@ const (
 	sourceKubernetes = "kubernetes"
 )
 
+var klogOnce sync.Once
+
 // sourceFlags are serve's --source and --kubeconfig.
 type sourceFlags struct {
-	source     string
-	kubeconfig string
+	source         string
+	kubeconfig     string
+	leaseNamespace string
+	leaseName      string
 }
 
 func addSourceFlags(fs *flag.FlagSet) *sourceFlags {
@@ -32,6 +40,9 @@ func addSourceFlags(fs *flag.FlagSet) *sourceFlags {
 	fs.StringVar(&f.source, "source", sourceFile, "where agents, identities, levels, rules and schemas come from: file (the --config file) or kubernetes "+
 		"(MeshAgent, AuthorizationRule and MessageSchema objects; the --config file gives everything else)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "with --source kubernetes: kubeconfig file (default: the in-cluster service account)")
+	fs.StringVar(&f.leaseNamespace, "lease-namespace", "", "with --source kubernetes: namespace of the Lease the replicas elect the status writer with "+
+		"(default: the kubeconfig context's namespace; in a pod, its own)")
+	fs.StringVar(&f.leaseName, "lease-name", "meshward", "with --source kubernetes: name of that Lease (replicas of one mesh share it)")
 	return f
 }
 
@@ -43,8 +54,8 @@ func addSourceFlags(fs *flag.FlagSet) *sourceFlags {
 func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath string, log *slog.Logger) (*config.Config, *runtime.Origin, error) {
 	switch f.source {
 	case sourceFile:
-		if f.kubeconfig != "" {
-			return nil, nil, errors.New("--kubeconfig: only with --source kubernetes")
+		if f.kubeconfig != "" || f.leaseNamespace != "" {
+			return nil, nil, errors.New("--kubeconfig, --lease-namespace: only with --source kubernetes")
 		}
 		return file, runtime.FileOrigin(configPath), nil
 	case sourceKubernetes:
@@ -55,17 +66,32 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 		return nil, nil, errors.New("--source kubernetes: --config is required (trust domain, servers, secrets and audit come from the file)")
 	}
 	// client-go logs (watch errors, retries) through klog, a process-wide
-	// logger: send them to serve's, so that the log stays one format.
-	klog.SetSlogLogger(log.With("component", "client-go"))
-	rc, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+	// logger: send them to serve's, so that the log stays one format. Set
+	// once: klog's setter is not safe beside running informers (tests run
+	// several serves in one process; the first one's logger gets them all).
+	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
+	// As kubectl: the file, or in a pod its ServiceAccount; the
+	// namespace the context's, or in a pod its own.
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.kubeconfig}, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
 	if err != nil {
 		return nil, nil, fmt.Errorf("--source kubernetes: %w", err)
 	}
-	src, err := kube.New(rc, file, policyOptions(file), kube.WithLogger(log))
+	lease := kube.Lease{Namespace: f.leaseNamespace, Name: f.leaseName}
+	if lease.Namespace == "" {
+		if lease.Namespace, _, err = cc.Namespace(); err != nil {
+			return nil, nil, fmt.Errorf("--lease-namespace: %w", err)
+		}
+	}
+	if lease.Identity, err = leaseIdentity(); err != nil {
+		return nil, nil, err
+	}
+	src, err := kube.New(rc, file, policyOptions(file), kube.WithLogger(log), kube.WithLease(lease))
 	if err != nil {
 		return nil, nil, err
 	}
-	log.Info("kubernetes: listing MeshAgents, AuthorizationRules, MessageSchemas, Pods and ServiceAccounts", "host", rc.Host)
+	log.Info("kubernetes: listing MeshAgents, AuthorizationRules, MessageSchemas, Pods and ServiceAccounts", "host", rc.Host,
+		"lease", lease.Namespace+"/"+lease.Name, "identity", lease.Identity)
 	if err := src.Start(ctx); err != nil {
 		return nil, nil, err
 	}
@@ -76,4 +102,19 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 	}
 	log.Info("kubernetes: first generation built", "agents", len(cfg.Agents), "rules", len(cfg.Authz.Policy.Rules))
 	return cfg, origin, nil
+}
+
+// leaseIdentity is this replica's identity for the Lease: the host name
+// (in a pod, the pod's name) and a random suffix, so that two processes
+// on one host, or a restarted pod, are never taken for each other.
+func leaseIdentity() (string, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("lease identity: %w", err)
+	}
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("lease identity: %w", err)
+	}
+	return host + "_" + hex.EncodeToString(b), nil
 }

@@ -23,8 +23,9 @@ var examples = filepath.Join("..", "..", "..", "..", "examples", "kubernetes")
 
 // TestExamplesApplyAndServe: every manifest of examples/kubernetes is
 // accepted by a real API server; meshward, running as a user with only
-// the example ClusterRole, builds the example mesh from them and writes
-// Accepted=True on each object; the ConfigMap's settings are a valid base.
+// the example ClusterRole and Role, builds the example mesh from them,
+// takes the example's Lease and writes Accepted=True on each object; the
+// ConfigMap's settings are a valid base.
 func TestExamplesApplyAndServe(t *testing.T) {
 	c := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -33,10 +34,18 @@ func TestExamplesApplyAndServe(t *testing.T) {
 		filepath.Join(examples, "mesh.yaml"), filepath.Join(examples, "networkpolicy.yaml"))
 	// The example binds the ClusterRole to meshward's ServiceAccount; the
 	// test's meshward user gets the same role.
+	user := []rbacv1.Subject{{Kind: "User", Name: kubetest.Meshward}}
 	if _, err := c.core.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "meshward-test-user"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "meshward"},
-		Subjects:   []rbacv1.Subject{{Kind: "User", Name: kubetest.Meshward}},
+		Subjects:   user,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.core.RbacV1().RoleBindings("meshward").Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshward-lease-test-user", Namespace: "meshward"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "meshward-lease"},
+		Subjects:   user,
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -50,13 +59,23 @@ func TestExamplesApplyAndServe(t *testing.T) {
 		t.Fatalf("the ConfigMap's settings: %v", err)
 	}
 	src, err := kube.New(c.srv.Config(kubetest.Meshward), base,
-		policy.Options{NewBodyChecker: policy.NewSchemaBodyChecker(base.Authz.Policy.Body)}, kube.WithDebounce(20*time.Millisecond))
+		policy.Options{NewBodyChecker: policy.NewSchemaBodyChecker(base.Authz.Policy.Body)}, kube.WithDebounce(20*time.Millisecond),
+		kube.WithLease(kube.Lease{Namespace: "meshward", Name: "meshward", Identity: "replica-0"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := src.Start(ctx); err != nil {
 		t.Fatalf("Start as the example's role: %v", err)
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = src.Run(ctx, func(context.Context) {})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
 	g, err := src.Load()
 	if err != nil {
 		t.Fatal(err)

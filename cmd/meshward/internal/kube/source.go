@@ -9,6 +9,10 @@
 // An object that is invalid, alone or beside the others, is left out of
 // the generation and reported in its status.conditions (Accepted=False,
 // each problem with its field path); the rest keep serving.
+//
+// Any number of replicas build and serve the same generations from the
+// same objects; with WithLease only the holder of a coordination.k8s.io
+// Lease writes status.
 package kube
 
 import (
@@ -19,6 +23,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,6 +72,10 @@ type Source struct {
 	log      *slog.Logger
 	debounce time.Duration
 	kick     chan struct{}
+
+	lease   *Lease        // nil: no election, this Source writes status
+	leading atomic.Bool   // holds lease
+	led     chan struct{} // the Lease was just taken: write status
 
 	crds   map[schema.GroupVersionResource]cache.SharedIndexInformer
 	pods   cache.SharedIndexInformer
@@ -127,9 +136,14 @@ func New(rc *rest.Config, base *config.Config, popts policy.Options, opts ...Opt
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	s := &Source{base: base, popts: popts, dyn: dyn, core: core, debounce: DefaultDebounce,
-		log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1)}
+		log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), led: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.lease != nil {
+		if err := s.lease.validate(); err != nil {
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
 	}
 	dynf := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	s.crds = map[schema.GroupVersionResource]cache.SharedIndexInformer{}
@@ -195,8 +209,9 @@ func podChanged(old, cur any) bool {
 
 // Start starts the informers (they stop when ctx ends), waits until every
 // kind is listed, builds the first generation and reports it in the
-// objects' status. An error building it (one that no object can be blamed
-// for) is returned: serve does not start on it, as with a bad file.
+// objects' status (with a Lease, that waits for Run to take it). An
+// error building it (one that no object can be blamed for) is returned:
+// serve does not start on it, as with a bad file.
 func (s *Source) Start(ctx context.Context) error {
 	for _, inf := range s.crds {
 		go inf.RunWithContext(ctx)
@@ -231,12 +246,34 @@ func (s *Source) Load() (*config.Config, error) {
 }
 
 // Run builds a generation after each change (debounced) and calls changed
-// when it differs from the last one, until ctx ends. Start first.
+// when it differs from the last one, until ctx ends. Start first. With a
+// Lease it stands for it meanwhile, and writes status only while it
+// holds it (at once when it takes it); it releases it when ctx ends.
 func (s *Source) Run(ctx context.Context, changed func(ctx context.Context)) error {
+	if s.lease != nil {
+		ectx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.elect(ectx)
+		}()
+		defer func() {
+			stop()
+			<-done // the Lease released
+		}()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.led:
+			s.mu.Lock()
+			g := s.cur
+			s.mu.Unlock()
+			if g != nil {
+				s.writeStatus(ctx, g)
+			}
+			continue
 		case <-s.kick:
 		}
 		select {
@@ -330,11 +367,18 @@ func fromUnstructured(obj any, into any) error {
 }
 
 // writeStatus sets the Accepted condition (and a MeshAgent's SPIFFE ID)
-// of every object whose status says otherwise. A conflict is left to the
-// next build, which the object's change brings.
+// of every object whose status says otherwise, when this Source is the
+// one that writes status (Leading). A conflict is left to the next build,
+// which the object's change brings.
 func (s *Source) writeStatus(ctx context.Context, g *generation) {
+	if !s.Leading() {
+		return
+	}
 	gvrOf := map[string]schema.GroupVersionResource{"MeshAgent": MeshAgents, "AuthorizationRule": AuthorizationRules, "MessageSchema": MessageSchemas}
 	for r, v := range g.verdicts {
+		if !s.Leading() { // the Lease was lost meanwhile
+			return
+		}
 		gvr := gvrOf[r.kind]
 		obj, exists, err := s.crds[gvr].GetStore().GetByKey(r.namespace + "/" + r.name)
 		if err != nil || !exists {

@@ -125,14 +125,14 @@ func (c *cluster) waitCondition(t *testing.T, ctx context.Context, gvr schema.Gr
 	}
 }
 
-func newSource(t *testing.T, rc *rest.Config) *kube.Source {
+func newSource(t *testing.T, rc *rest.Config, opts ...kube.Option) *kube.Source {
 	t.Helper()
 	base, err := config.Parse([]byte(baseYAML), fstest.MapFS{}, "base.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	src, err := kube.New(rc, base, policy.Options{NewBodyChecker: policy.NewSchemaBodyChecker(base.Authz.Policy.Body)},
-		kube.WithDebounce(20*time.Millisecond))
+		append([]kube.Option{kube.WithDebounce(20 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
