@@ -135,19 +135,39 @@ func Start(t testing.TB) *Server {
 		"--profiling=false",
 		"--v=0",
 	}
-	s.startAPI()
+	// The free port may be taken by another process between freePort and
+	// the listen (tests of other packages run beside): try another.
+	for try := 1; ; try++ {
+		err := s.startAPI()
+		if err == nil {
+			break
+		}
+		if try == 3 || !strings.Contains(err.Error(), "address already in use") {
+			s.t.Fatalf("kubetest: %v", err)
+		}
+		apiPort = freePort(t)
+		s.Host = "https://127.0.0.1:" + apiPort
+		for i, a := range s.apiArgs {
+			if strings.HasPrefix(a, "--secure-port=") {
+				s.apiArgs[i] = "--secure-port=" + apiPort
+			}
+		}
+	}
 	return s
 }
 
-func (s *Server) startAPI() {
+// startAPI starts kube-apiserver and waits until it is ready; the error
+// carries the end of its output.
+func (s *Server) startAPI() error {
 	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.api = start(s.t, "kube-apiserver", s.apiBin, s.apiArgs...)
 	if err := s.waitReady(s.api, 120*time.Second); err != nil {
 		s.api.stop()
-		s.t.Fatalf("kubetest: %v\nkube-apiserver output (last 8 KiB):\n%s", err, tail(s.api.logs.String(), 8<<10))
+		return fmt.Errorf("%w\nkube-apiserver output (last 8 KiB):\n%s", err, tail(s.api.logs.String(), 8<<10))
 	}
+	return nil
 }
 
 // Config returns a client configuration for user (Admin or Meshward).
@@ -198,7 +218,12 @@ func (s *Server) StopAPIServer() {
 }
 
 // StartAPIServer starts kube-apiserver again after StopAPIServer.
-func (s *Server) StartAPIServer() { s.startAPI() }
+func (s *Server) StartAPIServer() {
+	s.t.Helper()
+	if err := s.startAPI(); err != nil {
+		s.t.Fatalf("kubetest: %v", err)
+	}
+}
 
 // Stop stops both (idempotent).
 func (s *Server) Stop() {
