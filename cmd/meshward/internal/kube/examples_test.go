@@ -6,14 +6,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
 	"github.com/meshward/meshward/policy"
@@ -22,7 +20,8 @@ import (
 var examples = filepath.Join("..", "..", "..", "..", "examples", "kubernetes")
 
 // TestExamplesApplyAndServe: every manifest of examples/kubernetes is
-// accepted by a real API server; meshward, running as a user with only
+// created on a real API server (which validates each object as kubectl
+// apply would have it); meshward, running as a user with only
 // the example ClusterRole and Role, builds the example mesh from them,
 // takes the example's Lease and writes Accepted=True on each object; the
 // ConfigMap's settings are a valid base.
@@ -30,8 +29,11 @@ func TestExamplesApplyAndServe(t *testing.T) {
 	c := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	kubetest.Apply(t, c.rc, filepath.Join(examples, "rbac.yaml"), filepath.Join(examples, "meshward.yaml"),
-		filepath.Join(examples, "mesh.yaml"), filepath.Join(examples, "networkpolicy.yaml"))
+	var files []string
+	for _, m := range manifests {
+		files = append(files, filepath.Join(examples, m))
+	}
+	kubetest.Apply(t, c.rc, files...)
 	// The example binds the ClusterRole to meshward's ServiceAccount; the
 	// test's meshward user gets the same role.
 	user := []rbacv1.Subject{{Kind: "User", Name: kubetest.Meshward}}
@@ -54,10 +56,7 @@ func TestExamplesApplyAndServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := config.Parse([]byte(cm.Data["meshward.yaml"]), fstest.MapFS{}, "examples/kubernetes/meshward.yaml ConfigMap")
-	if err != nil {
-		t.Fatalf("the ConfigMap's settings: %v", err)
-	}
+	base := configMapSettings(t, cm, "meshward.yaml")
 	src, err := kube.New(c.srv.Config(kubetest.Meshward), base,
 		policy.Options{NewBodyChecker: policy.NewSchemaBodyChecker(base.Authz.Policy.Body)}, kube.WithDebounce(20*time.Millisecond),
 		kube.WithLease(kube.Lease{Namespace: "meshward", Name: "meshward", Identity: "replica-0"}))
