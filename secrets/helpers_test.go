@@ -11,7 +11,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/meshward/meshward/secrets/vaulttest"
@@ -26,26 +26,10 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// metricValue reads a counter or gauge.
+// metricValue reads one counter or gauge series.
 func metricValue(t testing.TB, c prometheus.Collector) float64 {
 	t.Helper()
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	close(ch)
-	var out float64
-	for m := range ch {
-		var d dto.Metric
-		if err := m.Write(&d); err != nil {
-			t.Fatalf("read metric: %v", err)
-		}
-		switch {
-		case d.Counter != nil:
-			out += d.Counter.GetValue()
-		case d.Gauge != nil:
-			out += d.Gauge.GetValue()
-		}
-	}
-	return out
+	return testutil.ToFloat64(c)
 }
 
 // eventLog records security events.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 const (
@@ -174,11 +174,7 @@ func TestPoller(t *testing.T) {
 		t.Errorf("updates = %v", updates)
 	}
 	for result, want := range map[string]float64{"updated": 2, "not_modified": 1, "error": 3} {
-		var d dto.Metric
-		if err := m.bundleFetches.WithLabelValues(result).Write(&d); err != nil {
-			t.Fatal(err)
-		}
-		if got := d.GetCounter().GetValue(); got != want {
+		if got := testutil.ToFloat64(m.bundleFetches.WithLabelValues(result)); got != want {
 			t.Errorf("fetches{result=%s} = %v, want %v", result, got, want)
 		}
 	}
