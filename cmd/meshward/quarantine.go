@@ -53,28 +53,55 @@ func editQuarantine(name string, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	file := cfg.QuarantineFile()
-	if file == "" {
-		return fmt.Errorf("%s: %w", name, errNoQuarantineFile)
-	}
-	id, err := resolveIdentity(cfg, pos[0])
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
 	by, err := operator()
 	if err != nil {
 		return fmt.Errorf("%s: who is running this: %w", name, err)
 	}
-	e := quarantine.Entry{SPIFFEID: id, Reason: *reason, By: by, At: time.Now().UTC()}
-	edit, verb := quarantine.Quarantine, "quarantined"
-	if name == "release" {
-		edit, verb = quarantine.Release, "released"
-	}
-	if _, err := edit(file, e); err != nil {
+	e, file, err := quarantineEdit(cfg, name, pos[0], *reason, by)
+	if err != nil {
 		return err
 	}
+	verb := "quarantined"
+	if name == "release" {
+		verb = "released"
+	}
+	id := e.SPIFFEID
 	_, err = fmt.Fprintf(stdout, "%s %s (by %s) in %s\n", verb, id, by, file)
 	return err
+}
+
+// identityError is an argument that names no identity that can be
+// quarantined.
+type identityError struct{ err error }
+
+func (e *identityError) Error() string { return e.err.Error() }
+func (e *identityError) Unwrap() error { return e.err }
+
+// quarantineEdit is the one edit of the state file behind `meshward
+// quarantine` / `meshward release` and the admin API: name is
+// "quarantine" or "release", arg an agent name or SPIFFE ID, by who asks.
+// The state file's flock serialises it with every other edit; a running
+// serve's watch applies and audits it. It returns the entry written and
+// the file. An arg that resolves to nothing is an *identityError; an edit
+// that changes nothing wraps quarantine.ErrNoChange.
+func quarantineEdit(cfg *config.Config, name, arg, reason, by string) (quarantine.Entry, string, error) {
+	file := cfg.QuarantineFile()
+	if file == "" {
+		return quarantine.Entry{}, "", fmt.Errorf("%s: %w", name, errNoQuarantineFile)
+	}
+	id, err := resolveIdentity(cfg, arg)
+	if err != nil {
+		return quarantine.Entry{}, "", fmt.Errorf("%s: %w", name, &identityError{err})
+	}
+	e := quarantine.Entry{SPIFFEID: id, Reason: reason, By: by, At: time.Now().UTC()}
+	edit := quarantine.Quarantine
+	if name == "release" {
+		edit = quarantine.Release
+	}
+	if _, err := edit(file, e); err != nil {
+		return quarantine.Entry{}, "", err
+	}
+	return e, file, nil
 }
 
 // resolveIdentity maps an agent name to its SPIFFE ID, and checks a

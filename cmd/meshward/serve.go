@@ -211,9 +211,11 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 	if deps.reloads, err = runtime.NewReporter(log, reg, auditLog); err != nil {
 		return err
 	}
-	if cfg.Audit.Redaction.KeySecret != "" || cfg.Audit.Seal.KeySecret != "" || cfg.Audit.Encryption.KeySecret != "" {
-		// Made before the audit logger starts and asks it for its keys,
-		// so that the components find it and serve runs it.
+	if cfg.Audit.Redaction.KeySecret != "" || cfg.Audit.Seal.KeySecret != "" || cfg.Audit.Encryption.KeySecret != "" ||
+		cfg.Quarantine.API.TokenSecret != "" {
+		// Made before the audit logger starts and asks it for its keys
+		// (and the quarantine API for its token), so that the
+		// components find it and serve runs it.
 		if _, err := deps.secretsManager(); err != nil {
 			return err
 		}
@@ -266,6 +268,11 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 		log.Warn(warnAdminOff)
 	} else {
 		tasks = append(tasks, page.register(adm, deps, reg)...)
+		apiTasks, err := registerQuarantineAPI(ctx, adm, deps)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, apiTasks...)
 		if err := adm.Listen(); err != nil {
 			return fmt.Errorf("admin: %w", err)
 		}

@@ -76,7 +76,24 @@ type Quarantine struct {
 	// File, default quarantine.json in secrets.local.dataDir when that is
 	// set; relative names are resolved from the configuration's folder.
 	File string `yaml:"file"`
+	// API is the admin server's quarantine API; off unless a token is
+	// configured.
+	API QuarantineAPI `yaml:"api"`
 }
+
+// QuarantineAPI is `quarantine.api`: the bearer token that the admin
+// server's /admin/quarantine and /admin/release require. With neither
+// field set the API is off (its routes are not served).
+type QuarantineAPI struct {
+	// TokenFile holds the token (surrounding white space trimmed); read
+	// at start and at each request, so it can be rotated in place.
+	TokenFile string `yaml:"tokenFile"`
+	// TokenSecret names a generic secret of the secrets source.
+	TokenSecret string `yaml:"tokenSecret"`
+}
+
+// Enabled reports whether the quarantine API is configured.
+func (a QuarantineAPI) Enabled() bool { return a.TokenFile != "" || a.TokenSecret != "" }
 
 // QuarantineFileName is the state file's name in secrets.local.dataDir.
 const QuarantineFileName = "quarantine.json"
@@ -140,6 +157,9 @@ func parse(data []byte, dir fs.FS, dirName, absDir, source string) (*Config, err
 		resolveSecretsFiles(&c.Secrets, absDir)
 		if f := c.Quarantine.File; f != "" && !filepath.IsAbs(f) {
 			c.Quarantine.File = filepath.Join(absDir, f)
+		}
+		if f := c.Quarantine.API.TokenFile; f != "" && !filepath.IsAbs(f) {
+			c.Quarantine.API.TokenFile = filepath.Join(absDir, f)
 		}
 	}
 	c.SetDefaults()
@@ -247,6 +267,20 @@ func (c *Config) Validate() error {
 	)
 	if c.Detection.Enforces() && c.QuarantineFile() == "" {
 		errs = append(errs, errors.New("detection.rules: a rule has quarantine: enforce but there is no quarantine state file: set quarantine.file or secrets.local.dataDir"))
+	}
+	if api := c.Quarantine.API; api.Enabled() {
+		if api.TokenFile != "" && api.TokenSecret != "" {
+			errs = append(errs, errors.New("quarantine.api: set tokenFile or tokenSecret, not both"))
+		}
+		if name := api.TokenSecret; name != "" && !c.hasSecret(name) {
+			errs = append(errs, fmt.Errorf("quarantine.api.tokenSecret: %q is not a secret of the %s secrets source (secrets.vault.kv or secrets.local.secrets)", name, c.Secrets.Source))
+		}
+		if c.QuarantineFile() == "" {
+			errs = append(errs, errors.New("quarantine.api: there is no quarantine state file for the API to edit: set quarantine.file or secrets.local.dataDir"))
+		}
+		if c.Admin.Off() {
+			errs = append(errs, errors.New("quarantine.api: the admin server that serves the API is off (admin.address: off)"))
+		}
 	}
 	if name := c.Audit.Redaction.KeySecret; name != "" && !c.hasSecret(name) {
 		errs = append(errs, fmt.Errorf("audit.redaction.keySecret: %q is not a secret of the %s secrets source (secrets.vault.kv or secrets.local.secrets)", name, c.Secrets.Source))
