@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -46,14 +47,14 @@ func withoutQuarantinedPeers(cfg *config.Config, q *extauthz.Quarantine) *config
 	return &c
 }
 
-// applyQuarantineXDS re-translates cfg's agents without the quarantined
-// ones' peer entries, withdraws the quarantined nodes (no configuration:
+// applyQuarantineXDS translates again the agents whose peers' quarantine
+// changed (requarantineMesh), withdraws the quarantined nodes (no configuration:
 // their streams end and reconnects are refused) and stops keeping their
 // SVIDs, keeps the released ones' again, and pushes to every node. When
 // the translation fails the previous model stays (logged); ext_authz
 // denies all the same.
 func applyQuarantineXDS(d *serveDeps, mesh *xdsMesh, mgr *secrets.Manager, srv *xds.Server, cfg *config.Config, s *quarantineSnapshot) {
-	m, err := translateMesh(withoutQuarantinedPeers(cfg, s.set))
+	m, err := requarantineMesh(cfg, mesh.model.Load(), mesh.quarantine.Load(), s.set)
 	if err != nil {
 		d.log.Error("xds: quarantine not applied to the agents' configuration; ext_authz still denies", logError, err)
 		return
@@ -74,4 +75,54 @@ func applyQuarantineXDS(d *serveDeps, mesh *xdsMesh, mgr *secrets.Manager, srv *
 	defer cancel()
 	// Update logs and counts per-node failures itself.
 	_ = srv.Update(ctx)
+}
+
+// maxRequarantineNodes is how many affected nodes requarantineMesh
+// translates one by one; beyond it the whole mesh is translated once.
+const maxRequarantineNodes = 64
+
+// requarantineMesh is translateMesh(withoutQuarantinedPeers(cfg, now)),
+// given prev = translateMesh(withoutQuarantinedPeers(cfg, was)): a node's
+// resources depend only on the mesh-wide inputs, its own agent and its
+// own peers, so only the agents with a peer whose quarantine changed are
+// translated again; every other node keeps prev's resources (immutable,
+// shared by the two models). Without a usable prev, or when many nodes
+// are affected, the whole mesh is translated.
+func requarantineMesh(cfg *config.Config, prev *meshModel, was, now *extauthz.Quarantine) (*meshModel, error) {
+	if prev == nil || prev.err != nil || prev.nodes == nil || len(prev.nodes) != len(cfg.Agents) {
+		return translateMesh(withoutQuarantinedPeers(cfg, now))
+	}
+	ids := prev.ids
+	var affected []string
+	for _, a := range cfg.Agents {
+		if _, ok := prev.nodes[a.Name]; !ok || ids[a.Name] != a.SPIFFEID {
+			return translateMesh(withoutQuarantinedPeers(cfg, now)) // prev is of another configuration
+		}
+		for _, p := range a.Peers {
+			if id := ids[p.Name]; was.Has(id) != now.Has(id) {
+				affected = append(affected, a.Name)
+				break
+			}
+		}
+	}
+	if len(affected) > maxRequarantineNodes {
+		return translateMesh(withoutQuarantinedPeers(cfg, now))
+	}
+	nodes := maps.Clone(prev.nodes)
+	if len(affected) > 0 {
+		filtered := withoutQuarantinedPeers(cfg, now)
+		authzAddr := filtered.XDS.AuthzAddress
+		if authzAddr == "" {
+			authzAddr = filtered.Authz.Server.Address
+		}
+		m := envoyMesh(filtered, authzAddr)
+		for _, name := range affected {
+			nr, err := envoy.TranslateAgent(m, name)
+			if err != nil {
+				return nil, fmt.Errorf("xds: %w", err)
+			}
+			nodes[name] = nr
+		}
+	}
+	return &meshModel{nodes: nodes, ids: ids}, nil
 }

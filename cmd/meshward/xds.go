@@ -62,6 +62,16 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 	if _, port, err := net.SplitHostPort(authzAddr); err == nil && port == "0" {
 		return &meshModel{ids: ids, err: errNoAuthzAddress}, nil
 	}
+	nodes, err := envoy.Translate(envoyMesh(cfg, authzAddr))
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	return &meshModel{nodes: nodes, ids: ids}, nil
+}
+
+// envoyMesh is the translator's input from cfg; authzAddr is the
+// ext_authz address the Envoys dial.
+func envoyMesh(cfg *config.Config, authzAddr string) envoy.Mesh {
 	m := envoy.Mesh{
 		TrustDomain: cfg.TrustDomain,
 		Agents:      cfg.Agents,
@@ -73,11 +83,7 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 		// The Envoys accept only the ext_authz listener's own SVID.
 		m.Authz.SPIFFEID = authzServerID(cfg.TrustDomain)
 	}
-	nodes, err := envoy.Translate(m)
-	if err != nil {
-		return nil, fmt.Errorf("xds: %w", err)
-	}
-	return &meshModel{nodes: nodes, ids: ids}, nil
+	return m
 }
 
 // meshInputs is everything of cfg that translateMesh reads: equal inputs
