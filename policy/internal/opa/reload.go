@@ -111,8 +111,11 @@ func (p *Poller) poll(ctx context.Context) (bool, error) {
 	var e *Engine
 	var etag string
 	p.dl.WithCallback(func(ctx context.Context, u download.Update) error {
-		if u.Error != nil || u.Bundle == nil {
-			return nil // an error is returned by Trigger; nil Bundle: 304
+		if u.Error != nil {
+			return nil //nolint:nilerr // Trigger returns u.Error itself; returning it here would join it twice
+		}
+		if u.Bundle == nil {
+			return nil // 304 Not Modified
 		}
 		if u.Bundle.Type() == bundle.DeltaBundleType {
 			return errors.New("opa: bundle fetch: a delta bundle; serve snapshot bundles")
