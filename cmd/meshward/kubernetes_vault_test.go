@@ -135,8 +135,8 @@ func TestKubernetesVaultSetupExample(t *testing.T) {
 		t.Helper()
 		s := configMapData(t, file, cm, key)
 		for old, repl := range map[string]string{
-			"https://vault.vault.svc:8200":    vs.Addr,
-			"/etc/vault-ca/ca.crt":            caFile, // any PEM: this Vault is plain HTTP
+			"https://vault.vault.svc:8200":     vs.Addr,
+			"/etc/vault-ca/ca.crt":             caFile, // any PEM: this Vault is plain HTTP
 			"kubernetes: {role: " + role + "}": "kubernetes: {role: " + role + ", jwtFile: " + jwt + "}",
 		} {
 			if !strings.Contains(s, old) {
