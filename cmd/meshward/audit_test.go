@@ -11,7 +11,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/extauthz/audit"
 )
@@ -219,15 +218,7 @@ func TestServeAuditKeysFromSecrets(t *testing.T) {
 	lw, wait := serveInProcess(t, ctx, io.Discard, "--config", path, "--components", "authz")
 	conn := dialAuthz(t, lw)
 	waitServing(t, ctx, conn)
-	raw, err := os.ReadFile(filepath.Join(refload, "allow.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &authv3.CheckRequest{}
-	if err := protojson.Unmarshal(raw, req); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, req); err != nil {
+	if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, refRequest(t, "allow.json")); err != nil {
 		t.Fatal(err)
 	}
 	cancel()

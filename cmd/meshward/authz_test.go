@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -60,24 +59,9 @@ func TestServeAuthzReload(t *testing.T) {
 		{"deny_schema.json", 400, `"violations":[{"path":"/task/priority","keyword":"maximum","message":"12 > 9"}]`},
 		{"allow_get.json", 200, ""},
 	} {
-		raw, err := os.ReadFile(filepath.Join(refload, c.file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := &authv3.CheckRequest{}
-		if err := protojson.Unmarshal(raw, req); err != nil {
-			t.Fatal(err)
-		}
-		r, err := ac.Check(ctx, req)
-		if err != nil {
-			t.Fatalf("%s: Check: %v", c.file, err)
-		}
-		status := 200
-		if dr := r.GetDeniedResponse(); dr != nil {
-			status = int(dr.GetStatus().GetCode())
-		}
-		if status != c.status || !strings.Contains(r.GetDeniedResponse().GetBody(), c.want) {
-			t.Errorf("%s: status %d body %s; want %d with %s", c.file, status, r.GetDeniedResponse().GetBody(), c.status, c.want)
+		status, body := checkStatus(t, ctx, ac, refRequest(t, c.file))
+		if status != c.status || !strings.Contains(body, c.want) {
+			t.Errorf("%s: status %d body %s; want %d with %s", c.file, status, body, c.status, c.want)
 		}
 	}
 	allowed := func() bool {

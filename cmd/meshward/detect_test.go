@@ -9,7 +9,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/detect"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
@@ -36,18 +35,7 @@ func TestServeDetection(t *testing.T) {
 	conn := dialAuthz(t, lw)
 	waitServing(t, ctx, conn)
 	ac := authv3.NewAuthorizationClient(conn)
-	load := func(name string) *authv3.CheckRequest {
-		raw, err := os.ReadFile(filepath.Join(refload, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &authv3.CheckRequest{}
-		if err := protojson.Unmarshal(raw, r); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	bad, good := load("deny_schema.json"), load("allow.json") // both from planner
+	bad, good := refRequest(t, "deny_schema.json"), refRequest(t, "allow.json") // both from planner
 	body := func(r *authv3.CheckRequest) string {
 		t.Helper()
 		resp, err := ac.Check(ctx, r)

@@ -16,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 func TestMain(m *testing.M) {
@@ -254,6 +256,34 @@ func dialAuthz(t *testing.T, lw *logWatcher) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// refRequest reads one of the reference workload's Check requests.
+func refRequest(t testing.TB, name string) *authv3.CheckRequest {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(refload, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(raw, req); err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// checkStatus sends req and returns the HTTP status of the answer (200
+// for an allow) and the deny body.
+func checkStatus(t testing.TB, ctx context.Context, ac authv3.AuthorizationClient, req *authv3.CheckRequest) (int, string) {
+	t.Helper()
+	r, err := ac.Check(ctx, req)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if dr := r.GetDeniedResponse(); dr != nil {
+		return int(dr.GetStatus().GetCode()), dr.GetBody()
+	}
+	return 200, ""
 }
 
 // waitServing polls the gRPC health service until it reports SERVING.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
@@ -146,25 +144,11 @@ func TestServeQuarantine(t *testing.T) {
 	conn := dialAuthz(t, lw)
 	waitServing(t, ctx, conn)
 	ac := authv3.NewAuthorizationClient(conn)
-	raw, err := os.ReadFile(filepath.Join(refload, "allow.json")) // planner -> executor
-	if err != nil {
-		t.Fatal(err)
-	}
-	allow := &authv3.CheckRequest{}
-	if err := protojson.Unmarshal(raw, allow); err != nil {
-		t.Fatal(err)
-	}
+	allow := refRequest(t, "allow.json") // planner -> executor
 	// status is the Check's HTTP status and its deny body.
 	status := func() (int, string) {
 		t.Helper()
-		r, err := ac.Check(ctx, allow)
-		if err != nil {
-			t.Fatalf("Check: %v", err)
-		}
-		if dr := r.GetDeniedResponse(); dr != nil {
-			return int(dr.GetStatus().GetCode()), dr.GetBody()
-		}
-		return 200, ""
+		return checkStatus(t, ctx, ac, allow)
 	}
 	waitStatus := func(want int, what string) time.Duration {
 		t.Helper()

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
@@ -87,24 +86,10 @@ func TestServeQuarantineAPI(t *testing.T) {
 	waitServing(t, ctx, conn)
 	base := "http://" + lw.waitFor(t, "admin server listening", "address")
 	ac := authv3.NewAuthorizationClient(conn)
-	raw, err := os.ReadFile(filepath.Join(refload, "allow.json")) // planner -> executor
-	if err != nil {
-		t.Fatal(err)
-	}
-	allow := &authv3.CheckRequest{}
-	if err := protojson.Unmarshal(raw, allow); err != nil {
-		t.Fatal(err)
-	}
+	allow := refRequest(t, "allow.json") // planner -> executor
 	check := func() (int, string) {
 		t.Helper()
-		r, err := ac.Check(ctx, allow)
-		if err != nil {
-			t.Fatalf("Check: %v", err)
-		}
-		if dr := r.GetDeniedResponse(); dr != nil {
-			return int(dr.GetStatus().GetCode()), dr.GetBody()
-		}
-		return 200, ""
+		return checkStatus(t, ctx, ac, allow)
 	}
 	waitCheck := func(want int, what string) {
 		t.Helper()

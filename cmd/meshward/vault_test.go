@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/secrets/vaulttest"
 )
@@ -166,14 +165,7 @@ func checkOverMTLS(t *testing.T, ctx context.Context, addr string, svid, bundle 
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	raw, err := os.ReadFile(filepath.Join(refload, "allow_get.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &authv3.CheckRequest{}
-	if err := protojson.Unmarshal(raw, req); err != nil {
-		t.Fatal(err)
-	}
+	req := refRequest(t, "allow_get.json")
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := authv3.NewAuthorizationClient(conn).Check(cctx, req)
