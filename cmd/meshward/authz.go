@@ -29,10 +29,10 @@ func policyOptions(cfg *config.Config) policy.Options {
 // compilePolicy builds the policy revision cfg describes. A Rego bundle
 // URL is fetched once (serve polls it instead: see buildAuthz).
 func compilePolicy(cfg *config.Config) (*policy.Revision, error) {
-	opts := policyOptions(cfg)
+	var b *policy.RegoBundle
 	if r := cfg.Authz.Policy.Rego; r != nil && r.BundleURL != "" {
-		b, err := policy.NewRegoBundle(r, cfg.Dir, policy.RegoBundleOptions{})
-		if err != nil {
+		var err error
+		if b, err = policy.NewRegoBundle(r, cfg.Dir, policy.RegoBundleOptions{}); err != nil {
 			return nil, fmt.Errorf("authz: %w", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), policy.RegoCompileTimeout)
@@ -40,6 +40,15 @@ func compilePolicy(cfg *config.Config) (*policy.Revision, error) {
 		if _, err := b.Poll(ctx); err != nil {
 			return nil, fmt.Errorf("authz: %w", err)
 		}
+	}
+	return compileWithBundle(cfg, b)
+}
+
+// compileWithBundle builds the policy revision cfg describes, its Rego
+// step serving b's current bundle (nil b: the Rego files cfg names).
+func compileWithBundle(cfg *config.Config, b *policy.RegoBundle) (*policy.Revision, error) {
+	opts := policyOptions(cfg)
+	if b != nil {
 		opts.NewRego = b.NewRego
 	}
 	rev, err := policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
@@ -99,15 +108,7 @@ func buildAuthz(ctx context.Context, d *serveDeps) (*component, error) {
 	}
 	if bundle != nil {
 		// Every revision serves the bundle poller's current engine.
-		compile = func(cfg *config.Config) (*policy.Revision, error) {
-			opts := policyOptions(cfg)
-			opts.NewRego = bundle.NewRego
-			rev, err := policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
-			if err != nil {
-				return nil, fmt.Errorf("authz: %w", err)
-			}
-			return rev, nil
-		}
+		compile = func(cfg *config.Config) (*policy.Revision, error) { return compileWithBundle(cfg, bundle) }
 	}
 	if bundle == nil {
 		if err := store.Reload(ctx, func() (*policy.Revision, error) { return compile(d.cfg) }); err != nil {

@@ -134,11 +134,7 @@ func TestRegoBundleRevisions(t *testing.T) {
 	}
 	var updates atomic.Int32
 	var b *policy.RegoBundle
-	compile := func(cfg *config.Config) (*policy.Revision, error) {
-		opts := policyOptions(cfg)
-		opts.NewRego = b.NewRego
-		return policy.Compile(&cfg.Authz.Policy, cfg.TrustDomain, opts)
-	}
+	compile := func(cfg *config.Config) (*policy.Revision, error) { return compileWithBundle(cfg, b) }
 	b, err = policy.NewRegoBundle(cfg.Authz.Policy.Rego, cfg.Dir, policy.RegoBundleOptions{OnUpdate: func() {
 		updates.Add(1)
 		if err := store.Reload(ctx, func() (*policy.Revision, error) { return compile(cfg) }); err != nil {
