@@ -174,14 +174,19 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 	// The audit keys come from the components' one secrets manager, asked
 	// when the audit logger starts (deps exists by then).
 	var deps *serveDeps
-	if name := cfg.Audit.Redaction.KeySecret; name != "" {
-		aopts = append(aopts, audit.WithKeySource(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, name) }))
-	}
-	if name := cfg.Audit.Seal.KeySecret; name != "" {
-		aopts = append(aopts, audit.WithSealKeySource(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, name) }))
-	}
-	if name := cfg.Audit.Encryption.KeySecret; name != "" {
-		aopts = append(aopts, audit.WithEncryptionKeySource(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, name) }))
+	needSecrets := cfg.Quarantine.API.TokenSecret != "" // the quarantine API's token
+	for _, k := range []struct {
+		name string
+		opt  func(audit.KeySource) audit.Option
+	}{
+		{cfg.Audit.Redaction.KeySecret, audit.WithKeySource},
+		{cfg.Audit.Seal.KeySecret, audit.WithSealKeySource},
+		{cfg.Audit.Encryption.KeySecret, audit.WithEncryptionKeySource},
+	} {
+		if k.name != "" {
+			aopts = append(aopts, k.opt(func(ctx context.Context) ([]byte, error) { return deps.auditKey(ctx, k.name) }))
+			needSecrets = true
+		}
 	}
 	page := newStatusPage()
 	// The tap sees records after redaction; det is set before the audit
@@ -211,8 +216,7 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 	if deps.reloads, err = runtime.NewReporter(log, reg, auditLog); err != nil {
 		return err
 	}
-	if cfg.Audit.Redaction.KeySecret != "" || cfg.Audit.Seal.KeySecret != "" || cfg.Audit.Encryption.KeySecret != "" ||
-		cfg.Quarantine.API.TokenSecret != "" {
+	if needSecrets {
 		// Made before the audit logger starts and asks it for its keys
 		// (and the quarantine API for its token), so that the
 		// components find it and serve runs it.
