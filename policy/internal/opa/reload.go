@@ -170,7 +170,7 @@ func (p *Poller) downloader() (*download.Downloader, error) {
 		limit = DefaultMaxBundleBytes
 	}
 	hc := *p.client
-	hc.Transport = limitTransport{base: cmpTransport(hc.Transport), limit: limit}
+	hc.Transport = limitTransport{base: orDefaultTransport(hc.Transport), limit: limit}
 	rc, err := rest.New(svc, nil, rest.Logger(logging.NewNoOpLogger()),
 		rest.AuthPluginLookup(func(name string) rest.HTTPAuthPlugin {
 			if name != clientPlugin {
@@ -212,7 +212,7 @@ type httpClientPlugin struct{ c *http.Client }
 func (h httpClientPlugin) NewClient(rest.Config) (*http.Client, error) { return h.c, nil }
 func (httpClientPlugin) Prepare(*http.Request) error                   { return nil }
 
-func cmpTransport(t http.RoundTripper) http.RoundTripper {
+func orDefaultTransport(t http.RoundTripper) http.RoundTripper {
 	if t == nil {
 		return http.DefaultTransport
 	}
