@@ -173,8 +173,15 @@ func (a *adsStream) mustRecv() (string, map[string]string) {
 // answers Unavailable, and the client tries again, as Envoy does.
 func fetch(t *testing.T, ctx context.Context, addr, node string) (clusters, listeners map[string]string) {
 	t.Helper()
+	_, clusters, listeners = fetchStream(t, ctx, addr, node)
+	return clusters, listeners
+}
+
+// fetchStream is fetch that also returns the stream, left open.
+func fetchStream(t *testing.T, ctx context.Context, addr, node string) (a *adsStream, clusters, listeners map[string]string) {
+	t.Helper()
 	for {
-		a := openADS(t, ctx, addr, node)
+		a = openADS(t, ctx, addr, node)
 		a.subscribe(resourcev3.ClusterType, nil)
 		typ, clusters, err := a.recv()
 		if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
@@ -193,7 +200,37 @@ func fetch(t *testing.T, ctx context.Context, addr, node string) (clusters, list
 		if typ != resourcev3.ListenerType || len(listeners) == 0 {
 			t.Fatalf("second response %s with %d resources, want listeners", typ, len(listeners))
 		}
-		return clusters, listeners
+		return a, clusters, listeners
+	}
+}
+
+// resumeWithoutChurn opens a delta ADS stream to addr as node, telling it
+// the clusters and listeners the node holds (as Envoy's delta xDS does
+// on a new stream), and fails the test unless the server sends nothing
+// for them: no resource, none removed. The server answers a stream's
+// requests in order, through one queue; routes, which the node holds
+// none of, are asked for last and must come, so that "nothing" is not
+// mistaken for a server that did not answer.
+func resumeWithoutChurn(t *testing.T, ctx context.Context, addr, node string, clusters, listeners map[string]string) {
+	t.Helper()
+	moved := openADS(t, ctx, addr, node)
+	moved.subscribe(resourcev3.ClusterType, clusters)
+	moved.subscribe(resourcev3.ListenerType, listeners)
+	moved.subscribe(resourcev3.RouteType, nil)
+	for _, want := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
+		// A first wildcard request is always answered, so that Envoy
+		// completes its initialisation: with nothing in it.
+		resp, err := moved.recvRaw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetTypeUrl() != want || len(resp.GetResources()) != 0 || len(resp.GetRemovedResources()) != 0 {
+			t.Fatalf("after moving: %s with %d resources and %d removed, want %s with none: churn",
+				resp.GetTypeUrl(), len(resp.GetResources()), len(resp.GetRemovedResources()), want)
+		}
+	}
+	if typ, routes := moved.mustRecv(); typ != resourcev3.RouteType || len(routes) == 0 {
+		t.Fatalf("after moving: %s (%d resources), want %s's routes", typ, len(routes), node)
 	}
 }
 
@@ -224,32 +261,39 @@ func nodeVersions(t *testing.T, ctx context.Context, admin string) map[string]ma
 	return out
 }
 
+// replicaCluster starts an API server holding replicaMesh and writes the
+// configuration file the replicas share; it returns the server, the
+// file's path and an admin kubeconfig.
+func replicaCluster(t *testing.T) (srv *kubetest.Server, path, kubeconfig string) {
+	t.Helper()
+	srv = kubetest.Start(t)
+	rc := srv.Config(kubetest.Admin)
+	crds, _ := filepath.Glob(filepath.Join("..", "..", "examples", "kubernetes", "crds", "*.yaml"))
+	kubetest.InstallCRDs(t, rc, crds...)
+	dir := t.TempDir()
+	mesh := filepath.Join(dir, "mesh.yaml")
+	path = filepath.Join(dir, "meshward.yaml")
+	if err := os.WriteFile(mesh, []byte(replicaMesh), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Every replica tells the Envoys the same ext_authz address (the Service's).
+	base := strings.Replace(kubeBaseConfig, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.meshward.svc:9191\n", 1)
+	if err := os.WriteFile(path, []byte(base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Apply(t, rc, mesh)
+	return srv, path, srv.Kubeconfig(kubetest.Admin)
+}
+
 // TestServeKubernetesTwoReplicas: two serve processes on one API server
 // give a node the same clusters and listeners with the same version
 // strings; an Envoy that moves from one to the other (telling it the
 // versions it holds, as Envoy's delta xDS does) is sent nothing new for
 // them; and both decide alike.
 func TestServeKubernetesTwoReplicas(t *testing.T) {
-	srv := kubetest.Start(t)
-	rc := srv.Config(kubetest.Admin)
-	crds, _ := filepath.Glob(filepath.Join("..", "..", "examples", "kubernetes", "crds", "*.yaml"))
-	kubetest.InstallCRDs(t, rc, crds...)
-	dir := t.TempDir()
-	mesh := filepath.Join(dir, "mesh.yaml")
-	path := filepath.Join(dir, "meshward.yaml")
-	if err := os.WriteFile(mesh, []byte(replicaMesh), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Both replicas tell the Envoys the same ext_authz address (the Service's).
-	base := strings.Replace(kubeBaseConfig, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.meshward.svc:9191\n", 1)
-	if err := os.WriteFile(path, []byte(base), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	kubetest.Apply(t, rc, mesh)
-
+	_, path, kc := replicaCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	kc := srv.Kubeconfig(kubetest.Admin)
 	a := startKubeReplica(t, ctx, path, kc)
 	b := startKubeReplica(t, ctx, path, kc)
 
@@ -278,26 +322,5 @@ func TestServeKubernetesTwoReplicas(t *testing.T) {
 
 	// planner's Envoy moves from a (stopped) to b, holding a's versions.
 	a.stop()
-	moved := openADS(t, ctx, b.xds, "planner")
-	moved.subscribe(resourcev3.ClusterType, ca)
-	moved.subscribe(resourcev3.ListenerType, la)
-	// Then a type it holds nothing of. The server answers a stream's
-	// requests in order, through one queue, so what it sends for the
-	// clusters and listeners comes before the routes.
-	moved.subscribe(resourcev3.RouteType, nil)
-	for _, want := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
-		// A first wildcard request is always answered, so that Envoy
-		// completes its initialisation: with nothing in it.
-		resp, err := moved.recvRaw()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetTypeUrl() != want || len(resp.GetResources()) != 0 || len(resp.GetRemovedResources()) != 0 {
-			t.Fatalf("after moving: %s with %d resources and %d removed, want %s with none: churn",
-				resp.GetTypeUrl(), len(resp.GetResources()), len(resp.GetRemovedResources()), want)
-		}
-	}
-	if typ, routes := moved.mustRecv(); typ != resourcev3.RouteType || len(routes) == 0 {
-		t.Fatalf("after moving: %s (%d resources), want planner's routes", typ, len(routes))
-	}
+	resumeWithoutChurn(t, ctx, b.xds, "planner", ca, la)
 }

@@ -25,6 +25,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envRunMain) == "1" {
+		main() // serveProcess: this binary as meshward
+	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/fsnotify/fsnotify.(*inotify).readEvents"))
 }
 
@@ -188,9 +191,15 @@ func newLogWatcher(r io.Reader) *logWatcher {
 }
 
 // waitFor returns field of the first line whose msg is msg.
-func (lw *logWatcher) waitFor(t *testing.T, msg, field string) string {
+func (lw *logWatcher) waitFor(t testing.TB, msg, field string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	return lw.waitForWithin(t, 20*time.Second, msg, field)
+}
+
+// waitForWithin is waitFor with another deadline.
+func (lw *logWatcher) waitForWithin(t testing.TB, within time.Duration, msg, field string) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		lw.mu.Lock()
 		for _, l := range lw.lines {
@@ -203,7 +212,7 @@ func (lw *logWatcher) waitFor(t *testing.T, msg, field string) string {
 		lw.mu.Unlock()
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no log line %q within 20s", msg)
+	t.Fatalf("no log line %q within %v", msg, within)
 	return ""
 }
 
