@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/kube"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
 )
 
 // failoverClient sends Checks the way Envoy's ext_authz cluster with the
@@ -195,4 +202,79 @@ func TestServeKubernetesReplicaKilled(t *testing.T) {
 	if fc.retried.Load() == 0 {
 		t.Error("no Check failed on a and was sent to b: the kill was not mid-run")
 	}
+}
+
+// TestServeKubernetesAPIServerOutage: with kube-apiserver stopped, serve
+// keeps deciding and serving xDS from the last generation and stays ready
+// (docs/kubernetes.md: readiness does not follow the API server); when it
+// is back, a change made then is served.
+func TestServeKubernetesAPIServerOutage(t *testing.T) {
+	srv, path, kc := replicaCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	r := startKubeReplica(t, ctx, path, kc)
+	ac := authv3.NewAuthorizationClient(dialAuthz(t, r.lw))
+	other := viewerPost()
+	other.Attributes.Request.Http.Path = "/v1/other"
+	decides := func(when string, tasks, others bool) {
+		t.Helper()
+		for req, want := range map[*authv3.CheckRequest]bool{viewerPost(): tasks, other: others} {
+			resp, err := ac.Check(ctx, req)
+			if err != nil {
+				t.Fatalf("%s: Check %s: %v", when, req.GetAttributes().GetRequest().GetHttp().GetPath(), err)
+			}
+			if (resp.GetOkResponse() != nil) != want {
+				t.Fatalf("%s: Check %s allowed %v, want %v", when, req.GetAttributes().GetRequest().GetHttp().GetPath(), !want, want)
+			}
+		}
+	}
+	decides("before the outage", true, false)
+	clusters, _ := fetch(t, ctx, r.xds, "planner")
+
+	srv.StopAPIServer()
+	// While it is down (the informers' watches fail and retry): the same
+	// decisions, ready, and a new Envoy stream gets the same configuration.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		decides("with the API server down", true, false)
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		waitReady(t, rctx, r.admin)
+		rcancel()
+	}
+	if c, _ := fetch(t, ctx, r.xds, "planner"); !maps.Equal(c, clusters) {
+		t.Fatalf("clusters with the API server down %v, before %v", c, clusters)
+	}
+
+	srv.StartAPIServer()
+	// Back: the rule moves to /v1/other, and serve follows.
+	dyn := dynamic.NewForConfigOrDie(srv.Config(kubetest.Admin))
+	res := dyn.Resource(kube.AuthorizationRules).Namespace("default")
+	for {
+		u, err := res.Get(ctx, "viewers", metav1.GetOptions{})
+		if err == nil {
+			rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
+			rules[0].(map[string]any)["match"].(map[string]any)["path"] = "/v1/other"
+			_ = unstructured.SetNestedSlice(u.Object, rules, "spec", "rules")
+			if _, err = res.Update(ctx, u, metav1.UpdateOptions{}); err == nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("update the rule after the restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // a conflict with a status write
+	}
+	for {
+		resp, err := ac.Check(ctx, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetOkResponse() != nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the change made after the restart never served")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	decides("after the restart", false, true)
 }
