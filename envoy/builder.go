@@ -221,6 +221,9 @@ func (b *builder) inboundListener(a *Agent) *listenerv3.Listener {
 	h := b.hcm(ListenerInbound, RouteInbound, filters)
 	h.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
 	h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
+	if len(filters) > 0 && filters[0].GetName() == localRateLimitName {
+		h.LocalReplyConfig = b.localReply()
+	}
 
 	downstream := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),

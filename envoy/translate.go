@@ -94,6 +94,9 @@ type Mesh struct {
 	Options     Options `yaml:"options"`
 	// Quotas every inbound listener enforces per caller (ratelimit.go).
 	Quotas []Quota `yaml:"quotas"`
+	// JSONRPCRoutes are the authorizer's JSON-RPC routes: Envoy's own 429
+	// there is a JSON-RPC error (localreply.go).
+	JSONRPCRoutes []JSONRPCRoute `yaml:"jsonrpcRoutes"`
 }
 
 // Authz is how every agent's Envoy reaches meshward's ext_authz service.

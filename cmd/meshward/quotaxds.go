@@ -21,3 +21,16 @@ func envoyQuotas(qs []policy.QuotaConfig) []envoy.Quota {
 	}
 	return out
 }
+
+// envoyJSONRPCRoutes are the routes on which the Envoys answer a request
+// over a quota with a JSON-RPC error, as the authorizer does.
+func envoyJSONRPCRoutes(c *policy.JSONRPCConfig) []envoy.JSONRPCRoute {
+	if c == nil {
+		return nil
+	}
+	out := make([]envoy.JSONRPCRoute, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		out = append(out, envoy.JSONRPCRoute{Hosts: r.Hosts, Path: r.Path, PathPrefix: r.PathPrefix})
+	}
+	return out
+}

@@ -78,6 +78,8 @@ func envoyMesh(cfg *config.Config, authzAddr string) envoy.Mesh {
 		Authz:       envoy.Authz{Address: authzAddr, Plaintext: cfg.Authz.Server.Plaintext},
 		Options:     cfg.Envoy,
 		Quotas:      envoyQuotas(cfg.Authz.Policy.Quotas),
+
+		JSONRPCRoutes: envoyJSONRPCRoutes(cfg.Authz.Policy.JSONRPC),
 	}
 	if cfg.Authz.Server.TLSFromSecrets() {
 		// The Envoys accept only the ext_authz listener's own SVID.
@@ -95,8 +97,10 @@ func meshInputs(cfg *config.Config) any {
 		Agents                                     []envoy.Agent
 		Envoy                                      envoy.Options
 		Quotas                                     []envoy.Quota
+		JSONRPCRoutes                              []envoy.JSONRPCRoute
 	}{cfg.TrustDomain, cfg.XDS.AuthzAddress, cfg.Authz.Server.Address, cfg.Authz.Server.Plaintext,
-		cfg.Authz.Server.TLSFromSecrets(), cfg.Agents, cfg.Envoy, envoyQuotas(cfg.Authz.Policy.Quotas)}
+		cfg.Authz.Server.TLSFromSecrets(), cfg.Agents, cfg.Envoy, envoyQuotas(cfg.Authz.Policy.Quotas),
+		envoyJSONRPCRoutes(cfg.Authz.Policy.JSONRPC)}
 }
 
 // xdsMesh adapts the envoy translator and the secrets manager to the
