@@ -37,6 +37,7 @@ type Status struct {
 // +kubebuilder:resource:categories=meshward
 // +kubebuilder:printcolumn:name="SPIFFE ID",type=string,JSONPath=`.status.spiffeID`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Quarantined",type=date,JSONPath=`.spec.quarantine.since`,priority=1
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')",message="metadata.name must be a DNS label (lowercase letters, digits, -)"
 type MeshAgent struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -100,6 +101,31 @@ type MeshAgentSpec struct {
 	// +listMapKey=name
 	// +optional
 	JWTProviders []JWTProvider `json:"jwtProviders,omitempty"`
+	// Quarantine, when set, quarantines the agent's SPIFFE ID (as
+	// `meshward quarantine` does): every Check from or to it is denied
+	// 403 quarantined, its Envoy gets no configuration and no new SVID,
+	// and its peers' clusters to it are withdrawn. Every replica watching
+	// the cluster applies it; removing it releases the agent.
+	// +optional
+	Quarantine *Quarantine `json:"quarantine,omitempty"`
+}
+
+// Quarantine says why and by whom an agent is quarantined. Every field is
+// informational: an empty quarantine ({}) quarantines all the same.
+type Quarantine struct {
+	// Reason is recorded in the audit event.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// By names who quarantined the agent (a person, "admin-api",
+	// "detector"); unset, the audit event names the field manager that
+	// set the field.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	By string `json:"by,omitempty"`
+	// Since is when the agent was quarantined; unset, when meshward saw it.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
 }
 
 // Peer is an agent another agent may call.
