@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -57,6 +58,9 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 		if f.kubeconfig != "" || f.leaseNamespace != "" {
 			return nil, nil, errors.New("--kubeconfig, --lease-namespace: only with --source kubernetes")
 		}
+		if err := file.ValidateQuarantineFile(); err != nil {
+			return nil, nil, err
+		}
 		return file, runtime.FileOrigin(configPath), nil
 	case sourceKubernetes:
 	default:
@@ -72,8 +76,7 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	// As kubectl: the file, or in a pod its ServiceAccount; the
 	// namespace the context's, or in a pod its own.
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.kubeconfig}, &clientcmd.ConfigOverrides{})
-	rc, err := cc.ClientConfig()
+	rc, cc, err := kubeClientConfig(f.kubeconfig)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--source kubernetes: %w", err)
 	}
@@ -102,6 +105,14 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 	}
 	log.Info("kubernetes: first generation built", "agents", len(cfg.Agents), "rules", len(cfg.Authz.Policy.Rules))
 	return cfg, origin, nil
+}
+
+// kubeClientConfig is the API server's client configuration as kubectl
+// finds it: the kubeconfig file, or in a pod its ServiceAccount.
+func kubeClientConfig(kubeconfig string) (*rest.Config, clientcmd.ClientConfig, error) {
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
+	return rc, cc, err
 }
 
 // leaseIdentity is this replica's identity for the Lease: the host name

@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
 	"github.com/meshward/meshward/envoy"
 )
@@ -21,22 +24,29 @@ import (
 // errNoQuarantineFile: the configuration says where no state file is.
 var errNoQuarantineFile = errors.New("no quarantine state file: set quarantine.file or secrets.local.dataDir in the configuration")
 
-func runQuarantine(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	return editQuarantine("quarantine", args, stdout, stderr)
+func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return editQuarantine(ctx, "quarantine", args, stdout, stderr)
 }
 
-func runRelease(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	return editQuarantine("release", args, stdout, stderr)
+func runRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return editQuarantine(ctx, "release", args, stdout, stderr)
 }
+
+// kubeEditTimeout bounds one edit of MeshAgents through the API server.
+const kubeEditTimeout = 30 * time.Second
 
 // editQuarantine is `meshward quarantine` and `meshward release`: one
-// atomic edit of the state file; a running serve applies it when it sees
-// the file change.
-func editQuarantine(name string, args []string, stdout, stderr io.Writer) error {
+// atomic edit of the state file, or with --source kubernetes a patch of
+// the MeshAgents' spec.quarantine; a running serve applies it when it
+// sees the change.
+func editQuarantine(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet(name, stderr)
 	setUsage(fs, "Usage: meshward "+name+" --config FILE [flags] AGENT|SPIFFE-ID\n\n"+
-		"AGENT is the name of an entry of agents; a SPIFFE ID must be of the trust domain.\n\nFlags:\n")
+		"AGENT is the name of an entry of agents (with --source kubernetes, of a MeshAgent: NAME or NAMESPACE/NAME);\n"+
+		"a SPIFFE ID must be of the trust domain.\n\nFlags:\n")
 	path := fs.String("config", "", "configuration file (default: the embedded quickstart, which has no state file)")
+	source := fs.String("source", sourceFile, "where the quarantine state is: file (the state file) or kubernetes (the MeshAgents' spec.quarantine, as serve --source kubernetes)")
+	kubeconfig := fs.String("kubeconfig", "", "with --source kubernetes: kubeconfig file (default: the in-cluster service account)")
 	reason := new(string)
 	if name == "quarantine" {
 		reason = fs.String("reason", "", "why, recorded in the state file and the audit event")
@@ -57,7 +67,29 @@ func editQuarantine(name string, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("%s: who is running this: %w", name, err)
 	}
-	e, file, err := quarantineEdit(cfg, name, pos[0], *reason, by)
+	var e quarantine.Entry
+	var file string
+	switch *source {
+	case sourceFile:
+		if *kubeconfig != "" {
+			return fmt.Errorf("%s: --kubeconfig: only with --source kubernetes", name)
+		}
+		e, file, err = quarantineEdit(cfg, name, pos[0], *reason, by)
+	case sourceKubernetes:
+		var rc *rest.Config
+		if rc, _, err = kubeClientConfig(*kubeconfig); err != nil {
+			return fmt.Errorf("%s: --source kubernetes: %w", name, err)
+		}
+		dyn, derr := dynamic.NewForConfig(rc)
+		if derr != nil {
+			return fmt.Errorf("%s: --source kubernetes: %w", name, derr)
+		}
+		ectx, cancel := context.WithTimeout(ctx, kubeEditTimeout)
+		defer cancel()
+		e, file, err = kubeQuarantineEdit(ectx, kube.NewEditor(dyn, cfg.TrustDomain), cfg, name, pos[0], *reason, by)
+	default:
+		return fmt.Errorf("%s: --source: %q is not file or kubernetes", name, *source)
+	}
 	if err != nil {
 		return err
 	}
@@ -102,6 +134,35 @@ func quarantineEdit(cfg *config.Config, name, arg, reason, by string) (quarantin
 		return quarantine.Entry{}, "", err
 	}
 	return e, file, nil
+}
+
+// kubeQuarantineEdit is quarantineEdit in Kubernetes mode: it sets or
+// removes spec.quarantine of the MeshAgents arg names (NAME,
+// NAMESPACE/NAME or a SPIFFE ID) through the API server; every serve
+// replica's watch applies and audits it. It returns the entry asked for
+// and the agents patched.
+func kubeQuarantineEdit(ctx context.Context, ed *kube.Editor, cfg *config.Config, name, arg, reason, by string) (quarantine.Entry, string, error) {
+	if strings.HasPrefix(arg, "spiffe://") {
+		if _, err := resolveIdentity(cfg, arg); err != nil {
+			return quarantine.Entry{}, "", fmt.Errorf("%s: %w", name, &identityError{err})
+		}
+	}
+	now := time.Now().UTC()
+	var res kube.Edited
+	var err error
+	if name == "release" {
+		res, err = ed.Release(ctx, arg, by, now)
+	} else {
+		res, err = ed.Quarantine(ctx, arg, reason, by, now)
+	}
+	if errors.Is(err, kube.ErrNoAgent) || errors.Is(err, kube.ErrAmbiguous) {
+		return quarantine.Entry{}, "", fmt.Errorf("%s: %w", name, &identityError{err})
+	}
+	if err != nil {
+		return quarantine.Entry{}, "", fmt.Errorf("%s: %w", name, err)
+	}
+	agents := strings.Join(res.Agents, ", ")
+	return quarantine.Entry{SPIFFEID: res.SPIFFEID, Reason: reason, By: by, At: now, Agent: agents}, "MeshAgent " + agents, nil
 }
 
 // resolveIdentity maps an agent name to its SPIFFE ID, and checks a

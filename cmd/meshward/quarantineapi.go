@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 )
@@ -30,10 +31,13 @@ const maxQuarantineAPIBody = 64 << 10
 
 // quarantineAPI serves /admin/quarantine and /admin/release on the admin
 // server: the same edit of the state file as `meshward quarantine` /
-// `meshward release`, behind a bearer token.
+// `meshward release` (in Kubernetes mode, of the MeshAgents'
+// spec.quarantine), behind a bearer token.
 type quarantineAPI struct {
 	cfg   atomic.Pointer[config.Config] // agent names follow reloads
 	file  string
+	kube  *kube.Editor     // Kubernetes mode: edits MeshAgents, not file
+	watch *quarantineWatch // Kubernetes mode: the state listed
 	token func(ctx context.Context) ([]byte, error)
 	log   *slog.Logger
 }
@@ -47,6 +51,9 @@ func registerQuarantineAPI(ctx context.Context, adm *admin.Server, d *serveDeps)
 		return nil, nil
 	}
 	a := &quarantineAPI{file: d.cfg.QuarantineFile(), log: d.log}
+	if d.quarantineKube != nil {
+		a.file, a.kube, a.watch = "", d.quarantineKube, d.quarantine
+	}
 	a.cfg.Store(d.cfg)
 	switch {
 	case api.TokenFile != "":
@@ -146,6 +153,12 @@ func (a *quarantineAPI) quarantine(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		if a.kube != nil {
+			var s *quarantine.State
+			a.watch.subscribeOnce(func(q *quarantineSnapshot) { s = q.state })
+			writeAPI(w, map[string]any{"source": kubeQuarantineSource, "quarantined": s.Quarantined, "released": s.Released})
+			return
+		}
 		s, err := quarantine.Load(a.file)
 		if err != nil {
 			a.log.Error("quarantine API: cannot read the state file", "error", err)
@@ -193,7 +206,16 @@ func (a *quarantineAPI) edit(w http.ResponseWriter, r *http.Request, name string
 		writeAPIError(w, http.StatusBadRequest, "bad_request", "body: identity is required (an agent name or a SPIFFE ID)")
 		return
 	}
-	e, file, err := quarantineEdit(a.cfg.Load(), name, req.Identity, req.Reason, quarantineAPIBy)
+	var e quarantine.Entry
+	var file string
+	var err error
+	if a.kube != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), kubeEditTimeout)
+		defer cancel()
+		e, file, err = kubeQuarantineEdit(ctx, a.kube, a.cfg.Load(), name, req.Identity, req.Reason, quarantineAPIBy)
+	} else {
+		e, file, err = quarantineEdit(a.cfg.Load(), name, req.Identity, req.Reason, quarantineAPIBy)
+	}
 	var ie *identityError
 	switch {
 	case errors.As(err, &ie):
@@ -204,7 +226,7 @@ func (a *quarantineAPI) edit(w http.ResponseWriter, r *http.Request, name string
 		return
 	case err != nil:
 		a.log.Error("quarantine API: edit failed", "action", name, "identity", req.Identity, "error", err)
-		writeAPIError(w, http.StatusInternalServerError, "edit_failed", "the quarantine state file could not be edited; see serve's log")
+		writeAPIError(w, http.StatusInternalServerError, "edit_failed", "the quarantine state could not be edited; see serve's log")
 		return
 	}
 	a.log.Warn("quarantine API: "+name, "spiffe_id", e.SPIFFEID, "by", e.By, "remote", r.RemoteAddr, "file", file)
@@ -212,5 +234,11 @@ func (a *quarantineAPI) edit(w http.ResponseWriter, r *http.Request, name string
 	if name == "release" {
 		status = "released"
 	}
-	writeAPI(w, map[string]any{"status": status, "spiffeID": e.SPIFFEID, "reason": e.Reason, "by": e.By, "at": e.At, "file": file})
+	body := map[string]any{"status": status, "spiffeID": e.SPIFFEID, "reason": e.Reason, "by": e.By, "at": e.At}
+	if a.kube != nil {
+		body["agents"] = strings.Split(e.Agent, ", ")
+	} else {
+		body["file"] = file
+	}
+	writeAPI(w, body)
 }

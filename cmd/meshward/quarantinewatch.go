@@ -30,8 +30,14 @@ const (
 	logBy       = "by"
 	logReason   = "reason"
 	logFile     = "file"
+	logSource   = "source"
+	logAgent    = "agent"
 	logError    = "error"
 )
+
+// kubeQuarantineSource names where the state comes from in Kubernetes
+// mode, in logs and audit events.
+const kubeQuarantineSource = "kubernetes: MeshAgent spec.quarantine"
 
 // quarantineSnapshot is one applied state: the file's entries and the
 // immutable set ext_authz decides with.
@@ -43,9 +49,10 @@ type quarantineSnapshot struct {
 // quarantineWatch serves the quarantine state file: it loads it at start
 // (serve refuses to start on a file it cannot read), then applies every
 // change to its subscribers in one step each; a file that does not parse
-// is logged and the last good state stays.
+// is logged and the last good state stays. In Kubernetes mode (path "")
+// the states come from the MeshAgents' spec.quarantine instead (set).
 type quarantineWatch struct {
-	path  string
+	path  string // "": states are set
 	log   *slog.Logger
 	audit *audit.Logger // nil: events are only logged
 
@@ -63,6 +70,25 @@ func newQuarantineWatch(path string, log *slog.Logger, al *audit.Logger) (*quara
 	}
 	w.apply(raw, st, true)
 	return w, nil
+}
+
+// newSourceQuarantineWatch serves the states of a configuration source
+// (Kubernetes mode), st the first: its owner calls set with each new one.
+func newSourceQuarantineWatch(st *quarantine.State, log *slog.Logger, al *audit.Logger) *quarantineWatch {
+	w := &quarantineWatch{log: log, audit: al}
+	w.apply(nil, st, true)
+	return w
+}
+
+// set applies a state of the configuration source.
+func (w *quarantineWatch) set(st *quarantine.State) { w.apply(nil, st, false) }
+
+// where is the log field naming where the state is.
+func (w *quarantineWatch) where() []any {
+	if w.path == "" {
+		return []any{logSource, kubeQuarantineSource}
+	}
+	return []any{logFile, w.path}
 }
 
 func (w *quarantineWatch) read() ([]byte, *quarantine.State, error) {
@@ -109,7 +135,7 @@ func (w *quarantineWatch) apply(raw []byte, st *quarantine.State, start bool) {
 	}
 	msg := "agent quarantined: every Check from or to it is denied"
 	if start {
-		msg = "agent quarantined (in the state file at start): every Check from or to it is denied"
+		msg = "agent quarantined (in the state at start): every Check from or to it is denied"
 	}
 	for _, e := range st.Quarantined {
 		if _, was := old.Find(e.SPIFFEID); !was {
@@ -122,7 +148,7 @@ func (w *quarantineWatch) apply(raw []byte, st *quarantine.State, start bool) {
 		}
 		r, ok := st.LastRelease(e.SPIFFEID)
 		if !ok {
-			r = quarantine.Entry{SPIFFEID: e.SPIFFEID, By: "unknown (entry removed from the file by hand)"}
+			r = quarantine.Entry{SPIFFEID: e.SPIFFEID, Agent: e.Agent, By: "unknown (entry removed from the file by hand)"}
 		}
 		w.event(audit.KindAgentReleased, "agent released from quarantine", r)
 	}
@@ -133,11 +159,23 @@ func (w *quarantineWatch) event(kind, msg string, e quarantine.Entry) {
 	if !e.At.IsZero() {
 		at = e.At.UTC().Format(time.RFC3339Nano)
 	}
-	w.log.Warn(msg, logSPIFFEID, e.SPIFFEID, logBy, e.By, logReason, e.Reason, logFile, w.path)
+	args := append([]any{logSPIFFEID, e.SPIFFEID, logBy, e.By, logReason, e.Reason}, w.where()...)
+	if e.Agent != "" {
+		args = append(args, logAgent, e.Agent)
+	}
+	w.log.Warn(msg, args...)
 	if w.audit == nil {
 		return
 	}
-	detail := map[string]string{"spiffe_id": e.SPIFFEID, "by": e.By, "file": w.path}
+	detail := map[string]string{"spiffe_id": e.SPIFFEID, "by": e.By}
+	if w.path != "" {
+		detail["file"] = w.path
+	} else {
+		detail["source"] = kubeQuarantineSource
+	}
+	if e.Agent != "" {
+		detail["agent"] = e.Agent
+	}
 	if e.Reason != "" {
 		detail["reason"] = e.Reason
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/admin"
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/detect"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube"
+	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
 	"github.com/meshward/meshward/cmd/meshward/internal/runtime"
 	"github.com/meshward/meshward/cmd/meshward/internal/task"
 	"github.com/meshward/meshward/cmd/meshward/internal/ui"
@@ -57,8 +59,21 @@ type serveDeps struct {
 	// origin makes the configuration's next generations; every
 	// component's runner subscribes to it.
 	origin *runtime.Origin
-	// quarantine serves the quarantine state file; nil without one.
+	// quarantine serves the quarantine state: the state file's, or in
+	// Kubernetes mode the MeshAgents'; nil without either.
 	quarantine *quarantineWatch
+	// quarantineKube edits the MeshAgents' spec.quarantine in Kubernetes
+	// mode (the admin API, detection); nil in file mode.
+	quarantineKube *kube.Editor
+}
+
+// quarantineSource is a configuration source that holds the quarantine
+// state itself (Kubernetes mode: the MeshAgents' spec.quarantine), so
+// that every replica watching it applies the same.
+type quarantineSource interface {
+	Quarantine() *quarantine.State
+	WatchQuarantine(ctx context.Context, apply func(*quarantine.State)) error
+	Editor() *kube.Editor
 }
 
 // warnAdminOff is logged when admin.address is off.
@@ -208,11 +223,16 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 	if err != nil {
 		return fmt.Errorf("start audit logger: %w", err) // audit's errors say "audit: " themselves
 	}
-	if det, err = newDetector(cfg, log, reg, auditLog); err != nil {
+	qsrc, _ := origin.Source().(quarantineSource)
+	var qkube *kube.Editor
+	if qsrc != nil {
+		qkube = qsrc.Editor()
+	}
+	if det, err = newDetector(cfg, qkube, log, reg, auditLog); err != nil {
 		return err
 	}
 	checks["audit"] = auditLog
-	deps = &serveDeps{cfg: cfg, origin: origin, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog, status: page}
+	deps = &serveDeps{cfg: cfg, origin: origin, log: log, reg: reg, stdout: stdout, admin: adm, audit: auditLog, status: page, quarantineKube: qkube}
 	if deps.reloads, err = runtime.NewReporter(log, reg, auditLog); err != nil {
 		return err
 	}
@@ -240,7 +260,17 @@ func serve(ctx context.Context, cfg *config.Config, origin *runtime.Origin, enab
 	}()
 
 	var tasks []task.Task
-	if path := cfg.QuarantineFile(); path != "" {
+	switch path := cfg.QuarantineFile(); {
+	case qsrc != nil:
+		// The state the source listed at start, before any component.
+		deps.quarantine = newSourceQuarantineWatch(qsrc.Quarantine(), log, auditLog)
+		if path != "" {
+			log.Warn("quarantine: with --source kubernetes the MeshAgents' spec.quarantine hold the quarantine; the state file is not read", logFile, path)
+		}
+		tasks = append(tasks, task.Task{Name: "quarantine", Run: func(ctx context.Context) error {
+			return qsrc.WatchQuarantine(ctx, deps.quarantine.set)
+		}})
+	case path != "":
 		// Loaded before any component, so that none serves a moment
 		// without the quarantine; an unreadable file stops serve.
 		if deps.quarantine, err = newQuarantineWatch(path, log, auditLog); err != nil {

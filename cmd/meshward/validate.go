@@ -29,6 +29,11 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := compileAll(cfg); err != nil {
 		return fmt.Errorf("%s: %w", *path, err)
 	}
+	if err := cfg.ValidateQuarantineFile(); err != nil {
+		// serve --source file refuses it; with --source kubernetes the
+		// MeshAgents hold the quarantine state.
+		_, _ = fmt.Fprintf(stderr, "meshward: warning: %v\n", err)
+	}
 	for _, w := range insecureSettings(cfg) {
 		_, _ = fmt.Fprintf(stderr, "meshward: warning: %s\n", w)
 	}

@@ -110,6 +110,27 @@ func (c *Config) QuarantineFile() string {
 	return ""
 }
 
+// ValidateQuarantineFile reports what needs a quarantine state file when
+// there is none: with serve --source kubernetes the MeshAgents'
+// spec.quarantine hold the state and no file is needed, so Validate does
+// not check it; serve checks it with a file source, and `validate`.
+func (c *Config) ValidateQuarantineFile() error {
+	if c.QuarantineFile() != "" {
+		return nil
+	}
+	var errs []error
+	if c.Detection.Enforces() {
+		errs = append(errs, errors.New("detection.rules: a rule has quarantine: enforce but there is no quarantine state file: set quarantine.file or secrets.local.dataDir (or serve --source kubernetes)"))
+	}
+	if c.Quarantine.API.Enabled() {
+		errs = append(errs, errors.New("quarantine.api: there is no quarantine state file for the API to edit: set quarantine.file or secrets.local.dataDir (or serve --source kubernetes)"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: %w", c.Source, err)
+	}
+	return nil
+}
+
 // DefaultAdminAddress is where the admin server listens by default.
 const DefaultAdminAddress = "127.0.0.1:9090"
 
@@ -265,18 +286,12 @@ func (c *Config) Validate() error {
 		c.Audit.Validate("audit"),
 		c.Detection.Validate("detection"),
 	)
-	if c.Detection.Enforces() && c.QuarantineFile() == "" {
-		errs = append(errs, errors.New("detection.rules: a rule has quarantine: enforce but there is no quarantine state file: set quarantine.file or secrets.local.dataDir"))
-	}
 	if api := c.Quarantine.API; api.Enabled() {
 		if api.TokenFile != "" && api.TokenSecret != "" {
 			errs = append(errs, errors.New("quarantine.api: set tokenFile or tokenSecret, not both"))
 		}
 		if name := api.TokenSecret; name != "" && !c.hasSecret(name) {
 			errs = append(errs, fmt.Errorf("quarantine.api.tokenSecret: %q is not a secret of the %s secrets source (secrets.vault.kv or secrets.local.secrets)", name, c.Secrets.Source))
-		}
-		if c.QuarantineFile() == "" {
-			errs = append(errs, errors.New("quarantine.api: there is no quarantine state file for the API to edit: set quarantine.file or secrets.local.dataDir"))
 		}
 		if c.Admin.Off() {
 			errs = append(errs, errors.New("quarantine.api: the admin server that serves the API is off (admin.address: off)"))

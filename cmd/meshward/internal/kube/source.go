@@ -42,6 +42,7 @@ import (
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube/api/v1alpha1"
+	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
 	"github.com/meshward/meshward/policy"
 )
 
@@ -85,6 +86,10 @@ type Source struct {
 	mu      sync.Mutex
 	cur     *generation // last generation built without error
 	lastErr error       // of the last build, nil when it built
+
+	qkick chan struct{} // a MeshAgent, Pod or ServiceAccount changed
+	qmu   sync.Mutex
+	qcur  *quarantine.State // of the MeshAgents' spec.quarantine
 }
 
 // Option configures a Source.
@@ -136,7 +141,8 @@ func New(rc *rest.Config, base *config.Config, popts policy.Options, opts ...Opt
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	s := &Source{base: base, popts: popts, dyn: dyn, core: core, debounce: DefaultDebounce,
-		log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), led: make(chan struct{}, 1)}
+		log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), led: make(chan struct{}, 1),
+		qkick: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -155,11 +161,18 @@ func New(rc *rest.Config, base *config.Config, popts policy.Options, opts ...Opt
 		}
 		s.synced = append(s.synced, inf.HasSynced)
 	}
+	// Every change of a MeshAgent may be one of its spec.quarantine.
+	if _, err := s.crds[MeshAgents].AddEventHandler(s.quarantineHandler()); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
 	cf := informers.NewSharedInformerFactory(core, 0)
 	s.pods = cf.Core().V1().Pods().Informer()
 	s.sas = cf.Core().V1().ServiceAccounts().Informer()
 	for _, inf := range []cache.SharedIndexInformer{s.pods, s.sas} {
 		if _, err := inf.AddEventHandler(s.handler(podChanged)); err != nil {
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
+		if _, err := inf.AddEventHandler(s.quarantineHandler()); err != nil {
 			return nil, fmt.Errorf("kubernetes: %w", err)
 		}
 		s.synced = append(s.synced, inf.HasSynced)
@@ -178,6 +191,15 @@ func (s *Source) handler(changed func(old, cur any) bool) cache.ResourceEventHan
 				s.poke()
 			}
 		},
+	}
+}
+
+// quarantineHandler kicks a recomputation of the quarantine state.
+func (s *Source) quarantineHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { s.pokeQuarantine() },
+		DeleteFunc: func(any) { s.pokeQuarantine() },
+		UpdateFunc: func(any, any) { s.pokeQuarantine() },
 	}
 }
 
@@ -223,6 +245,9 @@ func (s *Source) Start(ctx context.Context) error {
 	if !cache.WaitForCacheSync(sctx.Done(), s.synced...) {
 		return fmt.Errorf("kubernetes: the watched kinds were not listed within %v (are the CRDs of examples/kubernetes/crds installed, and may meshward list them?)", SyncTimeout)
 	}
+	s.qmu.Lock()
+	s.qcur = s.quarantineState(nil, time.Now())
+	s.qmu.Unlock()
 	if _, err := s.rebuild(ctx); err != nil {
 		return err
 	}

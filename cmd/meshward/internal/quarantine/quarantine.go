@@ -32,6 +32,9 @@ type Entry struct {
 	Reason   string    `json:"reason,omitempty"`
 	By       string    `json:"by"`
 	At       time.Time `json:"at"`
+	// Agent, in Kubernetes mode, is the MeshAgent (namespace/name) whose
+	// spec.quarantine this is.
+	Agent string `json:"agent,omitempty"`
 }
 
 // State is the file's content.

@@ -58,6 +58,14 @@ func FileOrigin(path string) *Origin { return &Origin{path: path} }
 // src reports every change.
 func NewOrigin(src Source) *Origin { return &Origin{src: src} }
 
+// Source is the Source generations come from, nil for a file.
+func (o *Origin) Source() Source {
+	if o == nil {
+		return nil
+	}
+	return o.src
+}
+
 // Path is the configuration file, "" for the embedded quickstart.
 func (o *Origin) Path() string {
 	if o == nil {
