@@ -230,6 +230,7 @@ func TestExamplesManifests(t *testing.T) {
 		{"meshward.dev", "meshagents", "watch"}, {"meshward.dev", "authorizationrules", "list"}, {"meshward.dev", "messageschemas", "watch"},
 		{"meshward.dev", "meshagents/status", "update"}, {"meshward.dev", "authorizationrules/status", "update"}, {"meshward.dev", "messageschemas/status", "update"},
 		{"", "pods", "watch"}, {"", "serviceaccounts", "list"},
+		{"meshward.dev", "meshagents", "patch"}, // spec.quarantine: the quarantine API, detection
 	} {
 		if !allows(cr.Rules, need.group, need.resource, need.verb, "") {
 			t.Errorf("ClusterRole meshward does not allow %s %s.%s", need.verb, need.resource, need.group)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/kube/api/v1alpha1"
 	"github.com/meshward/meshward/cmd/meshward/internal/quarantine"
@@ -314,12 +315,27 @@ func (e *Editor) Release(ctx context.Context, arg, by string, at time.Time) (Edi
 	})
 }
 
+// edit applies patch to the MeshAgents arg names that need it. Each
+// patch carries the resourceVersion read, so it never applies to an
+// object changed since (a status write, another edit); on a conflict the
+// objects are read again and the edit retried.
 func (e *Editor) edit(ctx context.Context, arg string, set bool, patch func(*unstructured.Unstructured) ([]byte, error)) (Edited, error) {
+	var out Edited
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var err error
+		out, err = e.editOnce(ctx, arg, set, patch, out.Agents)
+		return err
+	})
+	return out, err
+}
+
+// editOnce is one try of edit; done are the agents patched by earlier tries.
+func (e *Editor) editOnce(ctx context.Context, arg string, set bool, patch func(*unstructured.Unstructured) ([]byte, error), done []string) (Edited, error) {
 	targets, id, err := e.find(ctx, arg)
 	if err != nil {
-		return Edited{}, err
+		return Edited{Agents: done}, err
 	}
-	out := Edited{SPIFFEID: id}
+	out := Edited{SPIFFEID: id, Agents: done}
 	for _, u := range targets {
 		_, has, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "quarantine")
 		if has == set {
@@ -334,6 +350,9 @@ func (e *Editor) edit(ctx context.Context, arg string, set bool, patch func(*uns
 		body = withResourceVersion(body, u.GetResourceVersion())
 		if _, err := e.dyn.Resource(MeshAgents).Namespace(u.GetNamespace()).Patch(ctx, u.GetName(), types.MergePatchType, body,
 			metav1.PatchOptions{FieldManager: "meshward-quarantine"}); err != nil {
+			if apierrors.IsConflict(err) {
+				return out, err // retried as it is
+			}
 			return out, fmt.Errorf("kubernetes: MeshAgent %s/%s: %w", u.GetNamespace(), u.GetName(), err)
 		}
 		out.Agents = append(out.Agents, u.GetNamespace()+"/"+u.GetName())
