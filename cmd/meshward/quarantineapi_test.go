@@ -255,19 +255,33 @@ func TestQuarantineAPIConfig(t *testing.T) {
 	}{
 		{"both", "quarantine:\n  file: q.json\n  api:\n    tokenFile: t\n    tokenSecret: s\n", "set tokenFile or tokenSecret, not both"},
 		{"unknown secret", "quarantine:\n  file: q.json\n  api:\n    tokenSecret: nope\n", `quarantine.api.tokenSecret: "nope" is not a secret`},
-		{"no state file", "quarantine:\n  api:\n    tokenFile: t\n", "no quarantine state file for the API"},
 		{"admin off", "admin:\n  address: \"off\"\nquarantine:\n  file: q.json\n  api:\n    tokenFile: t\n", "admin server that serves the API is off"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := config.Parse([]byte("trustDomain: mesh.local\n"+c.yaml), os.DirFS(t.TempDir()), "test.yaml")
-			if err == nil {
-				// What needs a state file is checked by serve --source file.
-				err = cfg.ValidateQuarantineFile()
-			}
+			_, err := config.Parse([]byte("trustDomain: mesh.local\n"+c.yaml), os.DirFS(t.TempDir()), "test.yaml")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestQuarantineAPINoStateFile: without a state file serve --source file
+// refuses the API (and enforcing detection); --source kubernetes needs none.
+func TestQuarantineAPINoStateFile(t *testing.T) {
+	cfg := &config.Config{Source: "test.yaml", Quarantine: config.Quarantine{API: config.QuarantineAPI{TokenFile: "t"}}}
+	if err := cfg.ValidateQuarantineFile(); err == nil || !strings.Contains(err.Error(), "no quarantine state file for the API") {
+		t.Errorf("error %v, want no quarantine state file for the API", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := testConfigReplacing(t, "\naudit:\n", "\nquarantine:\n  api:\n    tokenFile: token.txt\n\naudit:\n")
+	if out, err := runCLI(ctx, "serve", "--config", p, "--components", "authz"); err == nil || !strings.Contains(err.Error(), "no quarantine state file for the API") {
+		t.Errorf("serve --source file without a state file: %v\n%s", err, out)
+	}
+	cfg.Quarantine.File = "q.json"
+	if err := cfg.ValidateQuarantineFile(); err != nil {
+		t.Errorf("with a state file: %v", err)
 	}
 }
 

@@ -55,6 +55,9 @@ func (p *statusPage) register(adm *admin.Server, d *serveDeps, reg prometheus.Ga
 			tasks = append(tasks, configReloadTask(d))
 		}
 		p.src.Quarantine, p.src.QuarantineFile = q, d.quarantine.path
+		if d.quarantine.path == "" {
+			p.src.QuarantineFile = kubeQuarantineSource
+		}
 	}
 	ui.Register(adm, p.src)
 	return tasks

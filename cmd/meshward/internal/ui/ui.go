@@ -67,7 +67,8 @@ type Sources struct {
 	Denies *DenyRing
 	// Quarantine is nil when serve has no quarantine state file.
 	Quarantine Quarantine
-	// QuarantineFile names the state file, for the page.
+	// QuarantineFile names the state file (in Kubernetes mode, where the
+	// state is), for the page.
 	QuarantineFile string
 	// Now is the clock, default time.Now.
 	Now func() time.Time

@@ -200,7 +200,7 @@ function renderDenies(d) {
 
 function renderQuarantine(d) {
   panel("quarantine-panel", d.enabled);
-  document.getElementById("quarantine-file").textContent = d.enabled ? "(every Check from or to them is denied; state file " + d.file + ")" : "";
+  document.getElementById("quarantine-file").textContent = d.enabled ? "(every Check from or to them is denied; state in " + d.file + ")" : "";
   const now = new Date();
   fill(document.getElementById("quarantined"), d.quarantined.map(q => el("tr", { class: "quarantined" },
     el("td", {}, q.agents.length ? q.agents.join(", ") : "(no agent)"),
