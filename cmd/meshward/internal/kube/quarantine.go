@@ -208,7 +208,7 @@ func quarantineManager(mf []metav1.ManagedFieldsEntry) (string, time.Time) {
 		var fields struct {
 			Spec map[string]json.RawMessage `json:"f:spec"`
 		}
-		if json.Unmarshal(f.FieldsV1.Raw, &fields) != nil {
+		if json.Unmarshal(f.FieldsV1.GetRawBytes(), &fields) != nil {
 			continue
 		}
 		if _, ok := fields.Spec["f:quarantine"]; ok {

@@ -48,8 +48,8 @@ func TestBuildQuarantine(t *testing.T) {
 			ma.Spec.ServiceAccountName = "gone"
 			ma.Status.SPIFFEID = id("prod", "was")
 			ma.ManagedFields = []metav1.ManagedFieldsEntry{
-				{Manager: "meshward", Subresource: "status", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}},
-				{Manager: "kubectl-patch", Time: &metav1.Time{Time: t1}, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:quarantine":{}}}`)}},
+				{Manager: "meshward", Subresource: "status", FieldsV1: metav1.NewFieldsV1(`{"f:status":{}}`)},
+				{Manager: "kubectl-patch", Time: &metav1.Time{Time: t1}, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:quarantine":{}}}`)},
 			}
 		})}, []quarantine.Entry{
 			{SPIFFEID: id("prod", "gone"), By: "unknown (spec.quarantine set by field manager kubectl-patch)", At: t1, Agent: "prod/gone"},
