@@ -65,6 +65,12 @@ type Peer struct {
 	Name string `yaml:"name"`
 	// Addresses of the peer's Envoy (host:port).
 	Addresses []string `yaml:"addresses"`
+	// Discovered, instead of Addresses, makes the peer's cluster an EDS
+	// cluster: its endpoints (the peer's pods, see Endpoint) come over
+	// the node's ADS stream as a ClusterLoadAssignment. The Kubernetes
+	// source sets it for a peer without addresses; the configuration
+	// file cannot.
+	Discovered bool `yaml:"-"`
 	// Credential, when set, is injected by this agent's Envoy into every
 	// request to the peer, so the agent itself never holds it.
 	Credential *Credential `yaml:"credential"`
@@ -192,7 +198,10 @@ func ValidateAgents(path string, agents []Agent) error {
 				add("%s.name: peer %q listed twice", p, peer.Name)
 			}
 			peers[peer.Name] = true
-			if len(peer.Addresses) == 0 {
+			switch {
+			case peer.Discovered && len(peer.Addresses) > 0:
+				add("%s.addresses: exclusive with endpoints discovered over EDS", p)
+			case !peer.Discovered && len(peer.Addresses) == 0:
 				add("%s.addresses: at least one address is required", p)
 			}
 			for k, addr := range peer.Addresses {

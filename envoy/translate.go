@@ -173,6 +173,10 @@ type NodeResources struct {
 	// GenericSecrets are the names among SecretNames that are generic
 	// secrets (credentials) rather than certificates, sorted.
 	GenericSecrets []string
+	// DiscoveredPeers are the peers whose clusters are EDS clusters
+	// (Peer.Discovered), sorted: the node's snapshot must hold the
+	// LoadAssignment of each of them, and of nothing else.
+	DiscoveredPeers []string
 }
 
 // Resources returns the listeners, clusters and routes keyed by type URL,
@@ -365,7 +369,12 @@ func translateAgent(m *Mesh, agents map[string]*Agent, a *Agent) (*NodeResources
 		nr.Listeners = append(nr.Listeners, b.outboundListener(a))
 		nr.Routes = append(nr.Routes, b.outboundRoute(a))
 		for _, p := range a.Peers {
-			nr.Clusters = append(nr.Clusters, b.peerCluster(p, agents[p.Name].SPIFFEID))
+			if p.Discovered {
+				nr.Clusters = append(nr.Clusters, b.peerEDSCluster(p, agents[p.Name].SPIFFEID))
+				nr.DiscoveredPeers = append(nr.DiscoveredPeers, p.Name)
+			} else {
+				nr.Clusters = append(nr.Clusters, b.peerCluster(p, agents[p.Name].SPIFFEID))
+			}
 			if p.Credential != nil {
 				nr.GenericSecrets = append(nr.GenericSecrets, p.Credential.Secret)
 			}
@@ -375,6 +384,7 @@ func translateAgent(m *Mesh, agents map[string]*Agent, a *Agent) (*NodeResources
 		return nil, fmt.Errorf("translate %q: %w", a.Name, b.err)
 	}
 	slices.SortFunc(nr.Clusters, func(x, y *clusterv3.Cluster) int { return strings.Compare(x.Name, y.Name) })
+	slices.Sort(nr.DiscoveredPeers)
 	slices.Sort(nr.GenericSecrets)
 	nr.GenericSecrets = slices.Compact(nr.GenericSecrets)
 	nr.SecretNames = append(secrets, nr.GenericSecrets...)

@@ -14,7 +14,7 @@ type NodeStatus struct {
 	Streams int       `json:"streams"`
 	Since   time.Time `json:"connectedSince"`
 	// Versions are the versions of the node's current snapshot, by type
-	// (listener, cluster, route, secret).
+	// (listener, cluster, endpoint, route, secret).
 	Versions map[string]string `json:"versions"`
 	// Acked are the versions the node last ACKed, by type.
 	Acked    map[string]AckStatus `json:"acked"`

@@ -26,10 +26,13 @@ type Resources interface {
 
 // NodeResources is one node's configuration, by xDS type. Each resource is
 // an Envoy v3 proto (listener.Listener, cluster.Cluster,
-// route.RouteConfiguration, tls.Secret) with a unique name within its type.
+// endpoint.ClusterLoadAssignment, route.RouteConfiguration, tls.Secret)
+// with a unique name within its type. Endpoints must be exactly the load
+// assignments the EDS clusters name.
 type NodeResources struct {
 	Listeners []types.Resource
 	Clusters  []types.Resource
+	Endpoints []types.Resource
 	Routes    []types.Resource
 	Secrets   []types.Resource
 }
@@ -77,7 +80,7 @@ type SecurityEvent struct {
 	// Remote is the client's network address.
 	Remote string
 	// Type and Version name the rejected configuration (EventNACK): type
-	// is listener, cluster, route or secret.
+	// is listener, cluster, endpoint, route or secret.
 	Type, Version string
 	// Detail says what was asked for (e.g. the secret name) or the node's
 	// NACK message. Never key material.

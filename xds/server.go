@@ -333,6 +333,28 @@ func (s *Server) Update(ctx context.Context, nodes ...string) error {
 		}
 	}
 	s.mu.Unlock()
+	return s.update(ctx, todo)
+}
+
+// UpdateMatching is Update for the connected nodes whose id match
+// reports, e.g. every node of one agent when node ids name pods. match
+// is called with the server's lock held: it must not call the server.
+func (s *Server) UpdateMatching(ctx context.Context, match func(node string) bool) error {
+	s.mu.Lock()
+	var todo []*nodeState
+	for name, st := range s.nodes {
+		if match(name) {
+			todo = append(todo, st)
+		}
+	}
+	s.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	return s.update(ctx, todo)
+}
+
+func (s *Server) update(ctx context.Context, todo []*nodeState) error {
 
 	var (
 		wg     sync.WaitGroup
@@ -546,7 +568,7 @@ func (c cacheLogger) logf(lv slog.Level, f string, a []any) {
 }
 
 // NACKs returns, for each connected node that rejected something, its
-// last NACK of each type (by type label: listener, cluster, route,
+// last NACK of each type (by type label: listener, cluster, endpoint, route,
 // secret); Status carries only the last one of all.
 func (s *Server) NACKs() map[string]map[string]NACKStatus {
 	s.mu.Lock()

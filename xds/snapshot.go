@@ -32,6 +32,7 @@ var typeSlots = []struct {
 	get   func(*NodeResources) []types.Resource
 }{
 	{resource.ClusterType, "cluster", func(n *NodeResources) []types.Resource { return n.Clusters }},
+	{resource.EndpointType, "endpoint", func(n *NodeResources) []types.Resource { return n.Endpoints }},
 	{resource.ListenerType, "listener", func(n *NodeResources) []types.Resource { return n.Listeners }},
 	{resource.RouteType, "route", func(n *NodeResources) []types.Resource { return n.Routes }},
 	{resource.SecretType, "secret", func(n *NodeResources) []types.Resource { return n.Secrets }},
@@ -51,7 +52,7 @@ func typeLabel(typeURL string) string {
 // to know about it.
 type builtSnapshot struct {
 	snap     *cache.Snapshot
-	versions map[resource.Type]string // per type, content hash
+	versions map[resource.Type]string // per type, content hash (endpoints only when the node has some)
 	secrets  map[string]struct{}      // secret names the node owns
 }
 
@@ -70,7 +71,11 @@ func buildSnapshot(nr *NodeResources, refs *refCache) (*builtSnapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("build snapshot: %s: %w", slot.label, err)
 		}
-		b.versions[slot.url] = version
+		// A node without EDS clusters never subscribes to endpoints: the
+		// type is not among its versions, which it would never ACK.
+		if slot.url != resource.EndpointType || len(items) > 0 {
+			b.versions[slot.url] = version
+		}
 		b.snap.Resources[cache.GetResponseType(slot.url)] = cache.NewResources(version, items)
 		// The delta version map, from the same encoding (what the cache's
 		// ConstructVersionMap would compute with a second marshal).
