@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/meshward/meshward/cmd/meshward/internal/envoysim"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube"
+	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
+)
+
+// Scale of BenchmarkKubernetesScale (make bench-kube AGENTS=... PODS=...).
+const (
+	envBenchAgents = "MESHWARD_BENCH_KUBE_AGENTS" // default 1000
+	envBenchPods   = "MESHWARD_BENCH_KUBE_PODS"   // default 5
+)
+
+// kubeScale is a replica serving a ScaleMesh from a real API server to
+// one simulated Envoy per pod: the setup of the Kubernetes benchmarks,
+// for reuse by the ones still to come (a pod's readiness -> EDS).
+type kubeScale struct {
+	srv     *kubetest.Server
+	rc      *rest.Config
+	mesh    *kubetest.ScaleMesh
+	config  string // the replicas' configuration file
+	replica *serveChild
+	admin   string
+	fleet   *envoysim.Fleet
+	byAgent [][]*envoysim.Envoy // the Envoys of mesh.Agents[i]'s pods
+
+	created, converged time.Duration // objects created; all Envoys hold every type
+	watches            [2]int64      // the API server's WATCH requests before the replica and once it converged
+}
+
+// scaleNode is the node id of an agent's pod's Envoy. Today one per
+// agent, its pods' Envoys sharing it; with EDS's one node id per pod
+// (<agent>.<pod>.<namespace>) this is what changes.
+func scaleNode(agent, _, _ string) string { return agent }
+
+// startKubeScale starts the API server, creates agents x pods, starts one
+// serve process (this test binary re-executed, so that its RSS is its
+// own) and connects the Envoys, and waits until every one holds
+// clusters, listeners, routes and secrets. Without the kube binaries it
+// skips.
+func startKubeScale(b *testing.B, ctx context.Context, agents, pods int) *kubeScale {
+	b.Helper()
+	for _, env := range []string{kubetest.EnvAPIServer, kubetest.EnvEtcd} {
+		if _, err := os.Stat(os.Getenv(env)); os.Getenv(env) == "" || err != nil {
+			b.Skipf("%s does not name a kube binary (%v): run `make bench-kube`, which builds them", env, err)
+		}
+	}
+	s := &kubeScale{srv: kubetest.Start(b)}
+	s.rc = s.srv.Config(kubetest.Admin)
+	crds, _ := filepath.Glob(filepath.Join("..", "..", "examples", "kubernetes", "crds", "*.yaml"))
+	kubetest.InstallCRDs(b, s.rc, crds...)
+	t0 := time.Now()
+	s.mesh = kubetest.CreateScaleMesh(b, ctx, s.rc, "default", agents, pods)
+	s.created = time.Since(t0)
+	s.watches[0] = apiserverWatches(b, ctx, s.rc)
+
+	s.config = filepath.Join(b.TempDir(), "meshward.yaml")
+	base := strings.Replace(kubeBaseConfig, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.meshward.svc:9191\n", 1)
+	if err := os.WriteFile(s.config, []byte(base), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	t0 = time.Now()
+	s.replica = s.startReplica(b)
+	xdsAddr := s.replica.lw.waitForWithin(b, 10*time.Minute, "xds serving", "address")
+	s.admin = s.replica.lw.waitFor(b, "admin server listening", "address")
+	var nodes []string
+	for i, a := range s.mesh.Agents {
+		for _, p := range s.mesh.Pods[i] {
+			nodes = append(nodes, scaleNode(a, p, s.mesh.Namespace))
+		}
+	}
+	s.fleet = envoysim.Start(ctx, xdsAddr, nodes)
+	b.Cleanup(s.fleet.Stop)
+	for i := range s.mesh.Agents {
+		s.byAgent = append(s.byAgent, s.fleet.Envoys[i*pods:(i+1)*pods])
+	}
+	if err := s.fleet.Wait(ctx, s.fleet.Envoys, (*envoysim.Envoy).Has); err != nil {
+		b.Fatal(err)
+	}
+	s.converged = time.Since(t0)
+	s.watches[1] = apiserverWatches(b, ctx, s.rc)
+	return s
+}
+
+func (s *kubeScale) startReplica(b *testing.B) *serveChild {
+	b.Helper()
+	return serveProcess(b, "--config", s.config, "--source", "kubernetes", "--kubeconfig", s.srv.Kubeconfig(kubetest.Admin))
+}
+
+// BenchmarkKubernetesScale: 1,000 MeshAgents x 5 pods (5,000 simulated
+// Envoys, one delta ADS stream each) on a real API server and one serve
+// process. Each iteration changes one MeshAgent's spec (its outboundPort)
+// and waits until every Envoy of its pods ACKed the new listeners; it
+// reports that time from the API write (median and p99 over the
+// iterations), the replica's RSS, the API server's WATCH requests the
+// replica opened, a second replica's, and the responses sent to Envoys
+// no change concerned (0 when only the affected nodes are pushed). Run
+// with `make bench-kube`; the scale from MESHWARD_BENCH_KUBE_AGENTS and
+// MESHWARD_BENCH_KUBE_PODS.
+func BenchmarkKubernetesScale(b *testing.B) {
+	agents, pods := envInt(b, envBenchAgents, 1000), envInt(b, envBenchPods, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	s := startKubeScale(b, ctx, agents, pods)
+	rssConverged := s.replica.rss()
+	b.Logf("%d MeshAgents x %d pods: objects created in %s; replica converged (all %d Envoys hold clusters, listeners, routes, secrets) in %s; RSS %s",
+		agents, pods, s.created.Round(time.Millisecond), len(s.fleet.Envoys), s.converged.Round(time.Millisecond), mibOf(rssConverged))
+
+	dyn := dynamic.NewForConfigOrDie(s.rc)
+	res := dyn.Resource(kube.MeshAgents).Namespace(s.mesh.Namespace)
+	start := make([]int, len(s.fleet.Envoys))
+	for i, e := range s.fleet.Envoys {
+		start[i] = e.Responses()
+	}
+	changed := map[int]bool{} // agents changed
+	var lat []time.Duration
+	round := 0
+	for b.Loop() {
+		k := (round * 7919) % agents // spread over the mesh
+		round++
+		changed[k] = true
+		t0 := time.Now()
+		toggleOutboundPort(b, ctx, res, s.mesh.Agents[k])
+		affected := s.byAgent[k]
+		if err := s.fleet.Wait(ctx, affected, func(e *envoysim.Envoy) bool { return e.AckedAt(resourcev3.ListenerType).After(t0) }); err != nil {
+			b.Fatal(err)
+		}
+		var last time.Duration
+		for _, e := range affected {
+			last = max(last, e.AckedAt(resourcev3.ListenerType).Sub(t0))
+		}
+		lat = append(lat, last)
+	}
+	b.StopTimer()
+	// Pushes to the Envoys of agents no change was about: they would come
+	// with the rebuild, a debounce after the change; wait a few for them.
+	time.Sleep(time.Second)
+	unaffected := 0
+	for i, e := range s.fleet.Envoys {
+		if !changed[i/pods] {
+			unaffected += e.Responses() - start[i]
+		}
+	}
+	rssAfter := s.replica.rss()
+	heap := promValue(b, ctx, "http://"+s.admin+"/metrics", "go_memstats_heap_inuse_bytes")
+
+	// A second replica, no Envoys: its own informer set.
+	second := s.startReplica(b)
+	second.lw.waitForWithin(b, 10*time.Minute, "xds serving", "address")
+	watches2 := apiserverWatches(b, ctx, s.rc)
+	rssIdle := second.rss()
+	second.stop()
+
+	slices.Sort(lat)
+	b.ReportMetric(pctOf(lat, 50).Seconds(), "p50-ack-s")
+	b.ReportMetric(pctOf(lat, 99).Seconds(), "p99-ack-s")
+	b.ReportMetric(float64(rssAfter)/(1<<20), "rss-MiB")
+	b.ReportMetric(float64(s.watches[1]-s.watches[0]), "watches/replica")
+	b.ReportMetric(float64(unaffected), "unaffected-pushes")
+	b.Logf("MeshAgent change -> ACKed by its %d Envoys, over %d changes: p50 %s p99 %s max %s (a change = one API write; the replica debounces %s)",
+		pods, len(lat), pctOf(lat, 50).Round(time.Millisecond), pctOf(lat, 99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), kube.DefaultDebounce)
+	b.Logf("replica with %d Envoys: RSS %s at convergence, %s after the changes (Go heap in use %s); a second replica with no Envoys: RSS %s",
+		len(s.fleet.Envoys), mibOf(rssConverged), mibOf(rssAfter), mibOf(int64(heap)), mibOf(rssIdle))
+	b.Logf("API server WATCH requests (apiserver_longrunning_requests): %d before the replicas, %d with one, %d with two",
+		s.watches[0], s.watches[1], watches2)
+	b.Logf("responses to the %d Envoys of agents no change was about: %d", len(s.fleet.Envoys)-len(changed)*pods, unaffected)
+}
+
+// toggleOutboundPort moves a MeshAgent's outboundPort between 15003 and
+// 15004 (a change of its own listeners only), retrying on a conflict
+// with a status write.
+func toggleOutboundPort(b *testing.B, ctx context.Context, res dynamic.ResourceInterface, name string) {
+	b.Helper()
+	for {
+		u, err := res.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		port, _, _ := unstructured.NestedInt64(u.Object, "spec", "outboundPort")
+		port = 15003 + (port-15003+1)%2
+		if err := unstructured.SetNestedField(u.Object, port, "spec", "outboundPort"); err != nil {
+			b.Fatal(err)
+		}
+		_, err = res.Update(ctx, u, metav1.UpdateOptions{})
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) || ctx.Err() != nil {
+			b.Fatalf("update %s: %v", name, err)
+		}
+	}
+}
+
+// apiserverWatches is the number of WATCH requests the API server is
+// serving (apiserver_longrunning_requests, summed over resources).
+func apiserverWatches(b *testing.B, ctx context.Context, rc *rest.Config) int64 {
+	b.Helper()
+	raw, err := kubernetes.NewForConfigOrDie(rc).CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n float64
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "apiserver_longrunning_requests{") && strings.Contains(line, `verb="WATCH"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err == nil {
+				n += v
+			}
+		}
+	}
+	return int64(n)
+}
+
+// promValue reads one unlabelled metric from a Prometheus text endpoint.
+func promValue(b *testing.B, ctx context.Context, url, name string) float64 {
+	b.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 2 {
+		b.Fatalf("%s=%q: want a number of at least 2", name, s)
+	}
+	return n
+}
+
+func mibOf(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+
+func pctOf(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted)*p+99)/100 - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
