@@ -28,6 +28,13 @@ const (
 
 var klogOnce sync.Once
 
+// The API client's rate limit (client-go's token bucket), unless the
+// kubeconfig sets one.
+const (
+	clientQPS   = 50
+	clientBurst = 100
+)
+
 // sourceFlags are serve's --source and --kubeconfig.
 type sourceFlags struct {
 	source         string
@@ -79,6 +86,11 @@ func (f *sourceFlags) apply(ctx context.Context, file *config.Config, configPath
 	rc, cc, err := kubeClientConfig(f.kubeconfig)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--source kubernetes: %w", err)
+	}
+	// client-go's default rate (5 requests/s, bursts of 10) would take
+	// minutes for the first status of a thousand objects.
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = clientQPS, clientBurst
 	}
 	lease := kube.Lease{Namespace: f.leaseNamespace, Name: f.leaseName}
 	if lease.Namespace == "" {

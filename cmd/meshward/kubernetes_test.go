@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/kube"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
@@ -88,13 +89,17 @@ func TestServeKubernetesSource(t *testing.T) {
 		if u.GetKind() == "MeshAgent" {
 			res = dyn.Resource(kube.MeshAgents)
 		}
-		cur, err := res.Namespace("default").Get(ctx, u.GetName(), metav1.GetOptions{})
-		if err == nil {
-			u.SetResourceVersion(cur.GetResourceVersion())
-			_, err = res.Namespace("default").Update(ctx, u, metav1.UpdateOptions{})
-		} else {
-			_, err = res.Namespace("default").Create(ctx, u, metav1.CreateOptions{})
-		}
+		// Again on a conflict with serve's status write.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := res.Namespace("default").Get(ctx, u.GetName(), metav1.GetOptions{})
+			if err == nil {
+				u.SetResourceVersion(cur.GetResourceVersion())
+				_, err = res.Namespace("default").Update(ctx, u, metav1.UpdateOptions{})
+			} else {
+				_, err = res.Namespace("default").Create(ctx, u, metav1.CreateOptions{})
+			}
+			return err
+		})
 		if err != nil {
 			t.Fatalf("apply %s: %v", u.GetName(), err)
 		}

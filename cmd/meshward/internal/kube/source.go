@@ -74,9 +74,10 @@ type Source struct {
 	debounce time.Duration
 	kick     chan struct{}
 
-	lease   *Lease        // nil: no election, this Source writes status
-	leading atomic.Bool   // holds lease
-	led     chan struct{} // the Lease was just taken: write status
+	lease   *Lease           // nil: no election, this Source writes status
+	leading atomic.Bool      // holds lease
+	led     chan struct{}    // the Lease was just taken: write status
+	statusq chan *generation // the newest generation whose status is to be written
 
 	crds   map[schema.GroupVersionResource]cache.SharedIndexInformer
 	pods   cache.SharedIndexInformer
@@ -142,7 +143,7 @@ func New(rc *rest.Config, base *config.Config, popts policy.Options, opts ...Opt
 	}
 	s := &Source{base: base, popts: popts, dyn: dyn, core: core, debounce: DefaultDebounce,
 		log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), led: make(chan struct{}, 1),
-		qkick: make(chan struct{}, 1)}
+		qkick: make(chan struct{}, 1), statusq: make(chan *generation, 1)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -230,8 +231,8 @@ func podChanged(old, cur any) bool {
 }
 
 // Start starts the informers (they stop when ctx ends), waits until every
-// kind is listed, builds the first generation and reports it in the
-// objects' status (with a Lease, that waits for Run to take it). An
+// kind is listed and builds the first generation; Run reports it in the
+// objects' status (with a Lease, once it holds it). An
 // error building it (one that no object can be blamed for) is returned:
 // serve does not start on it, as with a bad file.
 func (s *Source) Start(ctx context.Context) error {
@@ -248,7 +249,7 @@ func (s *Source) Start(ctx context.Context) error {
 	s.qmu.Lock()
 	s.qcur = s.quarantineState(nil, time.Now())
 	s.qmu.Unlock()
-	if _, err := s.rebuild(ctx); err != nil {
+	if _, err := s.rebuild(); err != nil {
 		return err
 	}
 	return nil
@@ -274,6 +275,12 @@ func (s *Source) Load() (*config.Config, error) {
 // when it differs from the last one, until ctx ends. Start first. With a
 // Lease it stands for it meanwhile, and writes status only while it
 // holds it (at once when it takes it); it releases it when ctx ends.
+//
+// Status is written beside the builds, not between them: a change is
+// built and served while the status of an earlier generation is still
+// being written (at the client's rate limit, the first status of 1,000
+// objects takes a while), and the status written is the newest
+// generation's.
 func (s *Source) Run(ctx context.Context, changed func(ctx context.Context)) error {
 	if s.lease != nil {
 		ectx, stop := context.WithCancel(ctx)
@@ -287,6 +294,23 @@ func (s *Source) Run(ctx context.Context, changed func(ctx context.Context)) err
 			<-done // the Lease released
 		}()
 	}
+	wctx, stopWriter := context.WithCancel(ctx)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case g := <-s.statusq:
+				s.writeStatus(wctx, g)
+			}
+		}
+	}()
+	defer func() {
+		stopWriter()
+		<-written
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -296,7 +320,7 @@ func (s *Source) Run(ctx context.Context, changed func(ctx context.Context)) err
 			g := s.cur
 			s.mu.Unlock()
 			if g != nil {
-				s.writeStatus(ctx, g)
+				s.queueStatus(g)
 			}
 			continue
 		case <-s.kick:
@@ -310,7 +334,7 @@ func (s *Source) Run(ctx context.Context, changed func(ctx context.Context)) err
 		case <-s.kick:
 		default:
 		}
-		diff, err := s.rebuild(ctx)
+		diff, err := s.rebuild()
 		if err != nil {
 			s.log.Error("kubernetes: generation not built; keeping the previous one", "error", err)
 		}
@@ -320,9 +344,10 @@ func (s *Source) Run(ctx context.Context, changed func(ctx context.Context)) err
 	}
 }
 
-// rebuild builds a generation from the informers' contents and writes the
-// objects' status; diff says whether the served configuration changed.
-func (s *Source) rebuild(ctx context.Context) (diff bool, err error) {
+// rebuild builds a generation from the informers' contents and queues the
+// objects' status for Run's writer; diff says whether the served
+// configuration changed.
+func (s *Source) rebuild() (diff bool, err error) {
 	objs, err := s.objects()
 	if err != nil {
 		return false, err
@@ -339,8 +364,25 @@ func (s *Source) rebuild(ctx context.Context) (diff bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	s.writeStatus(ctx, g)
+	s.queueStatus(g)
 	return changed, nil
+}
+
+// queueStatus hands g to the status writer, in place of a generation
+// still waiting there. Only one goroutine at a time calls it (Start,
+// then Run's).
+func (s *Source) queueStatus(g *generation) {
+	for {
+		select {
+		case s.statusq <- g:
+			return
+		default:
+		}
+		select {
+		case <-s.statusq:
+		default:
+		}
+	}
 }
 
 // sameMesh reports whether two generations serve the same.

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/config"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube"
@@ -78,16 +79,22 @@ func (c *cluster) create(t *testing.T, ctx context.Context, gvr schema.GroupVers
 	}
 }
 
-// update fetches the object, lets edit change its spec and writes it.
+// update fetches the object, lets edit change its spec and writes it,
+// again on a conflict (the source writes status beside its builds, as
+// any controller does: a client's read-modify-write may meet one).
 func (c *cluster) update(t *testing.T, ctx context.Context, gvr schema.GroupVersionResource, ns, name string, edit func(spec map[string]any)) {
 	t.Helper()
-	u, err := c.dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := c.dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		spec, _ := u.Object["spec"].(map[string]any)
+		edit(spec)
+		_, err = c.dyn.Resource(gvr).Namespace(ns).Update(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	spec, _ := u.Object["spec"].(map[string]any)
-	edit(spec)
-	if _, err := c.dyn.Resource(gvr).Namespace(ns).Update(ctx, u, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("update %s %s: %v", gvr.Resource, name, err)
 	}
 }
