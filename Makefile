@@ -56,6 +56,11 @@ test-short: ## run the unit tests only (no Vault, no kube-apiserver)
 bench: vault ghz-load ## run the benchmarks and the ghz load run (figures and targets: docs/performance.md)
 	$(GO) test $(GOTAGS) -run '^$$' -bench . -benchmem -count 1 ./...
 
+.PHONY: bench-kube
+bench-kube: kube ## the Kubernetes-mode benchmarks on a real API server (AGENTS=1000 MeshAgents x PODS=5 simulated Envoys; tens of minutes)
+	MESHWARD_BENCH_KUBE_AGENTS=$(or $(AGENTS),1000) MESHWARD_BENCH_KUBE_PODS=$(or $(PODS),5) \
+	  $(GO) test $(GOTAGS) -run '^$$' -bench '^BenchmarkKubernetes' -benchtime $(or $(BENCHTIME),20x) -timeout 90m ./cmd/meshward
+
 .PHONY: ghz-load
 ghz-load: build $(GHZ) ## ghz (c=8, one connection) against serve and a no-op server, alternating; prints the ratios
 	$(GO) run ./extauthz/internal/ghzload -meshward $(BIN)/meshward -ghz $(GHZ) $(GHZFLAGS)

@@ -62,6 +62,10 @@ func scaleNode(agent, _, _ string) string { return agent }
 // skips.
 func startKubeScale(b *testing.B, ctx context.Context, agents, pods int) *kubeScale {
 	b.Helper()
+	if os.Getenv(envBenchAgents) == "" {
+		// Minutes of setup at the default scale: not part of `make bench`.
+		b.Skipf("%s is not set: run `make bench-kube` (AGENTS=1000 PODS=5 by default)", envBenchAgents)
+	}
 	for _, env := range []string{kubetest.EnvAPIServer, kubetest.EnvEtcd} {
 		if _, err := os.Stat(os.Getenv(env)); os.Getenv(env) == "" || err != nil {
 			b.Skipf("%s does not name a kube binary (%v): run `make bench-kube`, which builds them", env, err)
