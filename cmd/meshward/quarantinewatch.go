@@ -56,10 +56,18 @@ type quarantineWatch struct {
 	log   *slog.Logger
 	audit *audit.Logger // nil: events are only logged
 
-	mu   sync.Mutex
-	raw  []byte
-	cur  *quarantineSnapshot
-	subs []func(*quarantineSnapshot)
+	mu     sync.Mutex
+	raw    []byte
+	cur    *quarantineSnapshot
+	subs   []func(*quarantineSnapshot)
+	broken *quarantineProblem // the file's content does not load; nil when it does
+}
+
+// quarantineProblem is a state file serve cannot load while serving: what
+// is wrong and since when. The last good state stays enforced meanwhile.
+type quarantineProblem struct {
+	err   error
+	since time.Time
 }
 
 func newQuarantineWatch(path string, log *slog.Logger, al *audit.Logger) (*quarantineWatch, error) {
@@ -129,6 +137,7 @@ func (w *quarantineWatch) apply(raw []byte, st *quarantine.State, start bool) {
 		old = w.cur.state
 	}
 	w.raw = raw
+	w.broken = nil
 	w.cur = &quarantineSnapshot{state: st, set: extauthz.NewQuarantine(st.IDs())}
 	for _, fn := range w.subs {
 		fn(w.cur)
@@ -192,15 +201,20 @@ func (w *quarantineWatch) event(kind, msg string, e quarantine.Entry) {
 func (w *quarantineWatch) check() {
 	raw, st, err := w.read()
 	w.mu.Lock()
-	same := bytes.Equal(raw, w.raw) && (raw == nil) == (w.raw == nil)
+	same := bytes.Equal(raw, w.raw) && (raw == nil) == (w.raw == nil) && w.broken == nil
 	w.mu.Unlock()
 	if same && err == nil {
 		return
 	}
 	if err != nil {
+		// Fail closed: nothing is applied, so every identity the last
+		// good state quarantines stays quarantined, and nothing new is.
 		w.mu.Lock()
-		unchanged := bytes.Equal(raw, w.raw) && (raw == nil) == (w.raw == nil)
+		unchanged := w.broken != nil && bytes.Equal(raw, w.raw) && (raw == nil) == (w.raw == nil)
 		w.raw = raw // report a broken content once
+		if !unchanged {
+			w.broken = &quarantineProblem{err: err, since: time.Now()}
+		}
 		w.mu.Unlock()
 		if !unchanged {
 			w.log.Error("quarantine file unreadable; keeping the current quarantine", logFile, w.path, logError, err)
@@ -208,6 +222,14 @@ func (w *quarantineWatch) check() {
 		return
 	}
 	w.apply(raw, st, false)
+}
+
+// problem returns what is wrong with the state file now, nil when its
+// last content loaded.
+func (w *quarantineWatch) problem() *quarantineProblem {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.broken
 }
 
 // Run applies changes until ctx ends: on every change notification in the

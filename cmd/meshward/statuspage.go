@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,7 +41,7 @@ func (p *statusPage) register(adm *admin.Server, d *serveDeps, reg prometheus.Ga
 		p.src.Denies = nil
 	}
 	if d.quarantine != nil {
-		q := &quarantinePanel{}
+		q := &quarantinePanel{watch: d.quarantine}
 		q.setAgents(d.cfg)
 		// Every state the watch applies, after ext_authz and xDS have
 		// applied it (they subscribed first).
@@ -66,6 +67,7 @@ func (p *statusPage) register(adm *admin.Server, d *serveDeps, reg prometheus.Ga
 // quarantinePanel is the page's view of the quarantine: the state the
 // watch applied last, with each SPIFFE ID's agents from the configuration.
 type quarantinePanel struct {
+	watch  *quarantineWatch
 	state  atomic.Pointer[quarantine.State]
 	agents atomic.Pointer[map[string][]string] // SPIFFE ID -> agent names
 }
@@ -89,4 +91,13 @@ func (q *quarantinePanel) Quarantined() []ui.Quarantined {
 		out = append(out, ui.Quarantined{SPIFFEID: e.SPIFFEID, Agents: agents[e.SPIFFEID], Reason: e.Reason, By: e.By, At: e.At})
 	}
 	return out
+}
+
+// Problem implements ui.Quarantine.
+func (q *quarantinePanel) Problem() (string, time.Time) {
+	p := q.watch.problem()
+	if p == nil {
+		return "", time.Time{}
+	}
+	return p.err.Error(), p.since
 }

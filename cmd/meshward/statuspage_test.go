@@ -5,8 +5,11 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/ui"
 )
@@ -61,22 +64,41 @@ func TestUIQuarantine(t *testing.T) {
 		t.Errorf("quarantined: %+v, want planner (%s), reason, by %s, at after %v", got, plannerID, me, before)
 	}
 
-	// A broken file is logged and ignored: the page keeps showing what
-	// serve still enforces.
+	if q.Error != "" || q.ErrorSince != nil {
+		t.Errorf("a good file shown with an error: %q %v", q.Error, q.ErrorSince)
+	}
+
+	// A broken file (here an empty state with more after it, which read
+	// naively would release planner) is logged and shown with what is
+	// wrong; the page keeps showing what serve still enforces, and
+	// planner's Checks are still denied.
 	good, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(file, []byte("{not json"), 0o600); err != nil {
+	brokenAt := time.Now().Add(-time.Second)
+	if err := os.WriteFile(file, []byte(`{"version":1,"quarantined":[]} {`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lw.waitFor(t, "quarantine file unreadable; keeping the current quarantine", "file")
-	if err := getUIJSON(ctx, admin, "quarantine", &q); err != nil || len(q.Quarantined) != 1 || q.Quarantined[0].SPIFFEID != plannerID {
-		t.Errorf("after a broken state file: %v %+v, want planner still quarantined", err, q)
+	q = waitFor("the broken file shown", func(q ui.QuarantineResponse) bool { return q.Error != "" })
+	if !strings.Contains(q.Error, file) || !strings.Contains(q.Error, "data after the JSON document") ||
+		q.ErrorSince == nil || q.ErrorSince.Before(brokenAt) {
+		t.Errorf("error %q since %v, want the file, what is wrong and a time after %v", q.Error, q.ErrorSince, brokenAt)
+	}
+	if len(q.Quarantined) != 1 || q.Quarantined[0].SPIFFEID != plannerID {
+		t.Errorf("after a broken state file: %+v, want planner still quarantined", q.Quarantined)
+	}
+	conn := dialAuthz(t, lw)
+	if code, body := checkStatus(t, ctx, authv3.NewAuthorizationClient(conn), refRequest(t, "allow.json")); code != 403 || !strings.Contains(body, `"error":"quarantined"`) {
+		t.Errorf("planner's Check with a broken state file: %d %s, want 403 quarantined", code, body)
+	}
+	if out, err := runCLI(ctx, "release", "--config", cfg, "planner"); err == nil {
+		t.Errorf("release over a broken state file succeeded: %s", out)
 	}
 	if err := os.WriteFile(file, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	waitFor("the error cleared", func(q ui.QuarantineResponse) bool { return q.Error == "" && len(q.Quarantined) == 1 })
 
 	if out, err := runCLI(ctx, "release", "--config", cfg, "planner"); err != nil {
 		t.Fatalf("release: %v\n%s", err, out)

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -100,6 +101,12 @@ func Parse(raw []byte, source string) (*State, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("quarantine: %s: %w", source, err)
+	}
+	// Anything after the document (two documents run together, a torn
+	// hand edit) is an error too: its first document alone may be a
+	// state that releases.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("quarantine: %s: data after the JSON document", source)
 	}
 	if s.Version != Version {
 		return nil, fmt.Errorf("quarantine: %s: version %d, want %d", source, s.Version, Version)

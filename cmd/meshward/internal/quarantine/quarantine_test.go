@@ -109,6 +109,8 @@ func TestParseRefuses(t *testing.T) {
 		{"empty", "", "EOF"},
 		{"unknown field", `{"version":1,"quarantined":[],"extra":1}`, "unknown field"},
 		{"version", `{"version":2,"quarantined":[]}`, "version 2"},
+		{"two documents", `{"version":1,"quarantined":[]}{"version":1,"quarantined":[{"spiffeID":"spiffe://d/a","by":"a","at":"2026-12-02T15:00:00Z"}]}`, "data after the JSON document"},
+		{"trailing garbage", `{"version":1,"quarantined":[]} x`, "data after the JSON document"},
 		{"not a SPIFFE ID", `{"version":1,"quarantined":[{"spiffeID":"planner","by":"a","at":"2026-12-02T15:00:00Z"}]}`, "quarantined[0].spiffeID"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

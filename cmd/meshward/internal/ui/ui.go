@@ -37,9 +37,13 @@ type Policy interface {
 
 // Quarantine is what the page reads from the quarantine state file's
 // watch: the identities quarantined in the state serve applies (a file
-// that does not parse leaves the last good state in force, and here).
+// that does not parse leaves the last good state in force, and here),
+// and what is wrong with the file when it does not load.
 type Quarantine interface {
 	Quarantined() []Quarantined
+	// Problem is why the state file's current content does not load and
+	// since when serve has seen it, "" while it loads.
+	Problem() (string, time.Time)
 }
 
 // Quarantined is one quarantined identity.
@@ -195,6 +199,12 @@ type QuarantineResponse struct {
 	// File is the state file serve watches, "" without one.
 	File        string        `json:"file"`
 	Quarantined []Quarantined `json:"quarantined"` // sorted by SPIFFE ID
+	// Error says why the state file's current content does not load,
+	// "" while it loads. Quarantined is then the last state that loaded,
+	// which serve keeps enforcing.
+	Error string `json:"error"`
+	// ErrorSince is when serve first saw the content Error is about.
+	ErrorSince *time.Time `json:"errorSince,omitempty"`
 }
 
 func quarantineBody(src Sources) QuarantineResponse {
@@ -206,6 +216,9 @@ func quarantineBody(src Sources) QuarantineResponse {
 				q.Agents = []string{}
 			}
 			r.Quarantined = append(r.Quarantined, q)
+		}
+		if msg, since := src.Quarantine.Problem(); msg != "" {
+			r.Error, r.ErrorSince = msg, &since
 		}
 	}
 	return r

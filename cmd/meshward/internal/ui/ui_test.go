@@ -51,6 +51,17 @@ type fakeQuarantine []Quarantined
 
 func (f fakeQuarantine) Quarantined() []Quarantined { return f }
 
+func (f fakeQuarantine) Problem() (string, time.Time) { return "", time.Time{} }
+
+// brokenQuarantine is a state file that does not load.
+type brokenQuarantine struct {
+	fakeQuarantine
+	msg   string
+	since time.Time
+}
+
+func (b brokenQuarantine) Problem() (string, time.Time) { return b.msg, b.since }
+
 func newMux(src Sources) *http.ServeMux {
 	mux := http.NewServeMux()
 	Register(mux, src)
@@ -218,6 +229,18 @@ func TestEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(body), `"agents":[]`) {
 		t.Errorf("an identity no agent has: agents should be [], never null: %s", body)
+	}
+	if strings.Contains(string(body), `"errorSince"`) || q.Error != "" {
+		t.Errorf("a file that loads shown with an error: %s", body)
+	}
+	// A file that does not load: the error and since when, beside the
+	// last good state.
+	bsrc := src
+	bsrc.Quarantine = brokenQuarantine{fakeQuarantine: src.Quarantine.(fakeQuarantine), msg: "quarantine: /var/lib/meshward/quarantine.json: unexpected EOF", since: t0}
+	q = QuarantineResponse{}
+	getJSON(t, newMux(bsrc), "/ui/api/quarantine", &q)
+	if q.Error != "quarantine: /var/lib/meshward/quarantine.json: unexpected EOF" || q.ErrorSince == nil || !q.ErrorSince.Equal(t0) || len(q.Quarantined) != 2 {
+		t.Errorf("quarantine with a broken file: %+v", q)
 	}
 	var dec DecisionsResponse
 	getJSON(t, mux, "/ui/api/decisions", &dec)

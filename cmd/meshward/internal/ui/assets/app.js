@@ -202,6 +202,15 @@ function renderQuarantine(d) {
   panel("quarantine-panel", d.enabled);
   document.getElementById("quarantine-file").textContent = d.enabled ? "(every Check from or to them is denied; state in " + d.file + ")" : "";
   const now = new Date();
+  const alert = document.getElementById("quarantine-error");
+  alert.hidden = !d.error;
+  alert.replaceChildren(...(d.error ? [
+    el("strong", {}, "The quarantine state file " + d.file + " does not load" + (d.errorSince ? " (since " + ago(d.errorSince, now) + ")" : "") + ": "),
+    el("code", {}, d.error),
+    el("p", {}, "serve keeps enforcing the last state that loaded, shown below: no agent is released or quarantined until the file loads again. " +
+      "meshward quarantine / release and the admin API refuse to edit it, and serve would not start with it: fix or restore the file by hand " +
+      "(removing it releases every agent)."),
+  ] : []));
   fill(document.getElementById("quarantined"), d.quarantined.map(q => el("tr", { class: "quarantined" },
     el("td", {}, q.agents.length ? q.agents.join(", ") : "(no agent)"),
     el("td", { class: "mono" }, q.spiffeID),
