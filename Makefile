@@ -13,6 +13,9 @@ ETCD_VERSION  := 3.7.0
 KUBE_SRC      := cmd/meshward/internal/kube/kubetest/kubebin
 KUBE_APISERVER_BIN := $(CACHE)/kube-apiserver-$(KUBE_VERSION)
 ETCD_BIN      := $(CACHE)/etcd-$(ETCD_VERSION)
+OTELCOL_VERSION := 0.161.0
+OTELCOL_SRC   := extauthz/audit/otelcoltest/otelcolbin
+OTELCOL_BIN   := $(CACHE)/otelcol-$(OTELCOL_VERSION)
 CONTROLLER_GEN := sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 GOLANGCI_VERSION := v2.15.0
 GOLANGCI      := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
@@ -30,6 +33,7 @@ GOTAGS        := -tags '$(TAGS)'
 export MESHWARD_VAULT_BIN := $(VAULT_BIN)
 export MESHWARD_KUBE_APISERVER_BIN := $(KUBE_APISERVER_BIN)
 export MESHWARD_ETCD_BIN := $(ETCD_BIN)
+export MESHWARD_OTELCOL_BIN := $(OTELCOL_BIN)
 
 .PHONY: help
 help: ## show this help
@@ -44,12 +48,12 @@ run: build ## serve the embedded quickstart (local CA, no Vault needed); Ctrl-C 
 	exec $(BIN)/meshward serve --log-format text
 
 .PHONY: test
-test: vault kube ## run every test with the race detector, Vault and Kubernetes integration tests included
+test: vault kube otelcol ## run every test with the race detector, Vault, Kubernetes and OpenTelemetry Collector integration tests included
 	$(GO) vet $(GOTAGS) ./...
 	$(GO) test $(GOTAGS) -race -timeout 20m ./...
 
 .PHONY: test-short
-test-short: ## run the unit tests only (no Vault, no kube-apiserver)
+test-short: ## run the unit tests only (no Vault, no kube-apiserver, no collector)
 	$(GO) test $(GOTAGS) -short ./...
 
 .PHONY: bench
@@ -101,6 +105,14 @@ $(ETCD_BIN): $(KUBE_SRC)/go.mod $(KUBE_SRC)/go.sum $(KUBE_SRC)/etcd/main.go
 	@mkdir -p $(CACHE)
 	cd $(KUBE_SRC) && $(GO) build -o $@.tmp ./etcd && mv $@.tmp $@
 
+.PHONY: otelcol
+otelcol: $(OTELCOL_BIN) ## build the OpenTelemetry Collector (OTLP receiver, file exporter) used by the audit export tests (cached)
+
+$(OTELCOL_BIN): $(OTELCOL_SRC)/go.mod $(OTELCOL_SRC)/go.sum $(OTELCOL_SRC)/main.go
+	@mkdir -p $(CACHE)
+	@echo "building the OpenTelemetry Collector $(OTELCOL_VERSION) for the integration tests (about 2 minutes the first time on 2 cores)"
+	cd $(OTELCOL_SRC) && $(GO) build -o $@.tmp . && mv $@.tmp $@
+
 .PHONY: crds
 crds: ## regenerate the CRDs (examples/kubernetes/crds) and deepcopy code from the Go types with controller-gen (pinned)
 	$(GO) run $(CONTROLLER_GEN) object paths=./cmd/meshward/internal/kube/api/... \
@@ -136,6 +148,7 @@ tidy-check: ## fail when go.mod/go.sum are not tidy
 	$(GO) mod tidy -diff
 	cd $(VAULT_SRC) && $(GO) mod tidy -diff
 	cd $(KUBE_SRC) && $(GO) mod tidy -diff
+	cd $(OTELCOL_SRC) && $(GO) mod tidy -diff
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the Vault cache)
