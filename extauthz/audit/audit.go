@@ -245,7 +245,11 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 				fs = nil
 			}
 		case "otlp":
-			s = newOTLPSink(sc, l.process)
+			otlp, err := newOTLPSink(sc, l.process, o.readFile)
+			if err != nil {
+				return nil, fmt.Errorf("audit: %w", err)
+			}
+			s = otlp
 		default:
 			s = &writerSink{label: "stdout", w: o.stdout}
 		}

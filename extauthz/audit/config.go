@@ -131,8 +131,12 @@ type SinkConfig struct {
 	// Endpoint of the otlp sink: host:port of an OTLP gRPC receiver.
 	Endpoint string `yaml:"endpoint"`
 	// Insecure: the otlp sink speaks plaintext gRPC (a local collector).
-	// Default false: TLS with the system roots.
+	// Default false: TLS with the system roots, or CAFile's.
 	Insecure bool `yaml:"insecure"`
+	// CAFile of the otlp sink: PEM certificates of the CAs that sign the
+	// collector's serving certificate, used instead of the system roots.
+	// Read at start.
+	CAFile string `yaml:"caFile"`
 	// Timeout of one export by the otlp sink. Default 5s.
 	Timeout Duration `yaml:"timeout"`
 	// Format of a file or stdout sink: json (default, meshward's records;
@@ -224,8 +228,8 @@ func (c *Config) Validate(path string) error {
 			if s.Path != "" || s.MaxSizeMB != 0 || s.MaxFiles != nil || s.MaxAge != 0 || s.Fsync != "" || s.FsyncInterval != 0 {
 				errs = append(errs, fmt.Errorf("%s: path, rotation and fsync apply only to a file sink", p))
 			}
-			if s.Endpoint != "" || s.Insecure || s.Timeout != 0 {
-				errs = append(errs, fmt.Errorf("%s: endpoint, insecure and timeout apply only to an otlp sink", p))
+			if s.Endpoint != "" || s.Insecure || s.Timeout != 0 || s.CAFile != "" {
+				errs = append(errs, fmt.Errorf("%s: endpoint, insecure, caFile and timeout apply only to an otlp sink", p))
 			}
 		case "otlp":
 			if s.Endpoint == "" {
@@ -233,6 +237,9 @@ func (c *Config) Validate(path string) error {
 			}
 			if s.Timeout < 0 {
 				errs = append(errs, fmt.Errorf("%s.timeout: must be positive, not %s", p, s.Timeout))
+			}
+			if s.Insecure && s.CAFile != "" {
+				errs = append(errs, fmt.Errorf("%s.caFile: verifies the collector over TLS; not with insecure", p))
 			}
 			if s.Path != "" || s.MaxSizeMB != 0 || s.MaxFiles != nil || s.MaxAge != 0 || s.Fsync != "" || s.FsyncInterval != 0 {
 				errs = append(errs, fmt.Errorf("%s: path, rotation and fsync apply only to a file sink", p))
@@ -262,8 +269,8 @@ func (c *Config) Validate(path string) error {
 			if s.FsyncInterval < 0 {
 				errs = append(errs, fmt.Errorf("%s.fsyncInterval: must be positive, not %s", p, s.FsyncInterval))
 			}
-			if s.Endpoint != "" || s.Insecure || s.Timeout != 0 {
-				errs = append(errs, fmt.Errorf("%s: endpoint, insecure and timeout apply only to an otlp sink", p))
+			if s.Endpoint != "" || s.Insecure || s.Timeout != 0 || s.CAFile != "" {
+				errs = append(errs, fmt.Errorf("%s: endpoint, insecure, caFile and timeout apply only to an otlp sink", p))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s.type: must be stdout, file or otlp, not %q", p, s.Type))

@@ -66,9 +66,10 @@ sinks: [{type: stdout}, {type: file, path: a, fsync: interval, fsyncInterval: 50
 				t.Errorf("%+v", s)
 			}
 		}},
-		{name: "bad otlp sink", yaml: "sinks: [{type: otlp, path: x, timeout: -1s}, {type: stdout, endpoint: y}, {type: kafka}]",
+		{name: "bad otlp sink", yaml: "sinks: [{type: otlp, path: x, timeout: -1s}, {type: stdout, endpoint: y}, {type: kafka}, {type: otlp, endpoint: z, insecure: true, caFile: ca.pem}, {type: file, path: f, caFile: ca.pem}]",
 			wantErr: []string{"audit.sinks[0].endpoint: required", "audit.sinks[0].timeout: must be positive", "audit.sinks[0]: path, rotation and fsync apply only to a file sink",
-				"audit.sinks[1]: endpoint, insecure and timeout apply only to an otlp sink", `audit.sinks[2].type: must be stdout, file or otlp, not "kafka"`}},
+				"audit.sinks[1]: endpoint, insecure, caFile and timeout apply only to an otlp sink", `audit.sinks[2].type: must be stdout, file or otlp, not "kafka"`,
+				"audit.sinks[3].caFile: verifies the collector over TLS; not with insecure", "audit.sinks[4]: endpoint, insecure, caFile and timeout apply only to an otlp sink"}},
 		{name: "too large", yaml: "queueSize: 1000000000\nbatchSize: 100000", wantErr: []string{"audit.queueSize: must be 1 to 1048576", "audit.batchSize: must be 1 to 65536"}},
 		{name: "every problem named by path", yaml: `
 queueSize: -1

@@ -192,3 +192,49 @@ func TestOTLPCollectorDownAtStart(t *testing.T) {
 		t.Errorf("received %d records, first %+v", len(got), rec)
 	}
 }
+
+// TestOTLPCollectorTLS: to a collector serving TLS with a generated
+// certificate, the sink delivers when caFile holds the CA that signed it;
+// with another CA, with the system roots (the default) or in plaintext the
+// handshake fails, nothing arrives and the logger turns unhealthy.
+func TestOTLPCollectorTLS(t *testing.T) {
+	pki := otelcoltest.GenerateTLS(t)
+	other := otelcoltest.GenerateTLS(t)
+	col := otelcoltest.Start(t, otelcoltest.WithTLS(pki.CertFile, pki.KeyFile))
+	tests := []struct {
+		name      string
+		caFile    string
+		insecure  bool
+		delivered bool
+	}{
+		{name: "caFile: the collector's CA", caFile: pki.CAFile, delivered: true},
+		{name: "caFile: another CA", caFile: other.CAFile},
+		{name: "system roots"},
+		{name: "plaintext to a TLS collector", insecure: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before, err := col.Received()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{Sinks: []SinkConfig{{Type: "otlp", Endpoint: col.Endpoint, Insecure: tc.insecure, CAFile: tc.caFile, Timeout: Duration(2 * time.Second)}}}
+			l := start(t, cfg)
+			if err := l.Audit(decision(0)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.delivered {
+				l.waitReady(t, ErrUnhealthy)
+				if got, _ := col.Received(); len(got) != len(before) {
+					t.Errorf("the collector received %d records over a connection that should have failed", len(got)-len(before))
+				}
+				return
+			}
+			got := col.WaitReceived(t, len(before)+1)
+			if rec := bodyRecord(t, got[len(before)].Record); rec.Process != l.Process() || rec.DecisionID != "d0" {
+				t.Errorf("received %+v", rec)
+			}
+			l.waitReady(t, nil)
+		})
+	}
+}

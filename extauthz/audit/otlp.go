@@ -3,6 +3,8 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/resource"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"google.golang.org/grpc/credentials"
 )
 
 // DefaultOTLPTimeout bounds one export of a batch.
@@ -27,6 +30,7 @@ const DefaultOTLPTimeout = 5 * time.Second
 type otlpSink struct {
 	endpoint string
 	insecure bool
+	roots    *x509.CertPool // nil: the system roots
 	timeout  time.Duration
 	process  string
 
@@ -47,12 +51,23 @@ func (c *collector) Enabled(context.Context, sdklog.EnabledParameters) bool { re
 func (c *collector) Shutdown(context.Context) error                         { return nil }
 func (c *collector) ForceFlush(context.Context) error                       { return nil }
 
-func newOTLPSink(c SinkConfig, process string) *otlpSink {
+func newOTLPSink(c SinkConfig, process string, readFile func(string) ([]byte, error)) (*otlpSink, error) {
 	t := time.Duration(c.Timeout)
 	if t <= 0 {
 		t = DefaultOTLPTimeout
 	}
-	return &otlpSink{endpoint: c.Endpoint, insecure: c.Insecure, timeout: t, process: process}
+	s := &otlpSink{endpoint: c.Endpoint, insecure: c.Insecure, timeout: t, process: process}
+	if c.CAFile != "" {
+		pem, err := readFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("otlp sink %s: read caFile: %w", c.Endpoint, err)
+		}
+		s.roots = x509.NewCertPool()
+		if !s.roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("otlp sink %s: caFile %s holds no PEM certificate", c.Endpoint, c.CAFile)
+		}
+	}
+	return s, nil
 }
 
 func (s *otlpSink) name() string   { return "otlp:" + s.endpoint }
@@ -64,8 +79,11 @@ func (s *otlpSink) flush(bool) error {
 func (s *otlpSink) open() (int64, error) {
 	opts := []otlploggrpc.Option{otlploggrpc.WithEndpoint(s.endpoint), otlploggrpc.WithTimeout(s.timeout),
 		otlploggrpc.WithRetry(otlploggrpc.RetryConfig{Enabled: false})}
-	if s.insecure {
+	switch {
+	case s.insecure:
 		opts = append(opts, otlploggrpc.WithInsecure())
+	case s.roots != nil:
+		opts = append(opts, otlploggrpc.WithTLSCredentials(credentials.NewTLS(&tls.Config{RootCAs: s.roots, MinVersion: tls.VersionTLS12})))
 	}
 	exp, err := otlploggrpc.New(context.Background(), opts...) // connects lazily
 	if err != nil {

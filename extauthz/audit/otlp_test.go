@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,5 +156,27 @@ func TestLineKindTime(t *testing.T) {
 	}
 	if k, ts := lineKindTime([]byte(`garbage`)); k != "" || !ts.IsZero() {
 		t.Errorf("%q %v", k, ts)
+	}
+}
+
+// TestOTLPSinkCAFile: a caFile that cannot be read or holds no certificate
+// fails New (the logger does not start with a sink it cannot verify).
+func TestOTLPSinkCAFile(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, caFile, want string }{
+		{"missing", filepath.Join(dir, "absent.pem"), "read caFile"},
+		{"no certificate", notPEM, "holds no PEM certificate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(Config{Sinks: []SinkConfig{{Type: "otlp", Endpoint: "127.0.0.1:4317", CAFile: tc.caFile}}}, WithHMACKey(testKey))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want an error containing %q", err, tc.want)
+			}
+		})
 	}
 }
