@@ -1,9 +1,11 @@
 package envoy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -73,6 +75,50 @@ type BootstrapOptions struct {
 	// AdminSocket, when set, is the absolute path of a unix socket (mode
 	// 0600) Envoy's admin server listens on instead of a loopback port.
 	AdminSocket string
+	// NodeID is the node's id. Default: the agent's name. In Kubernetes
+	// mode each pod's Envoy may have its own, <agent>.<pod>.<namespace>
+	// (PodNodeID), which meshward maps back to the agent.
+	NodeID string
+}
+
+// PodNodeID is the node id of agent's Envoy in pod of namespace:
+// <agent>.<pod>.<namespace>. Agent and namespace are DNS labels and pod a
+// DNS subdomain (Kubernetes' rules), so the id reads back unambiguously.
+func PodNodeID(agent, pod, namespace string) (string, error) {
+	if !nameRE.MatchString(agent) || !nameRE.MatchString(namespace) {
+		return "", fmt.Errorf("node id of %q in pod %q of namespace %q: the agent and the namespace must be DNS labels", agent, pod, namespace)
+	}
+	if !isDNSSubdomain(pod) {
+		return "", fmt.Errorf("node id of %q: pod name %q is not a DNS subdomain", agent, pod)
+	}
+	return agent + "." + pod + "." + namespace, nil
+}
+
+// ParsePodNodeID splits a node id made by PodNodeID; false for any other.
+func ParsePodNodeID(node string) (agent, pod, namespace string, ok bool) {
+	agent, rest, ok := strings.Cut(node, ".")
+	i := strings.LastIndexByte(rest, '.')
+	if !ok || i < 0 {
+		return "", "", "", false
+	}
+	pod, namespace = rest[:i], rest[i+1:]
+	if !nameRE.MatchString(agent) || !nameRE.MatchString(namespace) || !isDNSSubdomain(pod) {
+		return "", "", "", false
+	}
+	return agent, pod, namespace, true
+}
+
+// isDNSSubdomain: at most 253 characters of dot-separated DNS labels.
+func isDNSSubdomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !nameRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
 }
 
 func (o *BootstrapOptions) withDefaults() BootstrapOptions {
@@ -187,7 +233,7 @@ func Bootstrap(a Agent, opts BootstrapOptions) (*bootstrapv3.Bootstrap, error) {
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}
 	bs := &bootstrapv3.Bootstrap{
-		Node:            &corev3.Node{Id: a.Name, Cluster: o.Cluster},
+		Node:            &corev3.Node{Id: cmp.Or(o.NodeID, a.Name), Cluster: o.Cluster},
 		Admin:           &bootstrapv3.Admin{Address: adminAddress(o)},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xds}},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{

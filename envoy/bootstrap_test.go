@@ -228,3 +228,54 @@ func golden(t *testing.T, path string, got []byte) {
 		t.Errorf("%s differs; run go test ./envoy -update and review the diff", path)
 	}
 }
+
+func TestPodNodeID(t *testing.T) {
+	for _, tc := range []struct {
+		agent, pod, ns string
+		want           string // "" for an error
+	}{
+		{"planner", "planner-7d9f5-x2k4q", "agents", "planner.planner-7d9f5-x2k4q.agents"},
+		{"planner", "planner.v2.0", "agents", "planner.planner.v2.0.agents"}, // pod names may hold dots
+		{"planner", "", "agents", ""},
+		{"planner", "Planner", "agents", ""},
+		{"planner", "p..q", "agents", ""},
+		{"planner", strings.Repeat("a", 254), "agents", ""},
+		{"planner", "planner-0", "a.b", ""},
+		{"planner", "planner-0", "", ""},
+		{"Planner", "planner-0", "agents", ""},
+		{"a.b", "planner-0", "agents", ""},
+	} {
+		got, err := PodNodeID(tc.agent, tc.pod, tc.ns)
+		if (err == nil) != (tc.want != "") || got != tc.want {
+			t.Errorf("PodNodeID(%q, %q, %q) = %q, %v; want %q", tc.agent, tc.pod, tc.ns, got, err, tc.want)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		a, p, n, ok := ParsePodNodeID(got)
+		if !ok || a != tc.agent || p != tc.pod || n != tc.ns {
+			t.Errorf("ParsePodNodeID(%q) = %q, %q, %q, %v", got, a, p, n, ok)
+		}
+	}
+	for _, node := range []string{"planner", "planner.agents", "planner..agents", ".p.agents", "planner.p.", "planner.P.agents", ""} {
+		if _, _, _, ok := ParsePodNodeID(node); ok {
+			t.Errorf("ParsePodNodeID(%q) accepted", node)
+		}
+	}
+}
+
+func FuzzParsePodNodeID(f *testing.F) {
+	f.Add("planner.planner-0.agents")
+	f.Add("a.b.c.d")
+	f.Fuzz(func(t *testing.T, node string) {
+		a, p, n, ok := ParsePodNodeID(node)
+		if !ok {
+			return
+		}
+		back, err := PodNodeID(a, p, n)
+		if err != nil || back != node {
+			t.Fatalf("ParsePodNodeID(%q) = %q, %q, %q; PodNodeID gives %q, %v", node, a, p, n, back, err)
+		}
+	})
+}

@@ -166,4 +166,3 @@ func TestJSONRPCRouteExprQuoting(t *testing.T) {
 		t.Errorf("%s does not match exactly its path", expr)
 	}
 }
-

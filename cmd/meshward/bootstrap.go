@@ -22,6 +22,7 @@ const bootstrapFile = "envoy.yaml"
 
 type bootstrapFlags struct {
 	node, configPath, out, certDir, xdsAddress, xdsSPIFFEID, cluster, adminSocket string
+	podName, podNamespace                                                         string
 	adminPort                                                                     uint
 	watch                                                                         bool
 }
@@ -30,6 +31,8 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var f bootstrapFlags
 	fs := newFlagSet("bootstrap", stderr)
 	fs.StringVar(&f.node, "node", "", "agent whose Envoy bootstrap to print (required)")
+	fs.StringVar(&f.podName, "pod-name", "", "with --pod-namespace, in Kubernetes mode: the node id is <node>.<pod-name>.<pod-namespace>, one per pod (the downward API's metadata.name)")
+	fs.StringVar(&f.podNamespace, "pod-namespace", "", "the pod's namespace, its MeshAgent's (the downward API's metadata.namespace); with --pod-name")
 	fs.StringVar(&f.configPath, "config", "", "configuration file (default: the embedded quickstart)")
 	fs.StringVar(&f.out, "out", "", "folder to also write "+bootstrapFile+" and, with mTLS xDS, the node's xDS client certificate, key, CA bundle and SDS files into")
 	fs.StringVar(&f.certDir, "cert-dir", envoy.DefaultCertDir, "absolute folder on the Envoy host holding the xDS client files (default with --out: that folder)")
@@ -47,6 +50,9 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if f.node == "" {
 		return errors.New("bootstrap: --node is required")
+	}
+	if (f.podName == "") != (f.podNamespace == "") {
+		return errors.New("bootstrap: --pod-name and --pod-namespace go together")
 	}
 	portSet := false
 	fs.Visit(func(fl *flag.Flag) { portSet = portSet || fl.Name == "admin-port" })
@@ -83,6 +89,12 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if f.xdsSPIFFEID == "" {
 		f.xdsSPIFFEID = xdsServerID(cfg.TrustDomain)
 	}
+	nodeID := agent.Name
+	if f.podName != "" {
+		if nodeID, err = envoy.PodNodeID(agent.Name, f.podName, f.podNamespace); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
 	opts := envoy.BootstrapOptions{
 		XDSAddress:        cfg.XDS.Address,
 		TrustDomain:       cfg.TrustDomain,
@@ -92,6 +104,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Cluster:           f.cluster,
 		AdminPort:         uint32(f.adminPort), //nolint:gosec // G115: at most 65535, checked with the flags
 		AdminSocket:       f.adminSocket,
+		NodeID:            nodeID,
 	}
 	if f.xdsAddress != "" {
 		opts.XDSAddress = f.xdsAddress
@@ -112,7 +125,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	v := envoy.MinEnvoyVersion
-	y = append([]byte(fmt.Sprintf("# Envoy bootstrap of node %s, from meshward bootstrap. Needs Envoy %d.%d.%d or later:\n# older ones ignore fields they do not know (docs/envoy.md).\n", agent.Name, v[0], v[1], v[2])), y...)
+	y = append([]byte(fmt.Sprintf("# Envoy bootstrap of node %s, from meshward bootstrap. Needs Envoy %d.%d.%d or later:\n# older ones ignore fields they do not know (docs/envoy.md).\n", nodeID, v[0], v[1], v[2])), y...)
 	if f.watch && opts.Insecure {
 		return errors.New("bootstrap: --watch renews the xDS client certificate, and with xds.insecure there is none")
 	}
@@ -131,7 +144,7 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	issue := func(ctx context.Context) (map[string][]byte, time.Time, error) {
 		return issueXDSClient(ctx, cfg, agent.SPIFFEID)
 	}
-	return watchXDSClient(ctx, issue, agent.Name, opts.CertDir, notAfter, stderr)
+	return watchXDSClient(ctx, issue, nodeID, opts.CertDir, notAfter, stderr)
 }
 
 // renewAt is when a certificate issued at issued and valid until notAfter

@@ -75,6 +75,7 @@ func TestBootstrapCommand(t *testing.T) {
 		wantFiles  []string
 		outDir     string
 		wantStderr string
+		wantNode   string // default: --node's value
 	}{
 		{name: "quickstart planner", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001"}, wantStderr: "insecure"},
 		{name: "default admin port on a shared host", args: []string{"bootstrap", "--node", "planner"}, wantCode: 1,
@@ -87,6 +88,13 @@ func TestBootstrapCommand(t *testing.T) {
 		{name: "watch without out", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001", "--watch"}, wantCode: 1, wantErr: "--watch needs --out"},
 		{name: "watch insecure", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001", "--watch"}, outDir: "watch-insecure", wantCode: 1,
 			wantErr: "with xds.insecure there is none"},
+		{name: "pod node id", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001", "--pod-name", "planner-7d9f5-x2k4q", "--pod-namespace", "agents"},
+			wantStderr: "insecure", wantNode: "planner.planner-7d9f5-x2k4q.agents"},
+		{name: "pod name without namespace", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001", "--pod-name", "planner-0"}, wantCode: 1, wantErr: "--pod-name and --pod-namespace go together"},
+		{name: "bad pod name", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001", "--pod-name", "Planner_0", "--pod-namespace", "agents"}, wantCode: 1,
+			wantErr: `pod name "Planner_0" is not a DNS subdomain`},
+		{name: "bad pod namespace", args: []string{"bootstrap", "--node", "planner", "--admin-port", "19001", "--pod-name", "planner-0", "--pod-namespace", "a.b"}, wantCode: 1,
+			wantErr: "the agent and the namespace must be DNS labels"},
 		{name: "admin socket and port", args: []string{"bootstrap", "--node", "planner", "--admin-socket", "/a.sock", "--admin-port", "19001"}, wantCode: 1, wantErr: "exclusive"},
 		{name: "quickstart file executor", args: []string{"bootstrap", "--node", "executor", "--config", quickstartPath, "--admin-port", "19003"}},
 		{name: "unknown node", args: []string{"bootstrap", "--node", "nobody"}, wantCode: 1, wantErr: `unknown agent "nobody" in embedded quickstart: its agents are planner, viewer, executor`},
@@ -133,6 +141,9 @@ func TestBootstrapCommand(t *testing.T) {
 			}
 			bs := parseBootstrap(t, stdout)
 			node := args[2]
+			if tc.wantNode != "" {
+				node = tc.wantNode
+			}
 			if v := envoy.MinEnvoyVersion; !strings.HasPrefix(stdout, fmt.Sprintf("# Envoy bootstrap of node %s, from meshward bootstrap. Needs Envoy %d.%d.%d or later", node, v[0], v[1], v[2])) {
 				t.Errorf("the bootstrap does not start with the minimum Envoy version:\n%.200s", stdout)
 			}

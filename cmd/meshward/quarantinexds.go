@@ -124,5 +124,5 @@ func requarantineMesh(cfg *config.Config, prev *meshModel, was, now *extauthz.Qu
 			nodes[name] = nr
 		}
 	}
-	return &meshModel{nodes: nodes, ids: ids}, nil
+	return newMeshModel(cfg, nodes, ids), nil
 }

@@ -39,9 +39,11 @@ func authzServerID(td string) string { return "spiffe://" + td + "/meshward/auth
 // meshModel is one translation of the configuration's agents: immutable,
 // swapped whole on reload.
 type meshModel struct {
-	nodes map[string]*envoy.NodeResources
-	ids   map[string]string // node -> SPIFFE ID
-	err   error             // when set, no node gets configuration
+	nodes   map[string]*envoy.NodeResources
+	ids     map[string]string   // node -> SPIFFE ID
+	ports   map[string]uint32   // agent -> inbound port, where its endpoints accept peers
+	callers map[string][]string // agent -> the agents with an EDS cluster to it
+	err     error               // when set, no node gets configuration
 }
 
 // errNoAuthzAddress: the ext_authz address Envoys must dial is not known.
@@ -66,8 +68,37 @@ func translateMesh(cfg *config.Config) (*meshModel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
 	}
-	return &meshModel{nodes: nodes, ids: ids}, nil
+	return newMeshModel(cfg, nodes, ids), nil
 }
+
+// newMeshModel is the model of cfg's agents translated to nodes, with
+// the indexes of their discovered peers.
+func newMeshModel(cfg *config.Config, nodes map[string]*envoy.NodeResources, ids map[string]string) *meshModel {
+	m := &meshModel{nodes: nodes, ids: ids, ports: make(map[string]uint32, len(cfg.Agents)), callers: map[string][]string{}}
+	for _, a := range cfg.Agents {
+		m.ports[a.Name] = a.InboundPort
+	}
+	for name, nr := range nodes {
+		for _, p := range nr.DiscoveredPeers {
+			m.callers[p] = append(m.callers[p], name)
+		}
+	}
+	return m
+}
+
+// podSource is what the Kubernetes source (kube.Source) adds to the
+// mesh: the endpoints of the peers whose clusters are EDS clusters
+// (envoy.Peer.Discovered), the IPs of the pods of the peer's MeshAgent,
+// and node ids naming one pod of an agent (<agent>.<pod>.<namespace>).
+type podSource interface {
+	Endpoints(agent string) []envoy.Endpoint
+	WatchEndpoints(ctx context.Context, apply func(agents []string)) error
+	NodeAgent(node string) (agent string, ok bool)
+}
+
+// errNoEndpoints: a peer is discovered but no source gives endpoints
+// (the configuration file cannot make one: not reached).
+var errNoEndpoints = errors.New("xds: a peer's endpoints are discovered, but the configuration source gives none")
 
 // envoyMesh is the translator's input from cfg; authzAddr is the
 // ext_authz address the Envoys dial.
@@ -113,12 +144,32 @@ type xdsMesh struct {
 	// quarantine is the set the model was translated with: its nodes get
 	// no configuration and no SVID (see quarantinexds.go).
 	quarantine atomic.Pointer[extauthz.Quarantine]
+
+	// pods gives the discovered peers' endpoints and the agents of pods'
+	// node ids; nil in file mode, where a node id is an agent's name.
+	pods podSource
 }
 
 // SPIFFEIDOf implements xds.Identities.
 func (x *xdsMesh) SPIFFEIDOf(node string) (string, bool) {
-	id, ok := x.model.Load().ids[node]
+	m := x.model.Load()
+	id, ok := m.ids[x.agentOf(m, node)]
 	return id, ok
+}
+
+// agentOf is the agent whose Envoy node is: the node id itself (an
+// agent's name), or in Kubernetes mode the agent of one of its pods'
+// <agent>.<pod>.<namespace>. "" for none of m's agents.
+func (x *xdsMesh) agentOf(m *meshModel, node string) string {
+	if _, ok := m.ids[node]; ok {
+		return node
+	}
+	if x.pods != nil {
+		if agent, ok := x.pods.NodeAgent(node); ok {
+			return agent
+		}
+	}
+	return ""
 }
 
 // NodeResources implements xds.Resources: the translated listeners,
@@ -128,11 +179,13 @@ func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeReso
 	if m.err != nil {
 		return nil, m.err
 	}
-	nr, ok := m.nodes[node]
-	if !ok || envoy.IsReservedSPIFFEID(m.ids[node]) || x.quarantine.Load().Has(m.ids[node]) { // meshward's own keys are never a node's; a quarantined node is withdrawn
+	agent := x.agentOf(m, node)
+	nr, ok := m.nodes[agent]
+	id := m.ids[agent]
+	if !ok || envoy.IsReservedSPIFFEID(id) || x.quarantine.Load().Has(id) { // meshward's own keys are never a node's; a quarantined node is withdrawn
 		return nil, xds.ErrUnknownNode
 	}
-	svid, err := x.mgr.SVID(ctx, m.ids[node])
+	svid, err := x.mgr.SVID(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +217,45 @@ func (x *xdsMesh) NodeResources(ctx context.Context, node string) (*xds.NodeReso
 	for _, r := range nr.Routes {
 		out.Routes = append(out.Routes, r)
 	}
+	// The discovered peers' load assignments, as the source has them now:
+	// a change of them pushes this node again (pushEndpoints).
+	for _, peer := range nr.DiscoveredPeers {
+		if x.pods == nil {
+			return nil, errNoEndpoints
+		}
+		cla, err := envoy.LoadAssignment(peer, m.ports[peer], x.pods.Endpoints(peer))
+		if err != nil {
+			return nil, fmt.Errorf("xds: %w", err)
+		}
+		out.Endpoints = append(out.Endpoints, cla)
+	}
 	return out, nil
+}
+
+// pushEndpoints pushes the nodes that call agents (an EDS cluster to one
+// of them) again, after their endpoints changed: only their load
+// assignments differ, so only endpoints are sent. Nodes of every other
+// agent are left alone.
+func (x *xdsMesh) pushEndpoints(ctx context.Context, srv *xds.Server, agents []string) {
+	m := x.model.Load()
+	callers := map[string]bool{}
+	for _, a := range agents {
+		for _, c := range m.callers[a] {
+			callers[c] = true
+		}
+	}
+	if len(callers) == 0 {
+		return
+	}
+	x.updateAgents(ctx, srv, callers)
+}
+
+// updateAgents updates the connected nodes of agents (every pod's, in
+// Kubernetes mode). Update logs and counts per-node failures; a node that
+// failed keeps its previous snapshot.
+func (x *xdsMesh) updateAgents(ctx context.Context, srv *xds.Server, agents map[string]bool) {
+	m := x.model.Load()
+	_ = srv.UpdateMatching(ctx, func(node string) bool { return agents[x.agentOf(m, node)] })
 }
 
 // svidSource serves one SPIFFE ID's SVID from the secrets manager as a
@@ -211,19 +302,20 @@ func (s svidSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 	return x509bundle.FromX509Authorities(td, b.Roots), nil
 }
 
-// affected lists the nodes a secrets change concerns; all reports that
+// affected lists the agents a secrets change concerns; all reports that
 // every node is (trust bundle change).
-func (x *xdsMesh) affected(ch secrets.Change) (nodes []string, all bool) {
+func (x *xdsMesh) affected(ch secrets.Change) (agents map[string]bool, all bool) {
 	if ch.Bundle {
 		return nil, true
 	}
 	m := x.model.Load()
-	for node, nr := range m.nodes {
-		if slices.Contains(ch.SVIDs, m.ids[node]) || slices.ContainsFunc(nr.GenericSecrets, func(s string) bool { return slices.Contains(ch.Secrets, s) }) {
-			nodes = append(nodes, node)
+	agents = map[string]bool{}
+	for agent, nr := range m.nodes {
+		if slices.Contains(ch.SVIDs, m.ids[agent]) || slices.ContainsFunc(nr.GenericSecrets, func(s string) bool { return slices.Contains(ch.Secrets, s) }) {
+			agents[agent] = true
 		}
 	}
-	return nodes, false
+	return agents, false
 }
 
 // buildXDS is the "xds" component: the secrets manager, the xDS server,
@@ -244,6 +336,9 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 		return nil, err
 	}
 	mesh := &xdsMesh{mgr: mgr, self: xdsServerID(d.cfg.TrustDomain)}
+	if ps, ok := d.origin.Source().(podSource); ok {
+		mesh.pods = ps
+	}
 	mesh.model.Store(model)
 	mesh.quarantine.Store(q0)
 	if model.err != nil {
@@ -282,13 +377,15 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 			if err != nil {
 				return nil // ctx ended
 			}
-			nodes, all := mesh.affected(ch)
-			if !all && len(nodes) == 0 {
-				continue
+			agents, all := mesh.affected(ch)
+			switch {
+			case all:
+				// Update logs and counts per-node failures; the previous
+				// snapshot stays for a node that failed.
+				_ = srv.Update(ctx)
+			case len(agents) > 0:
+				mesh.updateAgents(ctx, srv, agents)
 			}
-			// Update logs and counts per-node failures; the previous
-			// snapshot stays for a node that failed.
-			_ = srv.Update(ctx, nodes...)
 		}
 	}
 
@@ -347,6 +444,11 @@ func buildXDS(ctx context.Context, d *serveDeps) (*component, error) {
 	tasks := []task.Task{
 		{Name: "xds", Run: srv.Run},
 		{Name: "xds-secret-push", Run: push},
+	}
+	if mesh.pods != nil {
+		tasks = append(tasks, task.Task{Name: "xds-endpoints", Run: func(ctx context.Context) error {
+			return mesh.pods.WatchEndpoints(ctx, func(agents []string) { mesh.pushEndpoints(ctx, srv, agents) })
+		}})
 	}
 	// File changes and SIGHUP come from the configuration's one watcher;
 	// with the authz component, after its reload.

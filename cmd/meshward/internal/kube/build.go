@@ -47,6 +47,7 @@ type verdict struct {
 type generation struct {
 	cfg      *config.Config
 	verdicts map[ref]*verdict
+	pods     map[string]podSelector // of every agent served, by name: where its endpoints are
 }
 
 // owner maps the field paths of the merged configuration back to the
@@ -193,6 +194,7 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 		a envoy.Agent
 	}
 	var agents []agentIn
+	sels := map[ref]podSelector{}
 	for _, ma := range oldestFirst(objs.agents) {
 		r := ref{"MeshAgent", ma.Namespace, ma.Name}
 		v := &verdict{generation: ma.Generation}
@@ -203,6 +205,8 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 			continue
 		}
 		v.spiffeID = "spiffe://" + td + "/ns/" + ma.Namespace + "/sa/" + sa
+		sel, _ := metav1.LabelSelectorAsSelector(&ma.Spec.Selector) // serviceAccount parsed it
+		sels[r] = podSelector{namespace: ma.Namespace, selector: sel}
 		agents = append(agents, agentIn{r, toAgent(ma, v.spiffeID)})
 	}
 
@@ -281,6 +285,10 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 		}
 		if err == nil {
 			g.cfg = &c
+			g.pods = make(map[string]podSelector, len(c.Agents))
+			for i, r := range own.agents {
+				g.pods[c.Agents[i].Name] = sels[r]
+			}
 			return g, nil
 		}
 		// Leave out the newest object blamed (a conflict between a served
@@ -410,7 +418,8 @@ func toAgent(ma *v1alpha1.MeshAgent, spiffeID string) envoy.Agent {
 		Host: "pod of " + ma.Namespace + "/" + ma.Name,
 	}
 	for _, p := range s.Peers {
-		ep := envoy.Peer{Name: p.Name, Addresses: slices.Clone(p.Addresses)}
+		// Without addresses, the peer's endpoints are its pods' (EDS).
+		ep := envoy.Peer{Name: p.Name, Addresses: slices.Clone(p.Addresses), Discovered: len(p.Addresses) == 0}
 		if c := p.Credential; c != nil {
 			ep.Credential = &envoy.Credential{Header: c.Header, Secret: c.Secret, Format: c.Format}
 		}

@@ -83,6 +83,7 @@ type Source struct {
 	pods   cache.SharedIndexInformer
 	sas    cache.SharedIndexInformer
 	synced []cache.InformerSynced
+	eps    *endpointIndex
 
 	mu      sync.Mutex
 	cur     *generation // last generation built without error
@@ -169,6 +170,11 @@ func New(rc *rest.Config, base *config.Config, popts policy.Options, opts ...Opt
 	cf := informers.NewSharedInformerFactory(core, 0)
 	s.pods = cf.Core().V1().Pods().Informer()
 	s.sas = cf.Core().V1().ServiceAccounts().Informer()
+	// The served agents' endpoints follow their pods without a build.
+	s.eps = newEndpointIndex()
+	if _, err := s.pods.AddEventHandler(s.eps.podHandler()); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
 	for _, inf := range []cache.SharedIndexInformer{s.pods, s.sas} {
 		if _, err := inf.AddEventHandler(s.handler(podChanged)); err != nil {
 			return nil, fmt.Errorf("kubernetes: %w", err)
@@ -252,6 +258,7 @@ func (s *Source) Start(ctx context.Context) error {
 	if _, err := s.rebuild(); err != nil {
 		return err
 	}
+	s.eps.refresh(s.pods.GetIndexer()) // the first generation's agents' endpoints, before anything serves them
 	return nil
 }
 
@@ -357,6 +364,7 @@ func (s *Source) rebuild() (diff bool, err error) {
 	prev := s.cur
 	if err == nil {
 		s.cur = g
+		s.eps.setAgents(g.pods)
 	}
 	changed := err != nil || prev == nil || !sameMesh(prev.cfg, g.cfg)
 	s.lastErr = err

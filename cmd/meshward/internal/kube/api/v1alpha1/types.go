@@ -132,10 +132,13 @@ type Quarantine struct {
 type Peer struct {
 	// Name of the peer MeshAgent.
 	Name string `json:"name"`
-	// Addresses of the peer's Envoy (host:port). EndpointSlices replace
-	// them in a later version.
+	// Addresses of the peer's Envoy (host:port). Unset, the peer's
+	// cluster is an EDS cluster whose endpoints are the IPs of the pods
+	// the peer MeshAgent selects, on its inboundPort, with their
+	// readiness (pushed as they change, to this agent's Envoys only).
 	// +kubebuilder:validation:MinItems=1
-	Addresses []string `json:"addresses"`
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
 	// Credential, when set, is injected into every request to the peer.
 	// +optional
 	Credential *Credential `json:"credential,omitempty"`
