@@ -294,6 +294,19 @@ func TestExamplesManifests(t *testing.T) {
 		if !strings.HasPrefix(args, "bootstrap --config /etc/meshward/bootstrap.yaml --node "+ma.Name+" ") || !strings.Contains(args, "--out /etc/envoy") {
 			t.Errorf("planner's %s: args %q: want bootstrap of node %s into /etc/envoy", c.Name, args, ma.Name)
 		}
+		// One node id per pod: <agent>.<pod>.<namespace>, from the downward API.
+		if !strings.Contains(args, "--pod-name $(POD_NAME) --pod-namespace $(POD_NAMESPACE)") {
+			t.Errorf("planner's %s: args %q: want the pod's node id (--pod-name $(POD_NAME) --pod-namespace $(POD_NAMESPACE))", c.Name, args)
+		}
+		fields := map[string]string{}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+				fields[e.Name] = e.ValueFrom.FieldRef.FieldPath
+			}
+		}
+		if fields["POD_NAME"] != "metadata.name" || fields["POD_NAMESPACE"] != "metadata.namespace" {
+			t.Errorf("planner's %s: env %v: want POD_NAME and POD_NAMESPACE from metadata.name and metadata.namespace", c.Name, fields)
+		}
 	}
 	boot := configMapSettings(t, get[*corev1.ConfigMap](t, set, "ConfigMap", "agents/planner-bootstrap"), "bootstrap.yaml")
 	if len(boot.Agents) != 1 {
