@@ -15,6 +15,7 @@ import (
 	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -25,6 +26,7 @@ import (
 	"github.com/meshward/meshward/cmd/meshward/internal/envoysim"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube"
 	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
+	"github.com/meshward/meshward/envoy"
 )
 
 // Scale of BenchmarkKubernetesScale (make bench-kube AGENTS=... PODS=...).
@@ -34,8 +36,7 @@ const (
 )
 
 // kubeScale is a replica serving a ScaleMesh from a real API server to
-// one simulated Envoy per pod: the setup of the Kubernetes benchmarks,
-// for reuse by the ones still to come (a pod's readiness -> EDS).
+// one simulated Envoy per pod: the setup of the Kubernetes benchmarks.
 type kubeScale struct {
 	srv     *kubetest.Server
 	rc      *rest.Config
@@ -46,14 +47,20 @@ type kubeScale struct {
 	fleet   *envoysim.Fleet
 	byAgent [][]*envoysim.Envoy // the Envoys of mesh.Agents[i]'s pods
 
-	created, converged time.Duration // objects created; all Envoys hold every type
+	created, converged time.Duration // objects created; all Envoys hold every type and their peer's endpoints
 	watches            [2]int64      // the API server's WATCH requests before the replica and once it converged
 }
 
-// scaleNode is the node id of an agent's pod's Envoy. Today one per
-// agent, its pods' Envoys sharing it; with EDS's one node id per pod
-// (<agent>.<pod>.<namespace>) this is what changes.
-func scaleNode(agent, _, _ string) string { return agent }
+// scaleNode is the node id of an agent's pod's Envoy: one per pod,
+// <agent>.<pod>.<namespace>.
+func scaleNode(b *testing.B, agent, pod, namespace string) string {
+	b.Helper()
+	id, err := envoy.PodNodeID(agent, pod, namespace)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return id
+}
 
 // startKubeScale starts the API server, creates agents x pods, starts one
 // serve process (this test binary re-executed, so that its RSS is its
@@ -92,7 +99,7 @@ func startKubeScale(b *testing.B, ctx context.Context, agents, pods int) *kubeSc
 	var nodes []string
 	for i, a := range s.mesh.Agents {
 		for _, p := range s.mesh.Pods[i] {
-			nodes = append(nodes, scaleNode(a, p, s.mesh.Namespace))
+			nodes = append(nodes, scaleNode(b, a, p, s.mesh.Namespace))
 		}
 	}
 	s.fleet = envoysim.Start(ctx, xdsAddr, nodes)
@@ -100,7 +107,11 @@ func startKubeScale(b *testing.B, ctx context.Context, agents, pods int) *kubeSc
 	for i := range s.mesh.Agents {
 		s.byAgent = append(s.byAgent, s.fleet.Envoys[i*pods:(i+1)*pods])
 	}
-	if err := s.fleet.Wait(ctx, s.fleet.Envoys, (*envoysim.Envoy).Has); err != nil {
+	// Every Envoy holds every type, and the load assignment of its one
+	// peer (EDS).
+	if err := s.fleet.Wait(ctx, s.fleet.Envoys, func(e *envoysim.Envoy) bool {
+		return e.Has() && len(e.Versions(resourcev3.EndpointType)) == 1
+	}); err != nil {
 		b.Fatal(err)
 	}
 	s.converged = time.Since(t0)
@@ -129,7 +140,7 @@ func BenchmarkKubernetesScale(b *testing.B) {
 	defer cancel()
 	s := startKubeScale(b, ctx, agents, pods)
 	rssConverged := s.replica.rss()
-	b.Logf("%d MeshAgents x %d pods: objects created in %s; replica converged (all %d Envoys hold clusters, listeners, routes, secrets) in %s; RSS %s",
+	b.Logf("%d MeshAgents x %d pods: objects created in %s; replica converged (all %d Envoys hold clusters, listeners, routes, secrets and their peer's endpoints) in %s; RSS %s",
 		agents, pods, s.created.Round(time.Millisecond), len(s.fleet.Envoys), s.converged.Round(time.Millisecond), mibOf(rssConverged))
 
 	dyn := dynamic.NewForConfigOrDie(s.rc)
@@ -190,6 +201,81 @@ func BenchmarkKubernetesScale(b *testing.B) {
 	b.Logf("API server WATCH requests (apiserver_longrunning_requests): %d before the replicas, %d with one, %d with two",
 		s.watches[0], s.watches[1], watches2)
 	b.Logf("responses to the %d Envoys of agents no change was about: %d", len(s.fleet.Envoys)-len(changed)*pods, unaffected)
+}
+
+// BenchmarkKubernetesEDS: on the mesh of BenchmarkKubernetesScale (each
+// agent's one peer over EDS, 5,000 Envoys with a node id per pod), each
+// iteration turns one pod's Ready condition over (ready -> not ready, or
+// back) with one status write, as a kubelet would, and waits until every
+// Envoy of the agent calling that pod's agent ACKed the new load
+// assignment. It reports that time from the API write (median and p99),
+// and the responses sent to every other Envoy (0 when only the callers
+// are pushed). Run with `make bench-kube`.
+func BenchmarkKubernetesEDS(b *testing.B) {
+	agents, pods := envInt(b, envBenchAgents, 1000), envInt(b, envBenchPods, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	s := startKubeScale(b, ctx, agents, pods)
+	b.Logf("%d MeshAgents x %d pods: objects created in %s; replica converged (all %d Envoys hold every type and their peer's endpoints) in %s; RSS %s",
+		agents, pods, s.created.Round(time.Millisecond), len(s.fleet.Envoys), s.converged.Round(time.Millisecond), mibOf(s.replica.rss()))
+
+	podsAPI := kubernetes.NewForConfigOrDie(s.rc).CoreV1().Pods(s.mesh.Namespace)
+	start := make([]int, len(s.fleet.Envoys))
+	for i, e := range s.fleet.Envoys {
+		start[i] = e.Responses()
+	}
+	callers := map[int]bool{} // agents whose peer's endpoints changed
+	var lat []time.Duration
+	round := 0
+	for b.Loop() {
+		k := (round * 7919) % agents
+		pod := s.mesh.Pods[k][round%pods]
+		round++
+		caller := (k - 1 + agents) % agents // agent k-1's peer is agent k
+		callers[caller] = true
+		p, err := podsAPI.Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range p.Status.Conditions {
+			if c := &p.Status.Conditions[i]; c.Type == corev1.PodReady {
+				if c.Status == corev1.ConditionTrue {
+					c.Status = corev1.ConditionFalse
+				} else {
+					c.Status = corev1.ConditionTrue
+				}
+			}
+		}
+		t0 := time.Now()
+		if _, err := podsAPI.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		affected := s.byAgent[caller]
+		if err := s.fleet.Wait(ctx, affected, func(e *envoysim.Envoy) bool { return e.AckedAt(resourcev3.EndpointType).After(t0) }); err != nil {
+			b.Fatal(err)
+		}
+		var last time.Duration
+		for _, e := range affected {
+			last = max(last, e.AckedAt(resourcev3.EndpointType).Sub(t0))
+		}
+		lat = append(lat, last)
+	}
+	b.StopTimer()
+	time.Sleep(time.Second) // for late pushes to anyone else
+	unaffected := 0
+	for i, e := range s.fleet.Envoys {
+		if !callers[i/pods] {
+			unaffected += e.Responses() - start[i]
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(pctOf(lat, 50).Seconds(), "p50-ack-s")
+	b.ReportMetric(pctOf(lat, 99).Seconds(), "p99-ack-s")
+	b.ReportMetric(float64(s.replica.rss())/(1<<20), "rss-MiB")
+	b.ReportMetric(float64(unaffected), "unaffected-pushes")
+	b.Logf("pod readiness change -> load assignment ACKed by the caller's %d Envoys, over %d changes: p50 %s p99 %s max %s (one status write each; no debounce)",
+		pods, len(lat), pctOf(lat, 50).Round(time.Millisecond), pctOf(lat, 99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	b.Logf("responses to the %d Envoys of agents whose peer did not change: %d", len(s.fleet.Envoys)-len(callers)*pods, unaffected)
 }
 
 // toggleOutboundPort moves a MeshAgent's outboundPort between 15003 and

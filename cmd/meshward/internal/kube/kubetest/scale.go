@@ -22,7 +22,8 @@ var meshAgents = schema.GroupVersionResource{Group: "meshward.dev", Version: "v1
 // ScaleMesh is a mesh of many agents as cluster objects, made by
 // CreateScaleMesh: agent i is MeshAgent Agents[i] with ServiceAccount of
 // the same name, its pods Pods[i] (label app=<agent>), and one peer, the
-// next agent (the last one's, the first).
+// next agent (the last one's, the first), over EDS (no addresses): its
+// endpoints are the next agent's pods.
 type ScaleMesh struct {
 	Namespace string
 	Agents    []string
@@ -34,10 +35,9 @@ func AgentName(i int) string { return fmt.Sprintf("agent-%04d", i) }
 
 // CreateScaleMesh creates in namespace (which must exist) agents
 // ServiceAccounts and MeshAgents and pods pods of each, with parallel
-// requests (rc's QPS and Burst are raised for it). The pods are Pending
-// (no scheduler or kubelet runs): what the MeshAgent source reads of
-// them is their labels and ServiceAccount; a test that needs them ready
-// sets their status.
+// requests (rc's QPS and Burst are raised for it). No scheduler or
+// kubelet runs: each pod's status is written as a kubelet would, Running
+// with its own IP (PodIP(i, j)) and Ready.
 func CreateScaleMesh(t testing.TB, ctx context.Context, rc *rest.Config, namespace string, agents, pods int) *ScaleMesh {
 	t.Helper()
 	rc = rest.CopyConfig(rc)
@@ -76,7 +76,7 @@ func CreateScaleMesh(t testing.TB, ctx context.Context, rc *rest.Config, namespa
 					"selector":           map[string]any{"matchLabels": map[string]any{"app": name}},
 					"serviceAccountName": name,
 					"inboundPort":        int64(15001), "outboundPort": int64(15003), "app": "127.0.0.1:8080",
-					"peers": []any{map[string]any{"name": next, "addresses": []any{next + "." + namespace + ".svc:15001"}}},
+					"peers": []any{map[string]any{"name": next}},
 				}}}
 			_, err := dyn.Resource(meshAgents).Namespace(namespace).Create(ctx, u, metav1.CreateOptions{})
 			return err
@@ -84,11 +84,22 @@ func CreateScaleMesh(t testing.TB, ctx context.Context, rc *rest.Config, namespa
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: m.Pods[i][j], Labels: map[string]string{"app": name}},
 			Spec: corev1.PodSpec{ServiceAccountName: name, AutomountServiceAccountToken: new(bool),
 				Containers: []corev1.Container{{Name: "app", Image: "example.invalid/agent"}}}}
-		_, err := kc.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+		p, err := kc.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		ip := PodIP(i, j)
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}}
+		_, err = kc.CoreV1().Pods(namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 		return err
 	})
 	return m
 }
+
+// PodIP is the IP of pod j of agent i: 10.<i/256>.<i%256>.<j+1>
+// (i < 65536, j < 255).
+func PodIP(i, j int) string { return fmt.Sprintf("10.%d.%d.%d", i/256, i%256, j+1) }
 
 // parallel runs f(0..n-1) on 32 goroutines; the test fails on the first
 // error.
