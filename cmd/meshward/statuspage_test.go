@@ -77,7 +77,12 @@ func TestUIQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	brokenAt := time.Now().Add(-time.Second)
-	if err := os.WriteFile(file, []byte(`{"version":1,"quarantined":[]} {`), 0o600); err != nil {
+	// Renamed into place: written in place, the watch may read it empty
+	// (truncated, not yet written) and show that error instead.
+	if err := os.WriteFile(file+".tmp", []byte(`{"version":1,"quarantined":[]} {`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(file+".tmp", file); err != nil {
 		t.Fatal(err)
 	}
 	q = waitFor("the broken file shown", func(q ui.QuarantineResponse) bool { return q.Error != "" })
