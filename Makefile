@@ -65,6 +65,11 @@ bench-kube: kube ## the Kubernetes-mode benchmarks on a real API server (AGENTS=
 	MESHWARD_BENCH_KUBE_AGENTS=$(or $(AGENTS),1000) MESHWARD_BENCH_KUBE_PODS=$(or $(PODS),5) \
 	  $(GO) test $(GOTAGS) -run '^$$' -bench '^BenchmarkKubernetes' -benchtime $(or $(BENCHTIME),20x) -timeout 90m ./cmd/meshward
 
+.PHONY: bench-quarantine
+bench-quarantine: ## quarantine end to end: command -> Checks denied, peers' Envoys ACKed, its Envoy withdrawn (NODES=5000 simulated Envoys)
+	MESHWARD_BENCH_QUARANTINE_NODES=$(or $(NODES),5000) \
+	  $(GO) test $(GOTAGS) -run '^$$' -bench '^BenchmarkQuarantineEndToEnd' -benchtime $(or $(BENCHTIME),20x) -timeout 60m ./cmd/meshward
+
 .PHONY: ghz-load
 ghz-load: build $(GHZ) ## ghz (c=8, one connection) against serve and a no-op server, alternating; prints the ratios
 	$(GO) run ./extauthz/internal/ghzload -meshward $(BIN)/meshward -ghz $(GHZ) $(GHZFLAGS)

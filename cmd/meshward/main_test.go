@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	_ "net/http/pprof" // the serve child's profile under a benchmark (envBenchPprof)
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,11 @@ import (
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envRunMain) == "1" {
+		if addr := os.Getenv(envBenchPprof); addr != "" && len(os.Args) > 1 && os.Args[1] == "serve" {
+			// Profiling a serve child under a benchmark: this test
+			// binary only; meshward itself serves no pprof.
+			go func() { _ = http.ListenAndServe(addr, nil) }() //nolint:gosec // G114: a test's loopback profile endpoint
+		}
 		main() // serveProcess: this binary as meshward
 	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/fsnotify/fsnotify.(*inotify).readEvents"))
