@@ -132,7 +132,9 @@ func startQuarantineMesh(b *testing.B, ctx context.Context, n int) *quarantineMe
 	return m
 }
 
-func (m *quarantineMesh) id(i int) string { return fmt.Sprintf("spiffe://mesh.local/ns/default/sa/a%d", i) }
+func (m *quarantineMesh) id(i int) string {
+	return fmt.Sprintf("spiffe://mesh.local/ns/default/sa/a%d", i)
+}
 
 // callers are the agents with a peers entry naming agent k.
 func (m *quarantineMesh) callers(k int) []*envoysim.Envoy {
