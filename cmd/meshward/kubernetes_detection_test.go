@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,20 +22,8 @@ import (
 // replica applies it from there: Checks to the agent are denied 403
 // quarantined. Below the threshold nothing is written.
 func TestServeKubernetesDetection(t *testing.T) {
-	srv := kubetest.Start(t)
-	rc := srv.Config(kubetest.Admin)
-	crds, _ := filepath.Glob(filepath.Join("..", "..", "examples", "kubernetes", "crds", "*.yaml"))
-	kubetest.InstallCRDs(t, rc, crds...)
-	dir := t.TempDir()
-	mesh, path := filepath.Join(dir, "mesh.yaml"), filepath.Join(dir, "meshward.yaml")
-	base := strings.Replace(kubeBaseConfig, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.meshward.svc:9191\n", 1) +
-		"detection:\n  rules:\n    - name: deny-burst\n      match: denies\n      threshold: 3\n      window: 1m\n      quarantine: enforce\n"
-	for p, s := range map[string]string{mesh: replicaMesh, path: base} {
-		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kubetest.Apply(t, rc, mesh)
+	srv, rc, path := kubeMeshServer(t, replicaMesh,
+		"detection:\n  rules:\n    - name: deny-burst\n      match: denies\n      threshold: 3\n      window: 1m\n      quarantine: enforce\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	r := startKubeQReplica(t, ctx, "a", path, srv.Kubeconfig(kubetest.Admin))

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshward/meshward/cmd/meshward/internal/kube/kubetest"
 	"github.com/meshward/meshward/envoy"
@@ -152,15 +151,8 @@ func endpointsOf(cla *endpointv3.ClusterLoadAssignment) []string {
 // pushCounts reads meshward_xds_pushes_total by type from /metrics.
 func pushCounts(t *testing.T, ctx context.Context, admin string) map[string]int {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	out := map[string]int{}
-	for line := range strings.SplitSeq(string(b), "\n") {
+	for line := range strings.SplitSeq(scrapeMetrics(t, ctx, admin), "\n") {
 		rest, ok := strings.CutPrefix(line, `meshward_xds_pushes_total{type="`)
 		if !ok {
 			continue
@@ -179,19 +171,7 @@ func pushCounts(t *testing.T, ctx context.Context, admin string) map[string]int 
 // stay; bystander, which calls nobody, is sent nothing; every load
 // assignment passes ValidateAll.
 func TestServeKubernetesEDS(t *testing.T) {
-	srv := kubetest.Start(t)
-	rc := srv.Config(kubetest.Admin)
-	crds, _ := filepath.Glob(filepath.Join("..", "..", "examples", "kubernetes", "crds", "*.yaml"))
-	kubetest.InstallCRDs(t, rc, crds...)
-	dir := t.TempDir()
-	mesh, path := filepath.Join(dir, "mesh.yaml"), filepath.Join(dir, "meshward.yaml")
-	base := strings.Replace(kubeBaseConfig, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.meshward.svc:9191\n", 1)
-	for p, s := range map[string]string{mesh: edsMesh, path: base} {
-		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kubetest.Apply(t, rc, mesh)
+	srv, rc, path := kubeMeshServer(t, edsMesh, "")
 	kc := kubernetes.NewForConfigOrDie(rc)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -380,6 +360,28 @@ func TestServeKubernetesEDS(t *testing.T) {
 	if typ, _ := by.mustRecv(); typ != resourcev3.RouteType {
 		t.Fatalf("bystander was sent %s", typ)
 	}
+}
+
+// kubeMeshServer starts an API server with the CRDs and the objects of
+// mesh applied, and writes a replica's configuration (kubeBaseConfig with
+// an ext_authz address for the Envoys, then extra); it returns the
+// server, an admin client configuration and the configuration's path.
+func kubeMeshServer(t *testing.T, mesh, extra string) (*kubetest.Server, *rest.Config, string) {
+	t.Helper()
+	srv := kubetest.Start(t)
+	rc := srv.Config(kubetest.Admin)
+	crds, _ := filepath.Glob(filepath.Join("..", "..", "examples", "kubernetes", "crds", "*.yaml"))
+	kubetest.InstallCRDs(t, rc, crds...)
+	dir := t.TempDir()
+	meshPath, path := filepath.Join(dir, "mesh.yaml"), filepath.Join(dir, "meshward.yaml")
+	base := strings.Replace(kubeBaseConfig, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.meshward.svc:9191\n", 1) + extra
+	for p, s := range map[string]string{meshPath: mesh, path: base} {
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubetest.Apply(t, rc, meshPath)
+	return srv, rc, path
 }
 
 func setReady(p *corev1.Pod, ready bool) {
