@@ -1,8 +1,9 @@
 // Package envoysim runs simulated Envoys for load tests and benchmarks:
 // each is one gRPC connection and one delta ADS stream that identifies
 // itself as Envoy (node id, user agent, build version), subscribes to
-// clusters, listeners, routes and its two SDS secrets, ACKs every
-// response, and on a broken stream reconnects telling the server the
+// clusters, listeners, routes and its two SDS secrets (and, as its
+// clusters name them, the load assignments of its EDS clusters), ACKs
+// every response, and on a broken stream reconnects telling the server the
 // versions it holds, as Envoy does. It records what it holds and when it
 // ACKed each type last, so that a benchmark can measure from a change to
 // the ACK of every Envoy it concerns. It does not follow references or
@@ -18,12 +19,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshward/meshward/envoy"
 )
@@ -40,8 +43,9 @@ type Envoy struct {
 	versions  map[string]map[string]string // type -> resource name -> version
 	acked     map[string]time.Time         // type -> when the last response was ACKed
 	responses int
-	streams   int         // opened, reconnects included
-	ends      []time.Time // when its latest streams ended (the server ended or refused them), oldest first
+	eds       map[string]bool // the EDS clusters it holds: their load assignments are subscribed
+	streams   int             // opened, reconnects included
+	ends      []time.Time     // when its latest streams ended (the server ended or refused them), oldest first
 }
 
 // maxEnds bounds the stream ends an Envoy remembers.
@@ -137,7 +141,7 @@ func Start(ctx context.Context, addr string, nodes []string, opts ...Option) *Fl
 	f := &Fleet{cancel: cancel}
 	sem := make(chan struct{}, o.dialParallelism)
 	for _, n := range nodes {
-		e := &Envoy{Node: n, versions: map[string]map[string]string{}, acked: map[string]time.Time{}}
+		e := &Envoy{Node: n, versions: map[string]map[string]string{}, acked: map[string]time.Time{}, eds: map[string]bool{}}
 		f.Envoys = append(f.Envoys, e)
 		f.wg.Go(func() {
 			if err := e.run(ctx, addr, sem, o.retry); err != nil && ctx.Err() == nil {
@@ -231,6 +235,7 @@ func (e *Envoy) stream(ctx context.Context, cc *grpc.ClientConn, sem chan struct
 		for t, v := range e.versions {
 			held[t] = maps.Clone(v)
 		}
+		eds := slices.Sorted(maps.Keys(e.eds))
 		e.mu.Unlock()
 		min := envoy.MinEnvoyVersion
 		node := &core.Node{Id: e.Node, Cluster: e.Node, UserAgentName: "envoy",
@@ -247,6 +252,10 @@ func (e *Envoy) stream(ctx context.Context, cc *grpc.ClientConn, sem chan struct
 			if err = st.Send(req); err != nil {
 				break
 			}
+		}
+		if err == nil && len(eds) > 0 {
+			err = st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType,
+				ResourceNamesSubscribe: eds, InitialResourceVersions: held[resourcev3.EndpointType]})
 		}
 	}
 	<-sem
@@ -271,9 +280,19 @@ func (e *Envoy) stream(ctx context.Context, cc *grpc.ClientConn, sem chan struct
 		for _, name := range resp.GetRemovedResources() {
 			delete(v, name)
 		}
+		var sub, unsub []string
+		if typ == resourcev3.ClusterType {
+			sub, unsub = e.edsClusters(resp)
+		}
 		e.mu.Unlock()
 		if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: typ, ResponseNonce: resp.GetNonce()}); err != nil {
 			return err
+		}
+		if len(sub)+len(unsub) > 0 {
+			if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType,
+				ResourceNamesSubscribe: sub, ResourceNamesUnsubscribe: unsub}); err != nil {
+				return err
+			}
 		}
 		now := time.Now()
 		e.mu.Lock()
@@ -281,4 +300,29 @@ func (e *Envoy) stream(ctx context.Context, cc *grpc.ClientConn, sem chan struct
 		e.responses++
 		e.mu.Unlock()
 	}
+}
+
+// edsClusters updates the EDS clusters held from a clusters response and
+// returns the load assignments to subscribe to and to drop, as Envoy
+// does. The lock is held.
+func (e *Envoy) edsClusters(resp *discovery.DeltaDiscoveryResponse) (sub, unsub []string) {
+	for _, r := range resp.GetResources() {
+		c := &clusterv3.Cluster{}
+		isEDS := proto.Unmarshal(r.GetResource().GetValue(), c) == nil && c.GetType() == clusterv3.Cluster_EDS
+		switch {
+		case isEDS && !e.eds[r.GetName()]:
+			e.eds[r.GetName()] = true
+			sub = append(sub, r.GetName())
+		case !isEDS && e.eds[r.GetName()]:
+			delete(e.eds, r.GetName())
+			unsub = append(unsub, r.GetName())
+		}
+	}
+	for _, name := range resp.GetRemovedResources() {
+		if e.eds[name] {
+			delete(e.eds, name)
+			unsub = append(unsub, name)
+		}
+	}
+	return sub, unsub
 }
