@@ -199,13 +199,12 @@ func build(base *config.Config, objs objects, opts policy.Options) (*generation,
 		r := ref{"MeshAgent", ma.Namespace, ma.Name}
 		v := &verdict{generation: ma.Generation}
 		g.verdicts[r] = v
-		sa, problem := serviceAccount(ma, objs)
+		sa, sel, problem := serviceAccount(ma, objs)
 		if problem != "" {
 			reject(r, problem)
 			continue
 		}
 		v.spiffeID = "spiffe://" + td + "/ns/" + ma.Namespace + "/sa/" + sa
-		sel, _ := metav1.LabelSelectorAsSelector(&ma.Spec.Selector) // serviceAccount parsed it
 		sels[r] = podSelector{namespace: ma.Namespace, selector: sel}
 		agents = append(agents, agentIn{r, toAgent(ma, v.spiffeID)})
 	}
@@ -361,15 +360,15 @@ func blameCompile(cerr error, rules []ruleIn, g *generation, c *config.Config, t
 	return fmt.Errorf("kubernetes: %w", cerr)
 }
 
-// serviceAccount is the MeshAgent's ServiceAccount, or the problem that
-// leaves it without one.
-func serviceAccount(ma *v1alpha1.MeshAgent, objs objects) (string, string) {
+// serviceAccount is the MeshAgent's ServiceAccount and its parsed pod
+// selector, or the problem that leaves it without one.
+func serviceAccount(ma *v1alpha1.MeshAgent, objs objects) (string, labels.Selector, string) {
 	sel, err := metav1.LabelSelectorAsSelector(&ma.Spec.Selector)
 	if err != nil {
-		return "", "spec.selector: " + err.Error()
+		return "", nil, "spec.selector: " + err.Error()
 	}
 	if sel.Empty() {
-		return "", "spec.selector: must select pods (an empty selector selects every pod of the namespace)"
+		return "", nil, "spec.selector: must select pods (an empty selector selects every pod of the namespace)"
 	}
 	var sas []string
 	for _, p := range objs.pods {
@@ -388,18 +387,18 @@ func serviceAccount(ma *v1alpha1.MeshAgent, objs objects) (string, string) {
 	sa := ma.Spec.ServiceAccountName
 	switch {
 	case sa != "" && len(sas) > 0 && (len(sas) > 1 || sas[0] != sa):
-		return "", fmt.Sprintf("spec.selector: selects pods of ServiceAccounts %s, not only spec.serviceAccountName %q", strings.Join(sas, ", "), sa)
+		return "", nil, fmt.Sprintf("spec.selector: selects pods of ServiceAccounts %s, not only spec.serviceAccountName %q", strings.Join(sas, ", "), sa)
 	case sa == "" && len(sas) > 1:
-		return "", fmt.Sprintf("spec.selector: selects pods of several ServiceAccounts (%s): an agent has one SPIFFE ID", strings.Join(sas, ", "))
+		return "", nil, fmt.Sprintf("spec.selector: selects pods of several ServiceAccounts (%s): an agent has one SPIFFE ID", strings.Join(sas, ", "))
 	case sa == "" && len(sas) == 0:
-		return "", "spec.selector: selects no pod, so the ServiceAccount is unknown: set spec.serviceAccountName"
+		return "", nil, "spec.selector: selects no pod, so the ServiceAccount is unknown: set spec.serviceAccountName"
 	case sa == "":
 		sa = sas[0]
 	}
 	if !objs.serviceAccounts[ma.Namespace+"/"+sa] {
-		return "", fmt.Sprintf("spec.serviceAccountName: ServiceAccount %s/%s not found", ma.Namespace, sa)
+		return "", nil, fmt.Sprintf("spec.serviceAccountName: ServiceAccount %s/%s not found", ma.Namespace, sa)
 	}
-	return sa, ""
+	return sa, sel, ""
 }
 
 func toAgent(ma *v1alpha1.MeshAgent, spiffeID string) envoy.Agent {
