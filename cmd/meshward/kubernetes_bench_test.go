@@ -119,6 +119,45 @@ func startKubeScale(b *testing.B, ctx context.Context, agents, pods int) *kubeSc
 	return s
 }
 
+// responses is how many responses each Envoy has had so far.
+func (s *kubeScale) responses() []int {
+	n := make([]int, len(s.fleet.Envoys))
+	for i, e := range s.fleet.Envoys {
+		n[i] = e.Responses()
+	}
+	return n
+}
+
+// acked waits until every Envoy of envoys ACKed typ after t0 and returns
+// the time from t0 to the last of those ACKs.
+func (s *kubeScale) acked(b *testing.B, ctx context.Context, envoys []*envoysim.Envoy, typ string, t0 time.Time) time.Duration {
+	b.Helper()
+	if err := s.fleet.Wait(ctx, envoys, func(e *envoysim.Envoy) bool { return e.AckedAt(typ).After(t0) }); err != nil {
+		b.Fatal(err)
+	}
+	var last time.Duration
+	for _, e := range envoys {
+		last = max(last, e.AckedAt(typ).Sub(t0))
+	}
+	return last
+}
+
+// unaffected is how many responses the Envoys of agents not in concerned
+// had since start (responses). Pushes no change was about would come
+// with a rebuild, a debounce after the change: it waits a second for
+// them first.
+func (s *kubeScale) unaffected(start []int, concerned map[int]bool) int {
+	time.Sleep(time.Second)
+	pods := len(s.mesh.Pods[0])
+	n := 0
+	for i, e := range s.fleet.Envoys {
+		if !concerned[i/pods] {
+			n += e.Responses() - start[i]
+		}
+	}
+	return n
+}
+
 func (s *kubeScale) startReplica(b *testing.B) *serveChild {
 	b.Helper()
 	return serveProcess(b, "--config", s.config, "--source", "kubernetes", "--kubeconfig", s.srv.Kubeconfig(kubetest.Admin))
@@ -145,10 +184,7 @@ func BenchmarkKubernetesScale(b *testing.B) {
 
 	dyn := dynamic.NewForConfigOrDie(s.rc)
 	res := dyn.Resource(kube.MeshAgents).Namespace(s.mesh.Namespace)
-	start := make([]int, len(s.fleet.Envoys))
-	for i, e := range s.fleet.Envoys {
-		start[i] = e.Responses()
-	}
+	start := s.responses()
 	changed := map[int]bool{} // agents changed
 	var lat []time.Duration
 	round := 0
@@ -158,26 +194,10 @@ func BenchmarkKubernetesScale(b *testing.B) {
 		changed[k] = true
 		t0 := time.Now()
 		toggleOutboundPort(b, ctx, res, s.mesh.Agents[k])
-		affected := s.byAgent[k]
-		if err := s.fleet.Wait(ctx, affected, func(e *envoysim.Envoy) bool { return e.AckedAt(resourcev3.ListenerType).After(t0) }); err != nil {
-			b.Fatal(err)
-		}
-		var last time.Duration
-		for _, e := range affected {
-			last = max(last, e.AckedAt(resourcev3.ListenerType).Sub(t0))
-		}
-		lat = append(lat, last)
+		lat = append(lat, s.acked(b, ctx, s.byAgent[k], resourcev3.ListenerType, t0))
 	}
 	b.StopTimer()
-	// Pushes to the Envoys of agents no change was about: they would come
-	// with the rebuild, a debounce after the change; wait a few for them.
-	time.Sleep(time.Second)
-	unaffected := 0
-	for i, e := range s.fleet.Envoys {
-		if !changed[i/pods] {
-			unaffected += e.Responses() - start[i]
-		}
-	}
+	unaffected := s.unaffected(start, changed)
 	rssAfter := s.replica.rss()
 	heap := promValue(b, ctx, "http://"+s.admin+"/metrics", "go_memstats_heap_inuse_bytes")
 
@@ -220,10 +240,7 @@ func BenchmarkKubernetesEDS(b *testing.B) {
 		agents, pods, s.created.Round(time.Millisecond), len(s.fleet.Envoys), s.converged.Round(time.Millisecond), mibOf(s.replica.rss()))
 
 	podsAPI := kubernetes.NewForConfigOrDie(s.rc).CoreV1().Pods(s.mesh.Namespace)
-	start := make([]int, len(s.fleet.Envoys))
-	for i, e := range s.fleet.Envoys {
-		start[i] = e.Responses()
-	}
+	start := s.responses()
 	callers := map[int]bool{} // agents whose peer's endpoints changed
 	var lat []time.Duration
 	round := 0
@@ -250,24 +267,10 @@ func BenchmarkKubernetesEDS(b *testing.B) {
 		if _, err := podsAPI.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 			b.Fatal(err)
 		}
-		affected := s.byAgent[caller]
-		if err := s.fleet.Wait(ctx, affected, func(e *envoysim.Envoy) bool { return e.AckedAt(resourcev3.EndpointType).After(t0) }); err != nil {
-			b.Fatal(err)
-		}
-		var last time.Duration
-		for _, e := range affected {
-			last = max(last, e.AckedAt(resourcev3.EndpointType).Sub(t0))
-		}
-		lat = append(lat, last)
+		lat = append(lat, s.acked(b, ctx, s.byAgent[caller], resourcev3.EndpointType, t0))
 	}
 	b.StopTimer()
-	time.Sleep(time.Second) // for late pushes to anyone else
-	unaffected := 0
-	for i, e := range s.fleet.Envoys {
-		if !callers[i/pods] {
-			unaffected += e.Responses() - start[i]
-		}
-	}
+	unaffected := s.unaffected(start, callers)
 	slices.Sort(lat)
 	b.ReportMetric(pctOf(lat, 50).Seconds(), "p50-ack-s")
 	b.ReportMetric(pctOf(lat, 99).Seconds(), "p99-ack-s")
