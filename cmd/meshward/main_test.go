@@ -153,7 +153,7 @@ func testConfigReplacing(t *testing.T, old, new string) string {
 	return path
 }
 
-func testConfig(t *testing.T) string {
+func testConfig(t testing.TB) string {
 	t.Helper()
 	qs, err := os.ReadFile(quickstartPath)
 	if err != nil {

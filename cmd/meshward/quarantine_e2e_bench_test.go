@@ -15,6 +15,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -48,48 +49,34 @@ type quarantineMesh struct {
 	setup  time.Duration        // serve started -> every Envoy holds every type
 }
 
-// quarantineMeshConfig writes the quickstart with the agents replaced by
-// a ring of n (a0 ... a(n-1), each with the next three as peers), every
-// address on port 0, the quarantine state file state/quarantine.json and
-// the admin API's token file; it returns the configuration's path.
+// quarantineMeshConfig writes the quickstart (testConfig: every
+// listener on a free port) with its agents replaced by syntheticMesh's
+// ring of n (a0 ... a(n-1), each with the next three as peers), the
+// quarantine state file state/quarantine.json and the admin API's token
+// file; it returns the configuration's path.
 func quarantineMeshConfig(b *testing.B, n int) string {
 	b.Helper()
-	qs, err := os.ReadFile(quickstartPath)
+	p := testConfig(b)
+	qs, err := os.ReadFile(p)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := string(qs)
-	for _, port := range []string{"9090", "9191", "18000"} {
-		s = strings.Replace(s, "127.0.0.1:"+port, "127.0.0.1:0", 1)
-	}
 	// Port 0: the Envoys are told where ext_authz is.
-	s = strings.Replace(s, "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.internal:9191\n", 1)
+	s := strings.Replace(string(qs), "  insecure: true\n", "  insecure: true\n  authzAddress: meshward.internal:9191\n", 1)
 	head, _, ok1 := strings.Cut(s, "\nagents:\n")
 	_, tail, ok2 := strings.Cut(s, "\nsecrets:\n")
 	if !ok1 || !ok2 {
 		b.Fatal("test setup: the quickstart has no agents: or secrets: section")
 	}
-	var sb strings.Builder
-	sb.WriteString(head + "\nagents:\n")
-	for i := range n {
-		fmt.Fprintf(&sb, "  - name: a%d\n    spiffeID: spiffe://mesh.local/ns/default/sa/a%d\n    host: pod-%d\n"+
-			"    inboundPort: 15001\n    outboundPort: 15101\n    app: 127.0.0.1:8081\n    peers:\n", i, i, i)
-		for j := 1; j <= 3; j++ {
-			p := (i + j) % n
-			fmt.Fprintf(&sb, "      - name: a%d\n        addresses: [10.%d.%d.%d:15001]\n", p, p/65536, p/256%256, p%256)
-		}
-	}
-	sb.WriteString("\nquarantine:\n  file: state/quarantine.json\n  api:\n    tokenFile: token.txt\n")
-	sb.WriteString("\nsecrets:\n" + tail)
-	dir := b.TempDir()
-	if err := os.CopyFS(dir, os.DirFS(filepath.Dir(quickstartPath))); err != nil {
+	agents, err := yaml.Marshal(map[string]any{"agents": syntheticMesh(b, n).Agents})
+	if err != nil {
 		b.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "token.txt"), []byte(quarantineBenchToken+"\n"), 0o600); err != nil {
+	s = head + "\n" + string(agents) + "\nquarantine:\n  file: state/quarantine.json\n  api:\n    tokenFile: token.txt\n" + "\nsecrets:\n" + tail
+	if err := os.WriteFile(filepath.Join(filepath.Dir(p), "token.txt"), []byte(quarantineBenchToken+"\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	p := filepath.Join(dir, "meshward.yaml")
-	if err := os.WriteFile(p, []byte(sb.String()), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return p
